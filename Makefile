@@ -1,0 +1,35 @@
+# One-command set-up on a fresh machine: everything goes into ./.venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on this disk; install it explicitly before the project so that
+# the bare `torch>=2.3` requirement does not pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: test demo install lint bench clean
+
+$(BIN)/mp3net: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev,demo]"
+	touch $@
+
+install: $(BIN)/mp3net
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/mp3net demo
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/bench_dsp.py
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,3 @@
+from mp3net.cli import main
+
+raise SystemExit(main())

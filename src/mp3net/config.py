@@ -1,0 +1,251 @@
+"""Typed configuration: model, data and training settings, with named presets.
+
+A :class:`Config` is saved as ``config.json`` into every run directory, checkpoint and exported model,
+and can be overridden from the command line with ``section.field=value`` strings.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded or an override that does not apply."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of generator and discriminator (SPEC §4).
+
+    The generator starts from ``[dense_channels, start_frames, start_bands]`` and each of the
+    ``n_blocks`` blocks quadruples time and doubles the bands (adds an octave), so the output is
+    ``[B, channels, start_frames * 4**n_blocks, start_bands * 2**n_blocks]``.
+
+    Channel rule of block i (e = n_blocks - 1 - i): in = min(4·4^e·base, cap),
+    mid = min(2·4^e·base, cap), out = min(4^e·base, cap). The discriminator mirrors it.
+    """
+
+    sample_rate: int = 22016
+    channels: int = 2
+    n_bands: int = 128
+    latent_dim: int = 512
+    n_blocks: int = 6
+    start_frames: int = 4
+    start_bands: int = 2
+    base_channels: int = 16
+    max_channels: int = 512
+    d_dense: int = 512
+    mbstd_group: int = 4
+    leaky_slope: float = 0.2
+    # psychoacoustic model (SPEC §2)
+    n_bark: int = 24
+    alpha: float = 0.6
+
+    @property
+    def n_frames(self) -> int:
+        """M: number of MDCT frames the generator outputs."""
+        return self.start_frames * 4**self.n_blocks
+
+    @property
+    def clip_samples(self) -> int:
+        """T: audio samples of one training clip; its MDCT has exactly ``n_frames`` frames."""
+        return (self.n_frames - 1) * self.n_bands
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.clip_samples / self.sample_rate
+
+    def block_channels(self, i: int) -> tuple[int, int, int]:
+        """(in, mid, out) channels of generator block ``i`` (0 = deepest)."""
+        e = self.n_blocks - 1 - i
+        base, cap = self.base_channels, self.max_channels
+        return min(4 * 4**e * base, cap), min(2 * 4**e * base, cap), min(4**e * base, cap)
+
+    @property
+    def dense_channels(self) -> int:
+        return self.block_channels(0)[0]
+
+    def validate(self) -> None:
+        if self.start_bands * 2**self.n_blocks != self.n_bands:
+            raise ConfigError(
+                f"start_bands·2^n_blocks = {self.start_bands * 2**self.n_blocks} must equal n_bands = {self.n_bands}"
+            )
+        if self.start_bands % 2:
+            raise ConfigError("start_bands must be even (the deepest block splits the bands in halves)")
+        if self.channels < 1 or self.n_blocks < 1 or self.latent_dim < 1:
+            raise ConfigError("channels, n_blocks and latent_dim must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """WGAN-GP training settings (SPEC §5). Defaults follow the original code."""
+
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    n_critic: int = 2
+    gp_lambda: float = 3.0
+    drift: float = 0.1
+    noise_sigma: float = 1 / 6
+    ema: bool = True
+    ema_decay: float = 0.999
+    seed: int = 0
+    max_steps: int = 750_000
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 10
+    sample_every: int = 1000
+    n_samples: int = 4
+    freeze_deep: int = 0  # 0 = off; else the number of shallowest blocks left trainable (paper §4.3.1: 2)
+    amp: str = "auto"  # "auto" = bf16 autocast on CUDA, off on CPU; "bf16"; "off"
+    grad_checkpoint: bool = False
+    num_workers: int = 2
+
+
+@dataclass
+class Config:
+    name: str = "95s"
+    version: int = CONFIG_VERSION
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        if not isinstance(d, dict):
+            raise ConfigError("config must be a JSON object")
+        version = d.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"config version {version} is not supported (this mp3net reads version {CONFIG_VERSION})")
+        try:
+            model = ModelConfig(**d.get("model", {}))
+            tr = dict(d.get("train", {}))
+            if "betas" in tr:
+                tr["betas"] = tuple(tr["betas"])
+            train = TrainConfig(**tr)
+        except TypeError as e:
+            raise ConfigError(f"unknown or invalid config field: {e}") from None
+        cfg = cls(name=d.get("name", "custom"), version=version, model=model, train=train)
+        cfg.model.validate()
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (or YAML for a .yaml/.yml path), atomically."""
+        from mp3net.utils import atomic_write_text
+
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - any parse error is a bad config file
+            raise ConfigError(f"cannot parse config {path}: {e}") from None
+        return cls.from_dict(d)
+
+    def override(self, items: list[str] | None) -> Config:
+        """Return a copy with ``section.field=value`` overrides applied (value parsed as JSON if it can be)."""
+        cfg = copy.deepcopy(self)
+        for item in items or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form section.field=value")
+            key, raw = item.split("=", 1)
+            parts = key.strip().split(".")
+            if len(parts) != 2 or parts[0] not in ("model", "train"):
+                raise ConfigError(f"override key {key!r} must be model.<field> or train.<field>")
+            section = getattr(cfg, parts[0])
+            names = {f.name: f for f in dataclasses.fields(section)}
+            if parts[1] not in names:
+                raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(names))}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            current = getattr(section, parts[1])
+            if isinstance(current, tuple):
+                value = tuple(value)
+            elif isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{key} expects true/false, got {raw!r}")
+            elif isinstance(current, (int, float)) and not isinstance(value, (int, float)):
+                raise ConfigError(f"{key} expects a number, got {raw!r}")
+            elif isinstance(current, float):
+                value = float(value)
+            setattr(section, parts[1], value)
+        cfg.model.validate()
+        return cfg
+
+
+def _preset_95s() -> Config:
+    return Config(name="95s")
+
+
+def _preset_5s() -> Config:
+    # paper §4.2.2: 5 blocks, 128 channels in the shallowest layer, 1024 x 128 x 2 output, batch 64.
+    # With base 128 the generic channel rule gives blocks 0-3 (512, 512) and block 4 (256, 128).
+    return Config(
+        name="5s",
+        model=ModelConfig(n_blocks=5, start_frames=1, start_bands=4, base_channels=128),
+        train=TrainConfig(batch_size=64),
+    )
+
+
+def _preset_tiny() -> Config:
+    # CPU-sized member of the same family: 64 bands at 11008 Hz (86 Hz bands as in the paper),
+    # 4 blocks, 512 frames x 64 bands = 2.97 s of stereo audio.
+    return Config(
+        name="tiny",
+        model=ModelConfig(
+            sample_rate=11008,
+            n_bands=64,
+            latent_dim=64,
+            n_blocks=4,
+            start_frames=2,
+            start_bands=4,
+            base_channels=8,
+            max_channels=128,
+            d_dense=128,
+            n_bark=24,
+        ),
+        train=TrainConfig(batch_size=8, ckpt_every=200, sample_every=200, log_every=5, num_workers=0),
+    )
+
+
+PRESETS = {"95s": _preset_95s, "5s": _preset_5s, "tiny": _preset_tiny}
+
+
+def preset(name: str) -> Config:
+    """A fresh copy of the named preset (``95s``, ``5s`` or ``tiny``)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
