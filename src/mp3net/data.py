@@ -1,0 +1,477 @@
+"""Training data: ``prepare`` turns a folder of audio files into int16 PCM shards plus a manifest, and
+:class:`ClipDataset` / :class:`CropSampler` serve random clips from the memory-mapped shards (SPEC §6).
+
+On-disk layout of a prepared dataset (``OUT_DIR``)::
+
+    manifest.json          sample rate, channels, shards, and per track: source, duration, shard, offset
+    shard-00000.i16        raw little-endian int16, interleaved frames [n_frames, channels]
+    shard-00001.i16        ...
+
+Shards are raw so that they can be memory-mapped (a 50 GiB corpus needs no 50 GiB of RAM) and appended
+to while being written. A shard is written to a temporary name and renamed when complete; the manifest
+is rewritten atomically after every finished shard and is the only source of truth: a shard it does not
+list (left by an interrupted run) is deleted by the next run, so re-running on the same ``OUT_DIR`` never
+duplicates a track and never keeps half a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mp3net.utils import MP3NetError, atomic_write_text
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+SHARD_PREFIX = "shard-"
+SHARD_SUFFIX = ".i16"
+# extensions soundfile (libsndfile ≥ 1.1) decodes
+AUDIO_EXTENSIONS = frozenset(
+    {
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".w64",
+        ".rf64",
+        ".caf",
+    }
+)
+PEAK = 0.999  # per-track peak after normalisation (SPEC §6)
+SILENCE_PEAK = 10 ** (-80 / 20)  # a track whose peak is below -80 dBFS is treated as silent
+DEFAULT_SHARD_BYTES = 512 * 2**20
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoding one file (runs in worker processes)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class _FileResult:
+    source: str
+    pcm: np.ndarray | None = None  # [T, C] int16
+    reason: str | None = None
+    source_rate: int = 0
+    source_channels: int = 0
+
+
+def _load(path: str) -> tuple[np.ndarray, int]:
+    """Decode to float32 ``[C, T]`` and the file's sample rate (mp3net.audio when present)."""
+    try:
+        from mp3net import audio  # noqa: PLC0415 - optional sibling module
+    except ImportError:
+        audio = None
+    if audio is not None and hasattr(audio, "read_audio"):
+        x, sr = audio.read_audio(path)
+        return np.asarray(x, dtype=np.float32), int(sr)
+    import soundfile as sf
+
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``[C_in, T]`` → ``[channels, T]``: mono is duplicated, extra channels beyond the first two dropped,
+    and a mono target takes the mean of the input channels."""
+    c_in = x.shape[0]
+    if c_in == channels:
+        return x
+    if channels == 1:
+        return x.mean(axis=0, keepdims=True)
+    if c_in == 1:
+        return np.repeat(x, channels, axis=0)
+    if c_in > channels:
+        return x[:channels]
+    raise MP3NetError(f"cannot map {c_in} channels to {channels}")
+
+
+def _process_file(job: tuple[str, int, int, int]) -> _FileResult:
+    """Decode, convert channels, resample, check and peak-normalise one file."""
+    path, sample_rate, channels, min_samples = job
+    res = _FileResult(source=path)
+    if os.path.getsize(path) == 0:
+        res.reason = "empty file (0 bytes)"
+        return res
+    try:
+        x, sr = _load(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        res.reason = f"cannot decode: {msg}"
+        return res
+    res.source_rate, res.source_channels = sr, int(x.shape[0]) if x.ndim == 2 else 0
+    if x.ndim != 2 or x.shape[1] == 0 or x.shape[0] == 0:
+        res.reason = "empty (no audio samples)"
+        return res
+    if not np.isfinite(x).all():
+        res.reason = "contains NaN or Inf samples"
+        return res
+    x = _to_channels(x, channels)
+    if sr != sample_rate:
+        import soxr
+
+        x = soxr.resample(np.ascontiguousarray(x.T), sr, sample_rate, quality="HQ").T
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak < SILENCE_PEAK:
+        res.reason = "silent (peak below -80 dBFS)"
+        return res
+    n = x.shape[1]
+    if n < min_samples:
+        res.reason = f"too short ({n / sample_rate:.2f} s < one clip of {min_samples / sample_rate:.2f} s)"
+        return res
+    x = x * (PEAK / peak)
+    res.pcm = np.ascontiguousarray(np.round(x.T * 32767.0).astype(np.int16))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# manifest
+# ---------------------------------------------------------------------------------------------------------
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    """Read and sanity-check ``root/manifest.json``."""
+    path = Path(root) / MANIFEST
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MP3NetError(
+            f"{root} is not a prepared dataset (no {MANIFEST}); run `mp3net prepare` first"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise MP3NetError(f"cannot read {path}: {e}") from None
+    if not isinstance(m, dict) or m.get("version") != MANIFEST_VERSION or "tracks" not in m:
+        raise MP3NetError(f"{path} is not an mp3net manifest of version {MANIFEST_VERSION}")
+    return m
+
+
+def _write_manifest(root: Path, m: dict[str, Any]) -> None:
+    atomic_write_text(root / MANIFEST, json.dumps(m, indent=1) + "\n")
+
+
+def _shard_name(i: int) -> str:
+    return f"{SHARD_PREFIX}{i:05d}{SHARD_SUFFIX}"
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of :func:`prepare`."""
+
+    added: int = 0
+    added_seconds: float = 0.0
+    total_tracks: int = 0
+    total_seconds: float = 0.0
+    already: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"added {self.added} tracks ({self.added_seconds / 3600:.3f} h); dataset now holds "
+            f"{self.total_tracks} tracks ({self.total_seconds / 3600:.3f} h)",
+        ]
+        if self.already:
+            lines.append(f"{self.already} files were already in the dataset")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} files:")
+            lines += [f"  {src}: {reason}" for src, reason in self.skipped]
+        return "\n".join(lines)
+
+
+class _ShardWriter:
+    """Appends tracks to ``shard-XXXXX.i16.tmp``; ``close()`` fsyncs and renames it into place."""
+
+    def __init__(self, root: Path, index: int) -> None:
+        self.index, self.frames, self.tracks = index, 0, []
+        self.path = root / _shard_name(index)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.f = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+
+    def add(self, pcm: np.ndarray, track: dict[str, Any]) -> None:
+        self.f.write(pcm.astype("<i2", copy=False).tobytes())
+        track.update(shard=self.index, offset=self.frames)
+        self.tracks.append(track)
+        self.frames += pcm.shape[0]
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def find_audio_files(src: Path, exclude: Path | None = None) -> list[Path]:
+    """Audio files under ``src`` (recursively, sorted), skipping anything inside ``exclude``."""
+    out = []
+    for root, dirs, files in os.walk(src, followlinks=True):
+        dirs.sort()
+        if exclude is not None and Path(root).resolve().is_relative_to(exclude):
+            dirs[:] = []
+            continue
+        out += [Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+    return out
+
+
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    sample_rate: int,
+    channels: int,
+    min_samples: int,
+    workers: int = 1,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = True,
+) -> PrepareReport:
+    """Build (or extend) a dataset of int16 shards from every audio file under ``src``.
+
+    Args:
+        src: folder searched recursively for wav/flac/ogg/mp3 (anything soundfile decodes).
+        out: dataset folder; an existing dataset of the same rate and channels is extended, files it
+            already holds (same resolved path) are not added again.
+        sample_rate, channels: target format (the preset's); mono input is duplicated to stereo.
+        min_samples: tracks shorter than this after resampling (one training clip) are skipped.
+        workers: decoding processes.
+        shard_bytes: a new shard is started when the current one exceeds this size.
+    Returns:
+        A :class:`PrepareReport`. Raises :class:`MP3NetError` when the dataset ends up empty.
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise MP3NetError(f"source folder {src} does not exist or is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).exists():
+        m = load_manifest(out)
+        if m["sample_rate"] != sample_rate or m["channels"] != channels:
+            raise MP3NetError(
+                f"{out} holds {m['sample_rate']} Hz / {m['channels']}-channel data; this preset needs "
+                f"{sample_rate} Hz / {channels} channels: use another OUT_DIR"
+            )
+    else:
+        m = {
+            "version": MANIFEST_VERSION,
+            "sample_rate": sample_rate,
+            "channels": channels,
+            "shards": [],
+            "tracks": [],
+            "skipped": [],
+        }
+    # drop whatever an interrupted run left behind: temp files and shards the manifest does not list
+    listed = {s["file"] for s in m["shards"]}
+    for p in out.iterdir():
+        if p.name.startswith(SHARD_PREFIX) and (p.name.endswith(".tmp") or p.name not in listed):
+            p.unlink()
+    known = {t["source"] for t in m["tracks"]}
+    report = PrepareReport()
+    files = []
+    for p in find_audio_files(src, exclude=out.resolve()):
+        key = str(p.resolve())
+        if key in known:
+            report.already += 1
+        else:
+            files.append(key)
+    if not files and not m["tracks"]:
+        raise MP3NetError(
+            f"no audio files ({', '.join(sorted({'.wav', '.flac', '.ogg', '.mp3'}))}) found under {src}"
+        )
+
+    jobs = [(f, sample_rate, channels, min_samples) for f in files]
+    next_index = (
+        max((int(s["file"][len(SHARD_PREFIX) : -len(SHARD_SUFFIX)]) for s in m["shards"]), default=-1) + 1
+    )
+    writer: _ShardWriter | None = None
+    pool = None
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="file", disable=not progress or not jobs, dynamic_ncols=True)
+    hours = 0.0
+
+    def finish_shard() -> None:
+        nonlocal writer
+        if writer is None:
+            return
+        writer.close()
+        m["shards"].append({"file": writer.path.name, "frames": writer.frames})
+        m["tracks"] += writer.tracks
+        _write_manifest(out, m)
+        writer = None
+
+    try:
+        if workers > 1 and len(jobs) > 1:
+            # spawn: the parent may hold torch threads, which fork would copy in a broken state
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
+            results: Iterator[_FileResult] = pool.imap(_process_file, jobs)
+        else:
+            results = map(_process_file, jobs)
+        for res in results:
+            bar.update(1)
+            if res.pcm is None:
+                report.skipped.append((res.source, res.reason or "unusable"))
+                continue
+            if writer is None:
+                writer = _ShardWriter(out, next_index)
+                next_index += 1
+            n = res.pcm.shape[0]
+            writer.add(
+                res.pcm,
+                {
+                    "source": res.source,
+                    "duration": n / sample_rate,
+                    "frames": n,
+                    "source_rate": res.source_rate,
+                    "source_channels": res.source_channels,
+                },
+            )
+            report.added += 1
+            report.added_seconds += n / sample_rate
+            hours += n / sample_rate / 3600
+            bar.set_postfix_str(f"{hours:.2f} h audio")
+            if writer.frames * channels * 2 >= shard_bytes:
+                finish_shard()
+        finish_shard()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    m["skipped"] = [{"source": s, "reason": r} for s, r in report.skipped]
+    m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_manifest(out, m)
+    report.total_tracks = len(m["tracks"])
+    report.total_seconds = sum(t["duration"] for t in m["tracks"])
+    if not m["tracks"]:
+        why = "; ".join(f"{Path(s).name}: {r}" for s, r in report.skipped[:5])
+        raise MP3NetError(f"no usable audio under {src} ({len(report.skipped)} files skipped: {why})")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training-time access
+# ---------------------------------------------------------------------------------------------------------
+class ClipDataset:
+    """Clips of ``clip_samples`` samples at any offset inside any track of a prepared dataset.
+
+    Index ``i`` in ``[0, len(self))`` enumerates every valid (track, start) pair, so drawing ``i`` uniformly
+    draws a uniformly random clip of the corpus (longer tracks proportionally more often) and a clip never
+    straddles two tracks. The shards are memory-mapped lazily in each process (DataLoader workers included).
+    ``self[i]`` is a float32 tensor ``[C, clip_samples]`` in [-1, 1].
+    """
+
+    def __init__(self, root: str | Path, clip_samples: int, sample_rate: int, channels: int) -> None:
+        self.root = Path(root)
+        m = load_manifest(self.root)
+        if m["sample_rate"] != sample_rate or m["channels"] != channels:
+            raise MP3NetError(
+                f"dataset {root} is {m['sample_rate']} Hz / {m['channels']} ch but the model needs "
+                f"{sample_rate} Hz / {channels} ch: prepare it with the same preset"
+            )
+        self.clip_samples, self.channels = clip_samples, channels
+        self.shards = {i: s for i, s in enumerate(m["shards"])}
+        self._shard_index = {s["file"]: i for i, s in enumerate(m["shards"])}
+        for s in m["shards"]:
+            p = self.root / s["file"]
+            want = s["frames"] * channels * 2
+            if not p.exists() or p.stat().st_size != want:
+                raise MP3NetError(f"shard {p} is missing or has the wrong size; re-run `mp3net prepare`")
+        self.tracks = [t for t in m["tracks"] if t["frames"] >= clip_samples]
+        if not self.tracks:
+            raise MP3NetError(
+                f"dataset {root} has no track of at least one clip ({clip_samples / sample_rate:.2f} s)"
+            )
+        starts = np.array([t["frames"] - clip_samples + 1 for t in self.tracks], dtype=np.int64)
+        self._cum = np.concatenate([[0], np.cumsum(starts)]).tolist()
+        self.seconds = sum(t["duration"] for t in self.tracks)
+        self._maps: dict[int, np.ndarray] = {}
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return int(self._cum[-1])
+
+    def _map(self, shard: int) -> np.ndarray:
+        if self._pid != os.getpid():  # memmaps must not be shared across fork
+            self._maps, self._pid = {}, os.getpid()
+        if shard not in self._maps:
+            s = self.shards[shard]
+            self._maps[shard] = np.memmap(
+                self.root / s["file"], dtype="<i2", mode="r", shape=(s["frames"], self.channels)
+            )
+        return self._maps[shard]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(track index, start sample within the track) of clip ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        t = bisect_right(self._cum, i) - 1
+        return t, i - self._cum[t]
+
+    def __getitem__(self, i: int):
+        import torch
+
+        t, start = self.locate(int(i))
+        track = self.tracks[t]
+        a = track["offset"] + start
+        pcm = self._map(track["shard"])[a : a + self.clip_samples]
+        x = torch.from_numpy(np.ascontiguousarray(pcm.T)).float()
+        return x.mul_(1.0 / 32767.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_maps"], d["_pid"] = {}, -1
+        return d
+
+
+def _batch_seed(seed: int, rank: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class CropSampler:
+    """Infinite batch sampler of clip indices for :class:`ClipDataset` (``DataLoader(batch_sampler=...)``).
+
+    Batch ``n`` is drawn from a torch.Generator seeded by (seed, rank, n), so the stream is fixed by the
+    seed, differs per rank, and resumes exactly from a batch count however far DataLoader workers had
+    prefetched: the trainer stores how many batches it consumed (:meth:`state_dict`).
+    """
+
+    def __init__(self, n_clips: int, batch_size: int, seed: int = 0, rank: int = 0, start: int = 0) -> None:
+        self.n_clips, self.batch_size, self.seed, self.rank, self.start = (
+            n_clips,
+            batch_size,
+            seed,
+            rank,
+            start,
+        )
+
+    def batch(self, index: int) -> list[int]:
+        import torch
+
+        g = torch.Generator().manual_seed(_batch_seed(self.seed, self.rank, index))
+        return torch.randint(self.n_clips, (self.batch_size,), generator=g).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = self.start
+        while True:
+            yield self.batch(n)
+            n += 1
+
+    def state_dict(self, consumed: int) -> dict[str, int]:
+        return {"seed": self.seed, "rank": self.rank, "next_batch": consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.start = int(state["seed"]), int(state["next_batch"])
