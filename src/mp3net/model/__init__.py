@@ -1,0 +1,18 @@
+"""The networks of MP3net (SPEC §3–4): generator, discriminator and the psychoacoustic noise layer.
+
+This package knows nothing of training; losses and loops live in :mod:`mp3net.train`.
+"""
+
+from mp3net.model.discriminator import Discriminator, DiscriminatorBlock, minibatch_stddev
+from mp3net.model.generator import TILE_HALO, Generator, GeneratorBlock
+from mp3net.model.noise import NoiseLayer
+
+__all__ = [
+    "Generator",
+    "GeneratorBlock",
+    "Discriminator",
+    "DiscriminatorBlock",
+    "minibatch_stddev",
+    "NoiseLayer",
+    "TILE_HALO",
+]

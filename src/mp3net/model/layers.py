@@ -1,0 +1,48 @@
+"""Building blocks shared by generator and discriminator (SPEC §4).
+
+Every convolution is 3×3 (or 1×1 for the octave-balancing and output layers), has a bias, Glorot-uniform
+weights and a zero bias; activations are LeakyReLU(0.2); there are no normalisation layers.
+
+Padding is laid out so that shapes scale exactly: a stride-2 transposed conv (kernel 3, padding 1,
+output_padding 1) doubles a length, a stride-2 conv (kernel 3, padding 1) halves it. With this layout the
+centre tap of a frequency-upsampling transposed conv maps input band k to output band 2k, matching
+paper eq. 23 (the new octave's even bands are the doubled frequencies of the top input octave).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def init_weights(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every conv and dense layer below ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv3(cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> nn.Conv2d:
+    """3×3 conv, 'same' padding; stride 2 halves the (even) length exactly."""
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+def conv_t3(cin: int, cout: int, stride: tuple[int, int]) -> nn.ConvTranspose2d:
+    """3×3 transposed conv that multiplies each spatial length by its stride (1 or 2) exactly."""
+    output_padding = tuple(s - 1 for s in stride)
+    return nn.ConvTranspose2d(cin, cout, 3, stride=stride, padding=1, output_padding=output_padding)
+
+
+def conv1(cin: int, cout: int) -> nn.Conv2d:
+    """1×1 conv (octave balancing, input/output projections)."""
+    return nn.Conv2d(cin, cout, 1)
+
+
+def lrelu_(x: torch.Tensor, slope: float) -> torch.Tensor:
+    """In-place LeakyReLU. Used only on fresh conv outputs: conv backward needs its input, not its output,
+    and LeakyReLU's backward (and double backward, for the gradient penalty) is computed from its result,
+    so in place is safe under autograd and saves one activation-sized tensor per layer."""
+    return F.leaky_relu_(x, slope)
