@@ -206,6 +206,7 @@ def test_bad_files(tmp_path: Path) -> None:
     sf.write(str(tmp_path / "zero.wav"), np.zeros((0, 2), np.float32), 8000)
     with pytest.raises(MP3NetError, match="no audio"):
         read_audio(tmp_path / "zero.wav")
+    assert read_audio(tmp_path / "zero.wav", allow_empty=True)[0].shape == (2, 0)
     # NaN samples
     nan = np.full((1, 10), np.nan, np.float32)
     sf.write(str(tmp_path / "nan.wav"), nan.T, 8000, subtype="FLOAT")

@@ -70,7 +70,7 @@ def _check_path(path: str | Path) -> Path:
 
 
 def read_audio(
-    path: str | Path, start: float | None = None, duration: float | None = None
+    path: str | Path, start: float | None = None, duration: float | None = None, allow_empty: bool = False
 ) -> tuple[np.ndarray, int]:
     """Decode an audio file at its own sample rate.
 
@@ -78,6 +78,7 @@ def read_audio(
         path: any file libsndfile reads (wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
         start: seconds to skip from the beginning (default 0).
         duration: seconds to read (default: to the end).
+        allow_empty: return ``[C, 0]`` for a file without samples instead of raising.
     Returns:
         ``(x, sample_rate)`` with ``x`` float32 ``[C, T]``.
     Raises:
@@ -104,7 +105,7 @@ def read_audio(
         raise
     except Exception as e:  # corrupt headers / truncated streams raise several libsndfile error types
         raise MP3NetError(f"cannot read {path}: {_first_line(e)}") from None
-    if data.shape[0] == 0:
+    if data.shape[0] == 0 and not allow_empty:
         raise MP3NetError(f"{path} contains no audio samples")
     if not np.isfinite(data).all():
         raise MP3NetError(f"{path} contains NaN or infinite samples")

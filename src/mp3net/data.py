@@ -76,7 +76,7 @@ def _load(path: str) -> tuple[np.ndarray, int]:
     except ImportError:
         audio = None
     if audio is not None and hasattr(audio, "read_audio"):
-        x, sr = audio.read_audio(path)
+        x, sr = audio.read_audio(path, allow_empty=True)
         return np.asarray(x, dtype=np.float32), int(sr)
     import soundfile as sf
 

@@ -52,8 +52,10 @@ def ref_threshold(A: np.ndarray, sr: int, n_bands: int, n_bark: int = 24, alpha:
             O = tau * (z_off[j] + 9) + 5.5
             acc = 0.0
             for i in range(n_bark):
-                acc += max(eps, I_band[i]) ** alpha * 10 ** (alpha * sf(zz[n_bark - i + j]) / 10) * 10 ** (
-                    -alpha * O / 10
+                acc += (
+                    max(eps, I_band[i]) ** alpha
+                    * 10 ** (alpha * sf(zz[n_bark - i + j]) / 10)
+                    * 10 ** (-alpha * O / 10)
                 )
             I_glob.append(max(acc ** (1 / alpha), quiet[j]))
         for k in range(n_bands):
