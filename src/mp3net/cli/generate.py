@@ -1,0 +1,129 @@
+"""``mp3net generate MODEL [-n N | --seeds 0-7] [--out DIR] [--duration SEC] ...``: write generated tracks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from mp3net.utils import MP3NetError
+
+FORMATS = ("wav", "flac", "ogg")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Generate tracks with a trained generator. MODEL is an exported model folder (config.json + "
+        "model.safetensors), a training run folder (its export, else its newest checkpoint's EMA generator) "
+        "or the shipped model 'pretrained' (= 'tiny-chorales'). One file per seed, named seed-NNNN; the same "
+        "seed gives the same file bit for bit (same device and --batch-size). --duration beyond the training "
+        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track."
+    )
+    parser.add_argument("model", metavar="MODEL", help="export dir, run dir, or 'pretrained'")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("-n", type=int, metavar="N", help="generate seeds 0..N-1 (default 4)")
+    who.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0-7 or 3,5,11")
+    who.add_argument(
+        "--interpolate",
+        nargs=2,
+        type=int,
+        metavar=("SEED_A", "SEED_B"),
+        help="write --steps tracks along the latent path from SEED_A to SEED_B",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=8, help="tracks for --interpolate, ends included (default 8)"
+    )
+    parser.add_argument(
+        "--out", default="generated", metavar="DIR", help="output folder (default ./generated)"
+    )
+    parser.add_argument("--format", default="wav", help=f"audio format: {', '.join(FORMATS)} (default wav)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SEC",
+        help="track length in seconds (default: the model's training clip)",
+    )
+    parser.add_argument(
+        "--truncation",
+        type=float,
+        metavar="T",
+        help="redraw latent entries beyond ±T (less variety, more typical output)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="tracks per forward pass (default 1 on CPU, 8 on CUDA)"
+    )
+    parser.add_argument("--spectrogram", action="store_true", help="also write a spectrogram PNG per track")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MP3NetError(f"cannot create output folder {out}: {e.strerror or e}") from None
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise MP3NetError(f"output folder {out} is not writable")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mp3net import generate as gen
+    from mp3net.audio import write_audio
+
+    fmt = args.format.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise MP3NetError(f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    if args.duration is not None and not args.duration > 0:
+        raise MP3NetError(f"--duration must be positive, got {args.duration}")
+    if args.n is not None and args.n < 1:
+        raise MP3NetError(f"-n must be at least 1, got {args.n}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise MP3NetError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise MP3NetError(f"device {device!r} is not usable: {str(e).splitlines()[0]}") from None
+    batch = args.batch_size or (8 if torch.device(device).type == "cuda" else 1)
+    out = Path(args.out)
+    _check_out_dir(out)
+
+    t0 = time.perf_counter()
+    G, cfg = gen.load_generator(args.model, device)
+    t_load = time.perf_counter() - t0
+    progress = not args.quiet
+    t1 = time.perf_counter()
+    if args.interpolate:
+        a, b = args.interpolate
+        audio, sr = gen.interpolate(
+            G, a, b, args.steps, args.duration, args.truncation, batch, progress=progress
+        )
+        names = [f"interp-{a:04d}-{b:04d}-{i:02d}" for i in range(args.steps)]
+    else:
+        seeds = gen.parse_seeds(args.seeds) if args.seeds else list(range(args.n or 4))
+        audio, sr = gen.generate(G, seeds, args.duration, args.truncation, batch, progress=progress)
+        names = [f"seed-{s:04d}" for s in seeds]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t_gen = time.perf_counter() - t1
+    for name, x in zip(names, audio, strict=True):
+        write_audio(out / f"{name}.{fmt}", x, sr, format=fmt)
+        if args.spectrogram:
+            from mp3net.analysis import analyze_signal, plot_spectrogram
+
+            plot_spectrogram(
+                analyze_signal(x.numpy(), sr, cfg.model.n_bands), out / f"{name}.png", title=name
+            )
+    seconds = audio.shape[0] * audio.shape[-1] / sr
+    print(
+        f"wrote {len(names)} track(s) of {audio.shape[-1] / sr:.2f} s, {sr} Hz, {audio.shape[1]} ch to {out}/"
+    )
+    print(
+        f"model loaded in {t_load:.2f} s; generated {seconds:.1f} s of audio in {t_gen:.2f} s "
+        f"({seconds / max(t_gen, 1e-9):.1f}x real time) on {device}"
+    )
+    return 0

@@ -1,0 +1,356 @@
+"""Inference: load a generator, turn seeds into waveforms of any duration, interpolate between seeds.
+
+Tracks longer than the training clip (beyond the paper): the generator is fully convolutional after its
+dense head, so one pass over a longer start tensor gives a longer track. The start tensor is laid out
+from a *latent path* (the latent-coordinate idea of Musika): one anchor latent per clip length, placed at
+the clip centres, and every start frame takes the spherical interpolation of its two neighbouring
+anchors at its own time coordinate. Because the dense head is linear before its LReLU, each start frame
+is the head's output for its own interpolated latent (frame slot f of a clip uses the dense weights of
+slot f), so a one-clip track is exactly ``G(z)`` and longer tracks morph continuously from one musical
+idea to the next: no crossfades, no seams. The widest blocks run in overlapping time tiles
+(:meth:`Generator.synthesize`), exact in the interior, so memory is bounded by the tile size.
+
+Determinism: a seed's anchors come from ``torch.Generator().manual_seed(seed)``, and batches are always
+padded to ``batch_size`` (CPU kernels round differently for different batch sizes), so a seed's track
+is bit-for-bit the same on the same device and batch size whichever other seeds are generated with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mp3net.config import Config, ConfigError
+from mp3net.dsp import imdct
+from mp3net.model import Generator
+from mp3net.utils import MP3NetError
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_ALIASES = {"pretrained": "tiny-chorales"}
+TILE_OUT_FRAMES = 16384  # output frames per synthesis tile: bounds memory for any duration
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+
+
+def pretrained_names() -> list[str]:
+    """Names of the models shipped in the package (folders with a config.json)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists())
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A path as given, or the folder of a shipped model named ``pretrained`` / ``tiny-chorales``."""
+    p = Path(model)
+    if p.exists():
+        return p
+    name = PRETRAINED_ALIASES.get(str(model), str(model))
+    if (PRETRAINED_DIR / name / "config.json").exists():
+        return PRETRAINED_DIR / name
+    known = ", ".join(["pretrained", *pretrained_names()])
+    raise MP3NetError(f"model {model} not found: give an export or run directory, or one of: {known}")
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def _weights_from_export(folder: Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise MP3NetError(f"{folder} is not a complete exported model: {p.name} is missing")
+    try:
+        cfg = Config.load(cfg_path)
+    except ConfigError as e:
+        raise MP3NetError(f"{cfg_path}: {e}") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise MP3NetError(f"{w_path} is corrupt or unreadable: {_first_line(e)}") from None
+    return cfg, weights
+
+
+def _weights_from_run(run: Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    export = run / "export"
+    if (export / "model.safetensors").exists():
+        return _weights_from_export(export)
+    from mp3net.train.checkpoint import load_latest
+
+    found = load_latest(run)
+    if found is None:
+        raise MP3NetError(f"{run} has neither an export/ folder nor a checkpoint to load a generator from")
+    state, path = found
+    try:
+        saved = state["config"]
+        cfg = Config.from_dict(saved if isinstance(saved, dict) else json.loads(saved))
+    except (KeyError, ConfigError, TypeError, ValueError) as e:
+        raise MP3NetError(f"{path} holds no usable config: {_first_line(e)}") from None
+    weights = state.get("G_ema") or state.get("G")
+    if not weights:
+        raise MP3NetError(f"{path} holds no generator weights")
+    return cfg, weights
+
+
+def load_generator(model: str | Path, device: str | torch.device | None = None) -> tuple[Generator, Config]:
+    """Load a generator in eval mode.
+
+    Args:
+        model: an export folder (``config.json`` + ``model.safetensors``), that ``model.safetensors``
+            file, a run directory (its ``export/``, else the EMA generator of its newest checkpoint), or
+            the name of a shipped model (``pretrained``, ``tiny-chorales``).
+        device: where to put it (default CPU).
+    Returns:
+        ``(generator, config)``. Every problem is a one-line :class:`MP3NetError`.
+    """
+    path = resolve_model_path(model)
+    if path.is_file():
+        path = path.parent
+    if (
+        (path / "config.json").exists()
+        and not (path / "checkpoints").is_dir()
+        and not (path / "export").is_dir()
+    ):
+        cfg, weights = _weights_from_export(path)
+    elif (path / "export").is_dir() or (path / "checkpoints").is_dir():
+        cfg, weights = _weights_from_run(path)
+    elif (path / "model.safetensors").exists():
+        cfg, weights = _weights_from_export(path)  # reports the missing config.json
+    else:
+        raise MP3NetError(
+            f"{path} is neither an exported model (config.json + model.safetensors) nor a run directory"
+        )
+    try:
+        G = Generator(cfg.model)
+    except ConfigError as e:
+        raise MP3NetError(f"{path}: invalid model config: {e}") from None
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as e:
+        raise MP3NetError(f"{path}: weights do not match its config ({_first_line(e)[:200]})") from None
+    if not all(torch.isfinite(p).all() for p in G.parameters()):
+        raise MP3NetError(f"{path}: weights contain NaN or Inf")
+    return G.to(device or "cpu").eval(), cfg
+
+
+def from_pretrained(model: str | Path = "pretrained", device: str | torch.device | None = None) -> Generator:
+    """The generator of an export/run directory or shipped model name; its config is ``G.cfg``."""
+    return load_generator(model, device)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# latents
+
+
+def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None) -> torch.Tensor:
+    """``[n, dim]`` standard-normal anchors of one seed (the first is the seed's one-clip latent).
+
+    With ``truncation`` T > 0, entries beyond ±T are redrawn (the truncation trick: less variety,
+    more typical output). Drawn on the CPU so a seed means the same on every device.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n, dim, generator=g, dtype=torch.float32)
+    if truncation is not None:
+        if truncation <= 0:
+            raise MP3NetError(f"truncation must be positive, got {truncation}")
+        for _ in range(1000):
+            bad = z.abs() > truncation
+            if not bad.any():
+                break
+            z[bad] = torch.randn(int(bad.sum()), generator=g)
+        z = z.clamp(-truncation, truncation)
+    return z
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation ``[..., D]``, keeping Gaussian latents at a typical norm; t=0 → a, t=1 → b."""
+    t = t[..., None].to(a.dtype)
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    out = torch.where(
+        so > 1e-6, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so, (1 - t) * a + t * b
+    )
+    return torch.where(t == 0, a, torch.where(t == 1, b, out))
+
+
+def latent_path(anchors: torch.Tensor, n_positions: int, start_frames: int) -> torch.Tensor:
+    """Latent of every start frame of a track ``n_positions`` clips long.
+
+    Args:
+        anchors: ``[..., P, D]`` one latent per clip, P ≥ n_positions, anchor j sits at the centre of
+            clip j (time coordinate j + ½ in clip units).
+    Returns:
+        ``[..., n_positions·start_frames, D]``; frame s sits at coordinate (s + ½)/start_frames and takes
+        the slerp of its two neighbouring anchors (the nearest one beyond the first/last centre).
+    """
+    s = torch.arange(n_positions * start_frames, dtype=torch.float64)
+    c = (s + 0.5) / start_frames - 0.5  # in anchor-index units
+    c = c.clamp(0, n_positions - 1)
+    j0 = c.floor().long().clamp(max=max(n_positions - 2, 0))
+    j1 = (j0 + 1).clamp(max=n_positions - 1)
+    t = (c - j0).to(torch.float32)
+    t = torch.where(j0 == j1, torch.zeros_like(t), t)
+    a, b = anchors[..., j0, :], anchors[..., j1, :]
+    return slerp(a, b, t.expand(a.shape[:-1]))
+
+
+def start_tensor(G: Generator, zpath: torch.Tensor) -> torch.Tensor:
+    """``[B, S, D]`` latents of S start frames → ``[B, ch, S, start_bands]`` (frame s: dense slot s mod f)."""
+    f = G.cfg.start_frames
+    h = G.head(zpath)  # [B, ch, S·f, k]: every latent gives all f slots
+    S = zpath.shape[1]
+    idx = torch.arange(S, device=h.device) * f + torch.arange(S, device=h.device) % f
+    return h[:, :, idx]
+
+
+def _frames_for(cfg: Config, n_samples: int) -> tuple[int, int]:
+    """(positions, frames): clips needed for ``n_samples`` and the MDCT frames they give."""
+    m = cfg.model
+    need = math.ceil(n_samples / m.n_bands) + 1  # F frames give (F-1)·N samples after trimming
+    positions = max(1, math.ceil(need / m.n_frames))
+    return positions, positions * m.n_frames
+
+
+def duration_samples(cfg: Config, duration: float | None) -> int:
+    """Samples of a track of ``duration`` seconds (None = one training clip)."""
+    if duration is None:
+        return cfg.model.clip_samples
+    if not math.isfinite(duration) or duration <= 0:
+        raise MP3NetError(f"duration must be a positive number of seconds, got {duration}")
+    n = round(duration * cfg.model.sample_rate)
+    if n < 1:
+        raise MP3NetError(f"duration {duration} s is shorter than one sample")
+    return n
+
+
+@torch.no_grad()
+def synthesize_latents(
+    G: Generator, anchors: torch.Tensor, n_samples: int, tile_out_frames: int = TILE_OUT_FRAMES
+) -> torch.Tensor:
+    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` (MDCT edge padding trimmed)."""
+    cfg = G.cfg
+    positions, _ = _frames_for(Config(model=cfg), n_samples)
+    dev = next(G.parameters()).device
+    zpath = latent_path(anchors[:, :positions].to(dev), positions, cfg.start_frames)
+    x = start_tensor(G, zpath)
+    n_tiled = max(1, cfg.n_blocks - 1)
+    scale = 4**n_tiled
+    deep_frames = x.shape[2] * 4 ** (cfg.n_blocks - n_tiled)
+    tile = max(1, tile_out_frames // scale)
+    A = G.synthesize(x, tile_frames=tile if deep_frames > tile else None, tile_blocks=n_tiled)
+    return imdct(A.float(), trim=True)[..., :n_samples]
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _run_batched(
+    G: Generator, anchor_sets: list[torch.Tensor], n_samples: int, batch_size: int, progress: bool = False
+) -> torch.Tensor:
+    outs = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(anchor_sets), unit="track", disable=not progress, dynamic_ncols=True)
+    for chunk in _batches(anchor_sets, batch_size):
+        z = torch.stack(chunk)
+        pad = batch_size - len(chunk)  # fixed batch shape: results independent of the other seeds
+        if pad:
+            z = torch.cat([z, torch.zeros(pad, *z.shape[1:])])
+        outs.append(synthesize_latents(G, z, n_samples)[: len(chunk)].cpu())
+        bar.update(len(chunk))
+    bar.close()
+    return torch.cat(outs)
+
+
+def generate(
+    model: Generator | str | Path,
+    seeds: Sequence[int],
+    duration: float | None = None,
+    truncation: float | None = None,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, int]:
+    """Tracks for the given seeds.
+
+    Args:
+        model: a :class:`Generator` or anything :func:`load_generator` accepts.
+        seeds: one track per seed.
+        duration: seconds (default: the training clip length); longer tracks use one anchor latent per
+            clip length (see the module docstring).
+        truncation: optional truncation of the latents (see :func:`seed_latents`).
+        batch_size: tracks per forward pass (results are bit-identical for the same batch size).
+    Returns:
+        ``(audio [N, C, T] float32 on the CPU, sample_rate)``.
+    """
+    G = model if isinstance(model, Generator) else load_generator(model, device)[0]
+    cfg = Config(model=G.cfg)
+    n = duration_samples(cfg, duration)
+    positions, _ = _frames_for(cfg, n)
+    anchors = [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
+    if not anchors:
+        return torch.zeros(0, G.cfg.channels, n), G.cfg.sample_rate
+    return _run_batched(G, anchors, n, max(1, batch_size), progress), G.cfg.sample_rate
+
+
+def interpolate(
+    model: Generator | str | Path,
+    seed_a: int,
+    seed_b: int,
+    steps: int,
+    duration: float | None = None,
+    truncation: float | None = None,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, int]:
+    """``steps`` tracks along the slerp from seed A's latents to seed B's (the ends are exactly A and B)."""
+    if steps < 2:
+        raise MP3NetError(f"--steps must be at least 2, got {steps}")
+    G = model if isinstance(model, Generator) else load_generator(model, device)[0]
+    cfg = Config(model=G.cfg)
+    n = duration_samples(cfg, duration)
+    positions, _ = _frames_for(cfg, n)
+    za = seed_latents(seed_a, positions, G.cfg.latent_dim, truncation)
+    zb = seed_latents(seed_b, positions, G.cfg.latent_dim, truncation)
+    ts = torch.linspace(0, 1, steps)
+    anchors = [slerp(za, zb, t.expand(positions)) for t in ts]
+    return _run_batched(G, anchors, n, max(1, batch_size), progress), G.cfg.sample_rate
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"``, ``"3,5,9"`` or ``"0-3,10"`` → list of ints."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise MP3NetError(f"cannot read seeds {text!r}: use e.g. 0-7 or 1,5,9") from None
+    if not seeds:
+        raise MP3NetError(f"no seeds in {text!r}")
+    if any(s < 0 for s in seeds):
+        raise MP3NetError("seeds must be non-negative")
+    return seeds
