@@ -70,7 +70,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
     if g == 1:
         feat = x.new_zeros(b, 1, m, k)
     else:
-        y = x.float().reshape(g, b // g, c, m, k)
+        y = (x if x.dtype == torch.float64 else x.float()).reshape(g, b // g, c, m, k)
         var = (y - y.mean(dim=0, keepdim=True)).square().mean(dim=0)  # [B/g, C, M, K]
         std = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3))  # [B/g]
         feat = std.to(x.dtype).repeat(g).view(b, 1, 1, 1).expand(b, 1, m, k)
@@ -78,7 +78,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    """Noised MDCT amplitudes ``[B, C, M, K]`` → critic score ``[B, 1]`` (float32)."""
+    """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -107,7 +107,8 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = minibatch_stddev(self.features(x), self.cfg.mbstd_group)
         h = lrelu_(self.dense(h.flatten(1)), self.slope)
-        return self.score(h).float()
+        score = self.score(h)
+        return score if score.dtype == torch.float64 else score.float()
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(name, [channels, frames, bands]) after the input conv and every block, for one sample."""

@@ -26,7 +26,7 @@ def gradient_penalty(
         real, fake: ``[B, C, M, K]`` noised amplitudes.
         generator: RNG for α (reproducible runs).
     Returns:
-        0-d tensor, float32.
+        0-d tensor, float32 (float64 for float64 inputs).
     """
     real, fake = real.detach(), fake.detach()
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
@@ -34,7 +34,8 @@ def gradient_penalty(
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     score = D(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
-    norm = torch.sqrt(grad.float().square().flatten(1).sum(dim=1) + 1e-8)
+    grad = grad if grad.dtype == torch.float64 else grad.float()  # the sum of squares in float32 at least
+    norm = torch.sqrt(grad.square().flatten(1).sum(dim=1) + 1e-8)
     return (norm - 1).square().mean()
 
 

@@ -1,0 +1,92 @@
+"""WGAN-GP losses (SPEC §5): the gradient penalty against finite differences, the loss composition."""
+
+import torch
+
+from mp3net.config import ModelConfig
+from mp3net.model import Discriminator
+from mp3net.train.losses import d_loss, g_loss, gradient_penalty
+
+
+def tiny_d(seed: int = 0) -> tuple[Discriminator, ModelConfig]:
+    cfg = ModelConfig(
+        sample_rate=1376,
+        n_bands=8,
+        latent_dim=4,
+        n_blocks=2,
+        start_frames=1,
+        start_bands=2,
+        base_channels=2,
+        max_channels=4,
+        d_dense=4,
+        channels=1,
+        mbstd_group=2,
+    )
+    torch.manual_seed(seed)
+    return Discriminator(cfg).double(), cfg
+
+
+def test_gradient_penalty_matches_finite_differences():
+    D, cfg = tiny_d()
+    real = torch.randn(2, 1, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
+    fake = torch.randn_like(real)
+    gp = gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(7))
+    # the same α, then ∂ΣD/∂x̂ by central differences, element by element
+    alpha = torch.rand((2, 1, 1, 1), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x_hat = alpha * real + (1 - alpha) * fake
+    h = 1e-6
+    grad = torch.zeros_like(x_hat)
+    with torch.no_grad():
+        flat = x_hat.view(-1)
+        for i in range(flat.numel()):
+            old = flat[i].item()
+            flat[i] = old + h
+            up = D(x_hat).sum()
+            flat[i] = old - h
+            down = D(x_hat).sum()
+            flat[i] = old
+            grad.view(-1)[i] = (up - down) / (2 * h)
+    norm = torch.sqrt(grad.flatten(1).square().sum(1) + 1e-8)
+    expected = (norm - 1).square().mean()
+    assert torch.allclose(gp, expected, rtol=1e-6), (gp.item(), expected.item())
+
+
+def test_gradient_penalty_trains_d_only():
+    D, cfg = tiny_d()
+    real = torch.randn(4, 1, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
+    fake = torch.randn_like(real).requires_grad_(True)
+    gradient_penalty(D, real, fake).backward()
+    assert fake.grad is None
+    # every parameter but the final bias (a constant shift does not change ∂D/∂x) gets a gradient
+    assert all(p.grad is not None for n, p in D.named_parameters() if n != "score.bias")
+    assert D.from_in.weight.grad.abs().sum() > 0
+
+
+def test_d_loss_composition_and_detach():
+    D, cfg = tiny_d()
+    real = torch.randn(4, 1, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
+    fake = torch.randn_like(real).requires_grad_(True)
+    loss, st = d_loss(D, real, fake, gp_lambda=3.0, drift=0.1, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        d_real, d_fake = D(real), D(fake)
+    gp = gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(st["d_real"], d_real.mean()) and torch.allclose(st["d_fake"], d_fake.mean())
+    assert torch.allclose(st["w_distance"], d_real.mean() - d_fake.mean())
+    assert torch.allclose(st["drift"], d_real.square().mean())
+    assert torch.allclose(st["gp"], gp)
+    expected = d_fake.mean() - d_real.mean() + 3.0 * gp + 0.1 * d_real.square().mean()
+    assert torch.allclose(loss, expected)
+    assert all(not v.requires_grad for v in st.values())
+    loss.backward()
+    assert fake.grad is None  # the D step must not reach into the generator
+    # the paper's variant: other λ and drift give a different loss from the same scores
+    loss2, _ = d_loss(D, real, fake, gp_lambda=10.0, drift=0.001, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(loss2, d_fake.mean() - d_real.mean() + 10.0 * gp + 0.001 * d_real.square().mean())
+
+
+def test_g_loss_flows_into_fakes():
+    D, cfg = tiny_d()
+    fake = torch.randn(4, 1, cfg.n_frames, cfg.n_bands, dtype=torch.float64, requires_grad=True)
+    loss, st = g_loss(D, fake)
+    assert torch.allclose(loss, -D(fake).mean()) and torch.allclose(st["d_fake"], -loss)
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
