@@ -1,0 +1,107 @@
+"""``mp3net train --data OUT_DIR --preset NAME --run RUN_DIR``: resumable WGAN-GP training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mp3net.config import PRESETS, Config, preset
+from mp3net.utils import MP3NetError
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train MP3net on a dataset made by `mp3net prepare`. Checkpoints (full state) go to "
+        "RUN_DIR/checkpoints every train.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
+        "current step first); running "
+        "the same command again continues exactly where it stopped. RUN_DIR/export holds the generator "
+        "(EMA weights) for `mp3net generate`. Watch it with `tensorboard --logdir RUN_DIR/tb`, or read "
+        "RUN_DIR/metrics.jsonl. Multi-GPU / multi-node: launch with "
+        "`torchrun --nproc_per_node N -m mp3net train ...`."
+    )
+    parser.add_argument(
+        "--data", metavar="OUT_DIR", help="prepared dataset (default: the one the run used before)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="model preset for a new run (default for an existing run: its saved config)",
+    )
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="train until this many D iterations in total (default train.max_steps)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="require a checkpoint in RUN_DIR to continue from (re-running resumes anyway)",
+    )
+    parser.add_argument(
+        "--freeze-deep",
+        nargs="?",
+        type=int,
+        const=2,
+        metavar="K",
+        help="train only the K shallowest blocks of G and D (paper §4.3.1 fine-tuning; K default 2)",
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a config value, e.g. -o train.lr=2e-4 -o train.batch_size=4 (repeatable)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The run's config: --config or --preset, else the run's saved one; then -o and --freeze-deep."""
+    saved = Path(args.run) / "config.json"
+    if args.config:
+        cfg = Config.load(args.config)
+    elif args.preset:
+        cfg = preset(args.preset)
+    elif saved.exists():
+        cfg = Config.load(saved)
+    else:
+        raise MP3NetError(f"{args.run} is a new run: give --preset ({', '.join(PRESETS)}) or --config")
+    overrides = list(args.override)
+    if args.freeze_deep is not None:
+        overrides.append(f"train.freeze_deep={args.freeze_deep}")
+    return cfg.override(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mp3net.train.loop import RUN_INFO, train
+
+    cfg = resolve_config(args)
+    data = args.data
+    if data is None:
+        info = Path(args.run) / RUN_INFO
+        if not info.exists():
+            raise MP3NetError("--data OUT_DIR is required for a new run")
+        data = json.loads(info.read_text())["data"]
+    trainer = train(
+        cfg,
+        data,
+        args.run,
+        steps=args.steps,
+        device=args.device,
+        require_checkpoint=args.resume,
+        progress=not args.quiet,
+    )
+    if trainer.is_main:
+        print(
+            f"step {trainer.step}: checkpoint in {Path(args.run) / 'checkpoints'}, "
+            f"generator in {Path(args.run) / 'export'}"
+        )
+    return 0

@@ -1,0 +1,173 @@
+"""Full-state training checkpoints and the generator-only export.
+
+A checkpoint (``RUN_DIR/checkpoints/step-00001000.pt``) is one ``torch.save`` of a dict of plain tensors,
+numbers and strings (loadable with ``weights_only=True``): G, D and EMA-G weights, both optimisers, the
+step counters, every random-number generator state (per rank) and the config. It is written to a temporary
+file and renamed, so a crash or kill -9 mid-write leaves the previous checkpoints intact; weights that are
+not finite are never written.
+
+The export (``RUN_DIR/export/``: ``config.json`` + ``model.safetensors``) holds only the generator (EMA
+weights when EMA is on), which is what ``mp3net generate`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mp3net.config import Config, ConfigError
+from mp3net.utils import MP3NetError, atomic_write
+
+CKPT_DIR = "checkpoints"
+EXPORT_DIR = "export"
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+class NonFiniteWeights(MP3NetError):
+    """Refused to write a checkpoint or export because some weights are NaN or Inf."""
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in tensors.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def remove_partial(run_dir: str | Path) -> int:
+    """Delete temporary files an interrupted checkpoint write left behind; returns how many."""
+    d = Path(run_dir) / CKPT_DIR
+    n = 0
+    if d.is_dir():
+        for p in d.glob(".step-*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep_last: int) -> Path:
+    """Atomically write ``state`` as the checkpoint of ``step`` and delete all but the ``keep_last`` newest.
+
+    Raises :class:`NonFiniteWeights` (and writes nothing) if any model weight is not finite.
+    """
+    for key in ("G", "D", "G_ema"):
+        bad = _non_finite(state.get(key) or {})
+        if bad:
+            raise NonFiniteWeights(
+                f"not writing checkpoint of step {step}: non-finite weights in {key} ({bad[0]}, ...)"
+            )
+    path = checkpoint_path(run_dir, step)
+    atomic_write(path, lambda p: torch.save(state, p))
+    for _, old in list_checkpoints(run_dir)[: -max(1, keep_last)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise MP3NetError(
+            f"cannot load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}"
+        ) from None
+
+
+def load_latest(
+    run_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path] | None:
+    """The newest loadable checkpoint of a run (an unreadable one is reported and the previous tried)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location), path
+        except MP3NetError as e:
+            warnings.warn(f"{e}; trying the previous checkpoint", stacklevel=2)
+    return None
+
+
+def check_compatible(saved: dict[str, Any], cfg: Config, where: str | Path) -> None:
+    """Raise a one-line :class:`MP3NetError` when a checkpoint's model config differs from ``cfg``'s."""
+    try:
+        old = Config.from_dict(saved)
+    except ConfigError as e:
+        raise MP3NetError(f"{where} holds an unreadable config: {e}") from None
+    a, b = old.model.__dict__, cfg.model.__dict__
+    diff = [f"model.{k}: {a[k]!r} there vs {b[k]!r} here" for k in a if a[k] != b.get(k)]
+    if diff:
+        raise MP3NetError(
+            f"{where} was trained with a different model config ({'; '.join(diff[:3])}): "
+            "use another --run directory or the same preset/overrides"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generator-only export
+# ---------------------------------------------------------------------------------------------------------
+def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.Tensor], step: int) -> Path:
+    """Write ``out_dir/config.json`` and ``out_dir/model.safetensors`` (generator weights) atomically.
+
+    The files are written into a fresh sibling folder that then replaces ``out_dir``, so a reader sees
+    either the old export or the new one, never a config of one with the weights of another.
+    """
+    from safetensors.torch import save_file
+
+    bad = _non_finite(weights)
+    if bad:
+        raise NonFiniteWeights(f"not exporting step {step}: non-finite generator weights ({bad[0]}, ...)")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in weights.items()}
+        meta = {"format": "mp3net-generator", "step": str(step), "config": cfg.to_json()}
+        save_file(tensors, tmp / "model.safetensors", metadata=meta)
+        cfg.save(tmp / "config.json")
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_export(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    """Read an export folder (or its ``model.safetensors``): the config and the generator state dict."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
+        raise MP3NetError(f"{folder} is not an exported model (needs config.json and model.safetensors)")
+    try:
+        cfg = Config.load(folder / "config.json")
+    except ConfigError as e:
+        raise MP3NetError(str(e)) from None
+    return cfg, load_file(folder / "model.safetensors")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
