@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mp3net import audio
 from mp3net.utils import MP3NetError, atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -52,8 +53,8 @@ AUDIO_EXTENSIONS = frozenset(
         ".caf",
     }
 )
-PEAK = 0.999  # per-track peak after normalisation (SPEC §6)
-SILENCE_PEAK = 10 ** (-80 / 20)  # a track whose peak is below -80 dBFS is treated as silent
+PEAK = audio.PEAK  # per-track peak after normalisation (SPEC §6)
+SILENCE_PEAK = 10 ** (audio.SILENCE_DB / 20)  # a track whose peak is below -80 dBFS is treated as silent
 DEFAULT_SHARD_BYTES = 512 * 2**20
 
 
@@ -69,36 +70,6 @@ class _FileResult:
     source_channels: int = 0
 
 
-def _load(path: str) -> tuple[np.ndarray, int]:
-    """Decode to float32 ``[C, T]`` and the file's sample rate (mp3net.audio when present)."""
-    try:
-        from mp3net import audio  # noqa: PLC0415 - optional sibling module
-    except ImportError:
-        audio = None
-    if audio is not None and hasattr(audio, "read_audio"):
-        x, sr = audio.read_audio(path, allow_empty=True)
-        return np.asarray(x, dtype=np.float32), int(sr)
-    import soundfile as sf
-
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), int(sr)
-
-
-def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    """``[C_in, T]`` → ``[channels, T]``: mono is duplicated, extra channels beyond the first two dropped,
-    and a mono target takes the mean of the input channels."""
-    c_in = x.shape[0]
-    if c_in == channels:
-        return x
-    if channels == 1:
-        return x.mean(axis=0, keepdims=True)
-    if c_in == 1:
-        return np.repeat(x, channels, axis=0)
-    if c_in > channels:
-        return x[:channels]
-    raise MP3NetError(f"cannot map {c_in} channels to {channels}")
-
-
 def _process_file(job: tuple[str, int, int, int]) -> _FileResult:
     """Decode, convert channels, resample, check and peak-normalise one file."""
     path, sample_rate, channels, min_samples = job
@@ -107,24 +78,22 @@ def _process_file(job: tuple[str, int, int, int]) -> _FileResult:
         res.reason = "empty file (0 bytes)"
         return res
     try:
-        x, sr = _load(path)
-    except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        res.reason = f"cannot decode: {msg}"
+        x, sr = audio.read_audio(path, allow_empty=True)
+    except MP3NetError as e:
+        msg = str(e).replace(f"{path}: ", "").replace(f"{path} ", "")  # the report lists the path already
+        res.reason = "cannot decode: " + msg.removeprefix("cannot read").lstrip(": ")
         return res
-    res.source_rate, res.source_channels = sr, int(x.shape[0]) if x.ndim == 2 else 0
-    if x.ndim != 2 or x.shape[1] == 0 or x.shape[0] == 0:
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+        res.reason = (
+            f"cannot decode: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        )
+        return res
+    res.source_rate, res.source_channels = sr, int(x.shape[0])
+    if x.shape[1] == 0 or x.shape[0] == 0:
         res.reason = "empty (no audio samples)"
         return res
-    if not np.isfinite(x).all():
-        res.reason = "contains NaN or Inf samples"
-        return res
-    x = _to_channels(x, channels)
-    if sr != sample_rate:
-        import soxr
-
-        x = soxr.resample(np.ascontiguousarray(x.T), sr, sample_rate, quality="HQ").T
-    peak = float(np.abs(x).max()) if x.size else 0.0
+    x = audio.resample(audio.to_channels(x, channels), sr, sample_rate)
+    peak = float(np.abs(x).max())
     if peak < SILENCE_PEAK:
         res.reason = "silent (peak below -80 dBFS)"
         return res
