@@ -7,8 +7,14 @@ Forward, for frame m = 0..T/N (one block of N zeros padded at each end of the si
 with the Vorbis window w_n = sin(π/2 · sin²(π/(2N)·(n + ½))) (paper eq. 6), which satisfies the
 Princen-Bradley conditions (eq. 4-5), so windowed overlap-add of the inverse reconstructs the signal.
 
-Both directions are computed with one complex FFT of length 2N per frame (pre-twiddle, FFT,
-post-twiddle), batched over any leading dimensions, differentiable, on any device.
+Algorithm (N divisible by 4, e.g. the presets' 128): the windowed 2N-sample frame is folded into N samples
+u (time-domain aliasing), whose DCT-IV is the MDCT; the DCT-IV is computed with one N/2-point complex FFT
+between a pre- and a post-twiddle (t_n = (u_{2n} + i·u_{N-1-2n})·e^{-iπ(4n+1)/(4N)}, c = FFT(t)·e^{-iπk/N},
+X_{2k} = Re c_k, X_{N-1-2k} = -Im c_k). Because the hop is N, every step is written on the even/odd
+samples of whole blocks with contiguous slices (no gathers, no unfolded copies), and the work runs in chunks
+of frames that stay in cache. The inverse runs the same DCT-IV, unfolds with the window and overlap-adds.
+For N ≡ 2 (mod 4) a plain 2N-point FFT version is used. Everything is differentiable, batched over any
+leading dimensions and device-agnostic.
 """
 
 from __future__ import annotations
@@ -18,23 +24,137 @@ from functools import lru_cache
 
 import torch
 
-# inverse scale: the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) of
-# SPEC §1 the inverse is 2√2 (checked by exact reconstruction in tests/dsp/test_mdct.py)
+# the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) of SPEC §1 the inverse
+# is 2√2 (checked by exact reconstruction in tests/dsp/test_mdct.py)
 _INV_SCALE = 2.0 * math.sqrt(2.0)
+# elements (rows x frames x N) processed per chunk: ~2 MB of float32 per intermediate, cache-sized
+_CHUNK = 1 << 19
 
 
-def vorbis_window(n_bands: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+def vorbis_window(
+    n_bands: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The 2N-point Vorbis power-complementary window, paper eq. 6. Shape ``[2N]``."""
     n = torch.arange(2 * n_bands, dtype=torch.float64)
     w = torch.sin(math.pi / 2 * torch.sin(math.pi / (2 * n_bands) * (n + 0.5)) ** 2)
     return w.to(dtype=dtype, device=device)
 
 
+def _real_dtype(t: torch.Tensor) -> torch.dtype:
+    # half precisions are computed in float32: float16 underflows, bfloat16 is too coarse (SPEC §2)
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
 @lru_cache(maxsize=32)
-def _tables(n_bands: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Window and twiddle factors for one (N, dtype, device); computed in float64, then cast."""
-    N = n_bands
-    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+def _fast_tables(N: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Fold coefficients and twiddles for N ≡ 0 (mod 4); computed in float64, then cast."""
+    w = vorbis_window(N)
+    h, q = N // 2, N // 4
+    n = torch.arange(q)
+    # Forward fold, per block of N samples with E = even samples and O = odd samples reversed
+    # (E_k = x[2k], O_k = x[N-1-2k]): Z = ce[0]·E + co[0]·O and Y = ce[1]·E + co[1]·O, then for frame m
+    # (blocks m, m+1): Re t_m = [Z_m[q:], Z_{m+1}[:q]], Im t_m = [Y_{m+1}[q:], Y_m[:q]]. The imaginary
+    # part is negated so that an unnormalised inverse FFT yields conj(c), whose real view is the output
+    # order up to one reversal.
+    ce = torch.stack([torch.cat([w[N + 2 * n], w[h + 2 * n]]), torch.cat([-w[2 * n], w[N + h + 2 * n]])])
+    co = torch.stack(
+        [
+            torch.cat([-w[2 * N - 1 - 2 * n], w[h - 1 - 2 * n]]),
+            torch.cat([-w[N - 1 - 2 * n], -w[N + h - 1 - 2 * n]]),
+        ]
+    )
+    k = torch.arange(h, dtype=torch.float64)
+    one = torch.ones(h, dtype=torch.float64)
+    pre_f = torch.polar(one, math.pi * (4 * k + 1) / (4 * N))
+    post_f = torch.polar(one / (math.sqrt(2.0) * N), math.pi * k / N)
+    pre_i = torch.polar(one, -math.pi * (4 * k + 1) / (4 * N))
+    post_i = torch.polar(one * _INV_SCALE, -math.pi * k / N)
+    # Inverse unfold: v = DCT-IV(A); ṽ = [Re c_0, Im c_{h-1}, Re c_1, ...] is v with odd entries negated
+    # (sign s(i) folded in here). Output block j = first half of frame j + second half of frame j-1:
+    #   out[l]   = w[l]·v_j[h-1-l] + w[N+l]·v_{j-1}[h+l]           (l < h)
+    #   out[h+l] = w[h+l]·v_j[l]   - w[N+h+l]·v_{j-1}[h-1-l]
+    l = torch.arange(h)
+
+    def s(i: torch.Tensor) -> torch.Tensor:
+        return 1.0 - 2.0 * (i % 2).double()
+
+    unfold = torch.stack(
+        [w[l] * s(h - 1 - l), w[N + l] * s(h + l), w[h + l] * s(l), -w[N + h + l] * s(h - 1 - l)]
+    )
+    rd, cd = dtype, _complex_dtype(dtype)
+    return (
+        ce.to(device, rd),
+        co.to(device, rd),
+        pre_f.to(device, cd),
+        post_f.to(device, cd),
+        pre_i.to(device, cd),
+        post_i.to(device, cd),
+        unfold.to(device, rd),
+    )
+
+
+def _padded_rows(t: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Rows [lo, hi) of ``[zero, t[:, 0], ..., t[:, L-1], zero]`` along dim 1 (t is ``[B, L, N]``)."""
+    L = t.shape[1]
+    v = t[:, max(lo - 1, 0) : min(hi - 1, L)]
+    front, back = int(lo == 0), int(hi == L + 2)
+    if front or back:
+        v = torch.nn.functional.pad(v, (0, 0, front, back))
+    return v
+
+
+def _mdct_chunk(xb: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``[B, n+1, N]`` consecutive blocks → ``[B, n, N]`` MDCT frames (frame i = blocks i, i+1)."""
+    ce, co, pre, post = tables[:4]
+    B, nb, N = xb.shape
+    h, q = N // 2, N // 4
+    eo = xb.reshape(B, nb, h, 2).transpose(-1, -2).contiguous()  # [B, nb, 2, h]: even | odd samples
+    zy = ce * eo[:, :, 0:1]
+    zy.addcmul_(co, eo[:, :, 1:2].flip(-1))
+    re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + (nb - 1) * h].view(B, nb - 1, h)
+    y = zy[:, :, 1]
+    im = torch.cat([y[:, 1:, q:], y[:, :-1, :q]], dim=-1)
+    c = torch.fft.ifft(torch.complex(re, im).mul_(pre), norm="forward").mul_(post)  # conj of the DCT-IV c
+    return torch.view_as_real(torch.complex(c.real, c.flip(-1).imag)).flatten(-2)
+
+
+def _imdct_chunk(Ab: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``[B, n+1, N]`` consecutive frames → ``[B, n, N]`` output blocks (block i = frames i, i+1 added)."""
+    pre, post, unfold = tables[4:]
+    N = Ab.shape[-1]
+    h = N // 2
+    t = torch.complex(Ab[..., 0::2], Ab.flip(-1)[..., 0::2]).mul_(pre)  # A_{2n} + i·A_{N-1-2n}
+    c = torch.fft.fft(t).mul_(post)
+    cf = c.flip(-1)
+    v = torch.view_as_real(torch.complex(c.real, cf.imag)).flatten(-2)  # ṽ
+    vr = torch.view_as_real(torch.complex(c.imag, cf.real)).flatten(-2)  # ṽ reversed
+    first = unfold[0] * vr[:, 1:, h:]
+    first.addcmul_(unfold[1], v[:, :-1, h:])
+    second = unfold[2] * v[:, 1:, :h]
+    second.addcmul_(unfold[3], vr[:, :-1, :h])
+    return torch.cat([first, second], dim=-1)
+
+
+def _chunked(fn, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks."""
+    B, _, N = rows.shape
+    step = max(1, _CHUNK // (B * N))
+    if step >= n_out:
+        return fn(_padded_rows(rows, 0, n_out + 1), tables)
+    out = rows.new_empty(B, n_out, N)
+    for s in range(0, n_out, step):
+        e = min(n_out, s + step)
+        out[:, s:e] = fn(_padded_rows(rows, s, e + 1), tables)
+    return out
+
+
+@lru_cache(maxsize=32)
+def _generic_tables(N: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Twiddles of the 2N-point FFT version (any even N)."""
     n = torch.arange(2 * N, dtype=torch.float64)
     k = torch.arange(N, dtype=torch.float64)
     n0 = 0.5 - N / 2  # phase term -N/2 (SPEC §1)
@@ -45,12 +165,7 @@ def _tables(n_bands: int, dtype: torch.dtype, device: torch.device) -> tuple[tor
     # inverse: Σ_k A_k e^{iπ(n+n0)(k+½)/N} = e^{iπ(n+n0)/(2N)} · 2N·IFFT_{2N}(A_k e^{iπ n0 k/N})[n]
     pre_i = torch.polar(torch.ones(N, dtype=torch.float64), math.pi * n0 * k / N)
     post_i = torch.polar(w * _INV_SCALE * 2 * N, math.pi * (n + n0) / (2 * N))
-    return tuple(t.to(device=device, dtype=cdtype) for t in (pre_f, post_f, pre_i, post_i))
-
-
-def _real_dtype(x: torch.Tensor) -> torch.dtype:
-    # half precisions are computed in float32: float16 underflows, bfloat16 is too coarse (SPEC §2)
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+    return tuple(t.to(device=device, dtype=_complex_dtype(dtype)) for t in (pre_f, post_f, pre_i, post_i))
 
 
 def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
@@ -60,7 +175,7 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
         x: ``[..., T]`` samples, T a multiple of ``n_bands``.
         n_bands: N, the number of filter bands (even).
     Returns:
-        ``[..., T/N + 1, N]`` amplitudes A_k(m).
+        ``[..., T/N + 1, N]`` amplitudes A_k(m) (float64 for float64 input, else float32).
     """
     N = n_bands
     if N % 2 or N < 2:
@@ -69,12 +184,16 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
     if T % N:
         raise ValueError(f"signal length {T} is not a multiple of n_bands={N}")
     x = x.to(_real_dtype(x))
-    pre, post, _, _ = _tables(N, x.dtype, x.device)
     lead = x.shape[:-1]
+    M = T // N
+    if N % 4 == 0:
+        out = _chunked(_mdct_chunk, x.reshape(-1, M, N), M + 1, _fast_tables(N, x.dtype, x.device))
+        return out.reshape(*lead, M + 1, N)
+    pre, post, _, _ = _generic_tables(N, x.dtype, x.device)
     xp = torch.nn.functional.pad(x.reshape(-1, T), (N, N))
     frames = xp.unfold(-1, 2 * N, N)  # [B, F, 2N], frame m = samples [(m-1)N, (m+1)N) of x
     spec = torch.fft.fft(frames * pre, dim=-1)[..., :N]
-    return (spec * post).real.reshape(*lead, T // N + 1, N)
+    return (spec * post).real.reshape(*lead, M + 1, N)
 
 
 def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
@@ -92,13 +211,15 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
     if N % 2 or N < 2:
         raise ValueError(f"the number of bands must be even and positive, got {N}")
     A = A.to(_real_dtype(A))
-    _, _, pre, post = _tables(N, A.dtype, A.device)
     lead = A.shape[:-2]
-    spec = torch.nn.functional.pad(A.reshape(-1, F, N) * pre, (0, N))
-    y = (torch.fft.ifft(spec, dim=-1) * post).real  # [B, F, 2N], windowed
-    # overlap-add: first halves land on blocks 0..F-1, second halves on blocks 1..F
-    first, second = y[..., :N], y[..., N:]
-    zero = first.new_zeros(first.shape[0], 1, N)
-    out = torch.cat([first, zero], dim=1) + torch.cat([zero, second], dim=1)
+    if N % 4 == 0:
+        out = _chunked(_imdct_chunk, A.reshape(-1, F, N), F + 1, _fast_tables(N, A.dtype, A.device))
+    else:
+        _, _, pre, post = _generic_tables(N, A.dtype, A.device)
+        spec = torch.nn.functional.pad(A.reshape(-1, F, N) * pre, (0, N))
+        y = (torch.fft.ifft(spec, dim=-1) * post).real  # [B, F, 2N], windowed
+        # overlap-add: first halves land on blocks 0..F-1, second halves on blocks 1..F
+        zero = y.new_zeros(y.shape[0], 1, N)
+        out = torch.cat([y[..., :N], zero], dim=1) + torch.cat([zero, y[..., N:]], dim=1)
     out = out.reshape(*lead, (F + 1) * N)
     return out[..., N:-N] if trim else out
