@@ -590,6 +590,10 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         self._loader = None
+        dist = _dist()
+        if dist is not None and self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
 
     @staticmethod
     def _in_main_thread() -> bool:
