@@ -38,15 +38,35 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, tonality
+
+
+def _single_thread(fn: Callable) -> Callable:
+    """Run on one thread: these small tensors gain nothing from threads, and on a busy machine
+    oversubscribed thread pools made them 10-20x slower."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(n)
+
+    return wrapper
+
 
 WINDOW_FRAMES = 64  # MDCT frames per feature window: 0.37 s at the paper's 172 frames/s
 WINDOW_HOP = 32  # windows overlap by half: more windows per clip for the covariance estimate
@@ -79,6 +99,7 @@ def clip_mdct(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
 # tonality
 
 
+@_single_thread
 def mean_tonality(
     clips: Sequence[torch.Tensor], sample_rate: int, noised: bool = False, sigma: float = 1 / 6, seed: int = 0
 ) -> float:
@@ -172,6 +193,7 @@ def window_features(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     )
 
 
+@_single_thread
 def clip_features(clips: Sequence[torch.Tensor], sample_rate: int) -> list[torch.Tensor]:
     """Window features of each clip: a list of ``[W_i, N_FEATURES]``."""
     return [window_features(c, sample_rate) for c in clips]
@@ -181,21 +203,22 @@ def clip_features(clips: Sequence[torch.Tensor], sample_rate: int) -> list[torch
 # Fréchet distance
 
 
+@_single_thread
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) for Gaussians N(μ1, Σ1), N(μ2, Σ2).
 
     Tr((Σ1Σ2)^½) is computed as Σ √λ of the symmetric PSD matrix Σ1^½ Σ2 Σ1^½ (same eigenvalues as
     Σ1Σ2), which stays real and stable when the covariances are singular.
     """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    w, V = np.linalg.eigh((s1 + s1.T) / 2)
-    r1 = (V * np.sqrt(np.clip(w, 0, None))) @ V.T
+    mu1, mu2, s1, s2 = (
+        torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (mu1, mu2, sigma1, sigma2)
+    )
+    w, V = torch.linalg.eigh((s1 + s1.T) / 2)
+    r1 = (V * w.clamp_min(0).sqrt()) @ V.T
     m = r1 @ s2 @ r1
-    lam = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(lam, 0, None)).sum())
+    tr_covmean = float(torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum())
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+    return float(diff @ diff + s1.trace() + s2.trace() - 2 * tr_covmean)
 
 
 @dataclass
@@ -218,6 +241,7 @@ def _stack(feats: Sequence[torch.Tensor]) -> np.ndarray:
     return torch.cat(list(feats)).numpy()
 
 
+@_single_thread
 def feature_distance(
     ref: Sequence[torch.Tensor], other: Sequence[torch.Tensor], extrapolate: bool = True, seed: int = 0
 ) -> float:
@@ -234,8 +258,8 @@ def feature_distance(
     R, O = [scale(f.numpy()) for f in ref], [scale(f.numpy()) for f in other]
 
     def fd(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-        a, b = np.concatenate(a), np.concatenate(b)
-        return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+        a, b = torch.from_numpy(np.concatenate(a)), torch.from_numpy(np.concatenate(b))
+        return frechet_distance(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
 
     if not extrapolate:
         return fd(R, O)
@@ -257,6 +281,7 @@ def feature_distance(
 # memorisation
 
 
+@_single_thread
 def memorisation(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor]) -> dict[str, float]:
     """Nearest-real-clip distances of fakes versus real-to-real nearest distances (leave-one-out).
 
@@ -340,7 +365,9 @@ def evaluate_clips(
 
         raise MP3NetError(f"need at least 2 real and 1 fake clip, got {len(real)} and {len(fake)}")
     fr, ff = clip_features(real, sample_rate), clip_features(fake, sample_rate)
+    order = np.random.default_rng(0).permutation(len(fr))  # random halves, not first/second tracks
     half = len(fr) // 2
+    fr_a, fr_b = [fr[i] for i in order[:half]], [fr[i] for i in order[half:]]
     return EvalReport(
         sample_rate=sample_rate,
         n_real=len(real),
@@ -351,7 +378,123 @@ def evaluate_clips(
         tonality_real_noised=mean_tonality(real, sample_rate, noised=True),
         tonality_fake_noised=mean_tonality(fake, sample_rate, noised=True),
         fd=feature_distance(fr, ff),
-        fd_real_halves=feature_distance(fr[:half], fr[half:]),
+        fd_real_halves=feature_distance(fr_a, fr_b),
         fd_plain=feature_distance(fr, ff, extrapolate=False),
         memorisation=memorisation(fr, ff),
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading clips
+
+
+def _pick(n_total: int, n: int, seed: int) -> list[int]:
+    """``n`` distinct indices of ``range(n_total)`` drawn with a fixed seed (all of them if fewer)."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n_total, size=min(n, n_total), replace=False).tolist())
+
+
+def load_real_clips(
+    data: str | Path,
+    n: int,
+    clip_samples: int | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+) -> tuple[list[torch.Tensor], int]:
+    """``n`` random clips of a prepared dataset (``manifest.json``) or of a folder of audio files.
+
+    Args:
+        clip_samples: clip length at ``sample_rate`` (default 3 s).
+        sample_rate, channels: convert to these (default: the data's own).
+    Returns:
+        ``(clips [C, T] float32, sample_rate)``.
+    """
+    from mp3net.audio import load_audio, resample, to_channels
+    from mp3net.data import MANIFEST, ClipDataset, find_audio_files
+    from mp3net.utils import MP3NetError
+
+    root = Path(data)
+    if (root / MANIFEST).exists():
+        from mp3net.data import load_manifest
+
+        m = load_manifest(root)
+        sr_data, ch_data = int(m["sample_rate"]), int(m["channels"])
+        sr = sample_rate or sr_data
+        want = clip_samples or 3 * sr
+        raw = math.ceil(want * sr_data / sr)
+        ds = ClipDataset(root, raw, sr_data, ch_data)
+        clips = []
+        for i in _pick(len(ds), n, seed):
+            x = ds[i].numpy()
+            x = resample(x, sr_data, sr) if sr != sr_data else x
+            x = to_channels(x, channels) if channels else x
+            clips.append(torch.from_numpy(np.ascontiguousarray(x[:, :want])))
+        return clips, sr
+    if not root.is_dir():
+        raise MP3NetError(f"real data {root} is neither a prepared dataset nor a folder of audio files")
+    files = find_audio_files(root)
+    if not files:
+        raise MP3NetError(f"no audio files under {root}")
+    sr = sample_rate
+    pieces: list[torch.Tensor] = []
+    for f in files:
+        x, sr_f = load_audio(f, sample_rate=sr, channels=channels, allow_silent=True)
+        sr = sr or sr_f
+        want = clip_samples or 3 * sr
+        for a in range(0, x.shape[-1] - want + 1, want):
+            pieces.append(torch.from_numpy(np.ascontiguousarray(x[:, a : a + want])))
+    if not pieces:
+        raise MP3NetError(
+            f"no file under {root} is at least one clip ({(clip_samples or 3 * sr) / sr:.2f} s) long"
+        )
+    return [pieces[i] for i in _pick(len(pieces), n, seed)], int(sr)
+
+
+def load_fake_clips(
+    fake: str | Path, n: int, device: str | None = None, seed: int = 0, progress: bool = False
+) -> tuple[list[torch.Tensor], int]:
+    """Generated clips: the audio files of a folder (one clip each), or ``n`` clips (seeds 0..n-1) of a
+    model (anything :func:`mp3net.generate.load_generator` accepts)."""
+    from mp3net.audio import load_audio
+    from mp3net.data import find_audio_files
+    from mp3net.utils import MP3NetError
+
+    path = Path(fake)
+    is_model = not path.exists() or any((path / m).exists() for m in ("config.json", "export", "checkpoints"))
+    files = find_audio_files(path) if path.is_dir() and not is_model else []
+    if files:
+        clips, sr = [], None
+        for f in [files[i] for i in _pick(len(files), n, seed)]:
+            x, sr_f = load_audio(f, sample_rate=sr, allow_silent=True)
+            sr = sr or sr_f
+            clips.append(torch.from_numpy(x))
+        return clips, int(sr)
+    from mp3net import generate as gen
+
+    try:
+        G, _ = gen.load_generator(fake, device)
+    except MP3NetError as e:
+        if path.is_dir():
+            raise MP3NetError(f"{path} holds neither audio files nor a model ({e})") from None
+        raise
+    audio, sr = gen.generate(G, list(range(n)), progress=progress)
+    return list(audio), sr
+
+
+def evaluate(
+    real: str | Path, fake: str | Path, n: int = 100, device: str | None = None, progress: bool = False
+) -> EvalReport:
+    """Load ``n`` fake clips (files or a model) and ``n`` real clips of the same length, rate and channels,
+    and compute every metric."""
+    from mp3net.audio import resample, to_channels
+
+    fakes, sr = load_fake_clips(fake, n, device, progress=progress)
+    channels = fakes[0].shape[0]
+    clip = int(np.median([f.shape[-1] for f in fakes]))
+    reals, sr_r = load_real_clips(real, n, clip_samples=clip, sample_rate=sr, channels=channels)
+    if sr_r != sr:
+        fakes = [torch.from_numpy(resample(f.numpy(), sr, sr_r)) for f in fakes]
+        sr = sr_r
+    fakes = [torch.from_numpy(to_channels(f.numpy(), channels)) for f in fakes]
+    return evaluate_clips(reals, fakes, sr)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -35,20 +34,22 @@ def midi_to_hz(pitch: float) -> float:
 
 
 RELEASE = 0.12  # seconds of damper decay after the key is released
-_VEL_LEVELS = 16  # velocities are quantised to this many steps so notes can be cached
+_VEL_LEVELS = 8  # velocities are quantised to this many steps so notes can be cached
+_RINGS: dict[tuple[int, int, int], np.ndarray] = {}  # (pitch, velocity step, rate) -> longest ring so far
 
 
-@lru_cache(maxsize=4096)
-def _render_note(pitch: int, n_samples: int, vel_q: int, sample_rate: int) -> np.ndarray:
-    """Mono waveform of one note held for ``n_samples`` (plus release), float32 ``[n_samples + release]``."""
+def _ring(pitch: int, vel_q: int, L: int, sample_rate: int) -> np.ndarray:
+    """Mono waveform of a key held for ``L`` samples (no release): float32 ``[L]``.
+
+    A held note does not depend on how long it will be held, so one ring per (pitch, velocity) serves
+    every note: :func:`_render_note` cuts it and applies the damper.
+    """
     vel = vel_q / (_VEL_LEVELS - 1)
     f0 = midi_to_hz(pitch)
-    n_rel = int(RELEASE * sample_rate)
-    L = n_samples + n_rel
-    t = np.arange(L, dtype=np.float64) / sample_rate
+    t = np.arange(L, dtype=np.float32) / np.float32(sample_rate)
     # inharmonicity grows with pitch (short stiff treble strings)
     B = 1e-4 * 2.0 ** ((pitch - 48) / 12)
-    k = np.arange(1, 41, dtype=np.float64)
+    k = np.arange(1, 25, dtype=np.float64)
     fk = k * f0 * np.sqrt(1 + B * k * k)
     keep = fk < 0.45 * sample_rate
     k, fk = k[keep], fk[keep]
@@ -61,9 +62,14 @@ def _render_note(pitch: int, n_samples: int, vel_q: int, sample_rate: int) -> np
     t_fast = 0.25 * t_slow
     rng = np.random.default_rng(pitch * 131 + vel_q)
     phase = rng.uniform(0, 2 * np.pi, len(k))
-    env = 0.6 * np.exp(-t[None] / t_fast[:, None]) + 0.4 * np.exp(-t[None] / t_slow[:, None])
-    partials = np.sin(2 * np.pi * fk[:, None] * t[None] + phase[:, None]) * env
-    x = amp @ partials
+    f32 = np.float32
+    env = f32(0.6) * np.exp(-t[None] / t_fast[:, None].astype(f32)) + f32(0.4) * np.exp(
+        -t[None] / t_slow[:, None].astype(f32)
+    )
+    # phase in cycles wrapped per sample before sin, so float32 keeps it exact for long notes
+    cyc = np.mod(fk[:, None] * (np.arange(L)[None] / sample_rate), 1.0).astype(f32)
+    partials = np.sin(f32(2 * np.pi) * cyc + phase[:, None].astype(f32)) * env
+    x = amp.astype(f32) @ partials
     # hammer: 2 ms linear attack and a short low-passed noise thump
     attack = min(L, int(0.002 * sample_rate))
     x[:attack] *= np.linspace(0, 1, attack, endpoint=False)
@@ -71,10 +77,24 @@ def _render_note(pitch: int, n_samples: int, vel_q: int, sample_rate: int) -> np
     thump = rng.standard_normal(n_th)
     thump = np.convolve(thump, np.ones(8) / 8, mode="same") * np.exp(-np.arange(n_th) / (0.006 * sample_rate))
     x[:n_th] += 0.08 * vel * thump
-    # damper: exponential release after the key is let go
-    x[n_samples:] *= np.exp(-np.arange(n_rel) / (0.025 * sample_rate))
     x *= 0.25 * (0.3 + 0.7 * vel) ** 1.5
     return x.astype(np.float32)
+
+
+def _render_note(pitch: int, n_samples: int, vel_q: int, sample_rate: int) -> np.ndarray:
+    """Mono waveform of one note held for ``n_samples`` plus the damper release, float32."""
+    n_rel = int(RELEASE * sample_rate)
+    L = n_samples + n_rel
+    key = (pitch, vel_q, sample_rate)
+    ring = _RINGS.get(key)
+    if ring is None or len(ring) < L:
+        if len(_RINGS) >= 512:
+            _RINGS.clear()
+        ring = _RINGS[key] = _ring(pitch, vel_q, 1 << max(14, (L - 1).bit_length()), sample_rate)
+    x = ring[:L].copy()
+    # damper: exponential release after the key is let go
+    x[n_samples:] *= np.exp(-np.arange(n_rel) / (0.025 * sample_rate)).astype(np.float32)
+    return x
 
 
 def _room_ir(sample_rate: int, seconds: float, seed: int) -> np.ndarray:

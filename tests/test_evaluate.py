@@ -1,0 +1,145 @@
+"""mp3net.evaluate: Fréchet math, the feature distance's response to degradation, tonality, memorisation, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import soundfile as sf
+import torch
+
+from mp3net import evaluate as E
+from mp3net.cli import main
+from mp3net.synth import random_music
+
+SR = 11008
+CLIP = 3.0
+
+
+@pytest.fixture(scope="module")
+def music() -> list[torch.Tensor]:
+    """32 clips of tonal four-voice piano music, 3 s each, in random keys."""
+    return [torch.from_numpy(random_music(CLIP, seed=i, sample_rate=SR)) for i in range(32)]
+
+
+@pytest.fixture(scope="module")
+def feats(music):
+    return E.clip_features(music, SR)
+
+
+def _scipy_fd(mu1, s1, mu2, s2) -> float:
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real)
+
+
+@pytest.mark.parametrize("rank", [12, 5])
+def test_frechet_matches_scipy(rank):
+    rng = np.random.default_rng(rank)
+    d = 12
+    A, B = rng.normal(size=(d, rank)), rng.normal(size=(d, d))
+    s1, s2 = A @ A.T, B @ B.T + 0.1 * np.eye(d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    ours = E.frechet_distance(mu1, s1, mu2, s2)
+    assert ours == pytest.approx(_scipy_fd(mu1, s1, mu2, s2), rel=1e-6, abs=1e-8)
+    assert abs(E.frechet_distance(mu1, s1, mu1, s1)) < 1e-7 * np.trace(s1) * d
+    assert ours > 0
+
+
+def test_features_shape_and_names(music):
+    f = E.window_features(music[0], SR)
+    assert f.shape[1] == E.N_FEATURES == len(E.FEATURE_NAMES)
+    assert f.shape[0] >= 10 and torch.isfinite(f).all()
+    mono = E.window_features(music[0][:1], SR)
+    assert mono.shape == f.shape
+
+
+def _noisy(c: torch.Tensor, snr_db: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return c + torch.randn(c.shape, generator=g) * torch.sqrt(c.pow(2).mean() / 10 ** (snr_db / 10))
+
+
+def _lowpass(c: torch.Tensor, cutoff: float) -> torch.Tensor:
+    X = torch.fft.rfft(c)
+    X[..., torch.fft.rfftfreq(c.shape[-1], 1 / SR) > cutoff] = 0
+    return torch.fft.irfft(X, c.shape[-1])
+
+
+def _shuffle(c: torch.Tensor, frac: float, seg: int = 512) -> torch.Tensor:
+    """Swap a fraction of 46 ms segments among themselves."""
+    n = c.shape[-1] // seg
+    x = c[:, : n * seg].reshape(c.shape[0], n, seg).clone()
+    g = torch.Generator().manual_seed(0)
+    k = int(round(frac * n))
+    idx = torch.randperm(n, generator=g)[:k]
+    x[:, idx] = x[:, idx[torch.randperm(k, generator=g)]]
+    return x.reshape(c.shape[0], -1)
+
+
+@pytest.mark.parametrize(
+    "degrade, levels",
+    [(_noisy, [30, 20, 10, 0]), (_lowpass, [4000, 2000, 1000, 500]), (_shuffle, [0.1, 0.3, 0.6, 1.0])],
+    ids=["noise", "lowpass", "shuffle"],
+)
+def test_distance_grows_with_degradation(music, feats, degrade, levels):
+    ref, test = feats[:16], music[16:]
+    halves = E.feature_distance(ref, feats[16:])
+    d = [E.feature_distance(ref, E.clip_features([degrade(c, lv) for c in test], SR)) for lv in levels]
+    assert all(a < b for a, b in zip(d, d[1:], strict=False)), d
+    assert halves < d[0], (halves, d)
+
+
+def test_two_halves_near_zero(feats, music):
+    halves = E.feature_distance(feats[:16], feats[16:])
+    noise20 = E.feature_distance(feats[:16], E.clip_features([_noisy(c, 20) for c in music[16:]], SR))
+    assert abs(halves) < 0.1 * noise20
+    # without the finite-sample correction the same halves look much further apart
+    assert E.feature_distance(feats[:16], feats[16:], extrapolate=False) > abs(halves)
+
+
+def test_tonality_of_music_above_noise(music):
+    g = torch.Generator().manual_seed(0)
+    noise = [0.1 * torch.randn(2, int(CLIP * SR), generator=g) for _ in range(4)]
+    t = torch.arange(int(CLIP * SR)) / SR
+    sine = [0.5 * torch.sin(2 * torch.pi * 441.0 * t).repeat(2, 1)]
+    tm, tn, ts = E.mean_tonality(music[:8], SR), E.mean_tonality(noise, SR), E.mean_tonality(sine, SR)
+    assert tn < 0.15 < tm < ts
+    assert ts > 0.8
+    # both sides through the same noise layer: order kept
+    assert E.mean_tonality(noise, SR, noised=True) < E.mean_tonality(music[:8], SR, noised=True)
+
+
+def test_memorisation_flags_copies(feats):
+    real = feats[:24]
+    copies = E.memorisation(real, real[:8])
+    fresh = E.memorisation(real, feats[24:])
+    assert copies["ratio"] == pytest.approx(0.0, abs=1e-9)
+    assert copies["fake_share_below_real_p5"] == 1.0
+    assert 0.5 < fresh["ratio"] < 3.0
+    assert fresh["fake_share_below_real_p5"] < 0.5
+
+
+def test_evaluate_cli_on_folders(tmp_path, music, capsys):
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    real.mkdir()
+    fake.mkdir()
+    for i, c in enumerate(music[:12]):
+        sf.write(real / f"r{i}.wav", c.numpy().T, SR)
+    for i, c in enumerate(music[12:18]):
+        sf.write(fake / f"f{i}.flac", _noisy(c, 10).numpy().T, SR)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--real", str(real), "--fake", str(fake), "--n", "8", "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    for row in ("tonality, un-noised MDCT", "Fréchet feature distance", "memorisation ratio"):
+        assert row in text
+    m = json.loads(out.read_text())
+    assert m["n_real"] == 8 and m["n_fake"] == 6 and m["sample_rate"] == SR
+    assert m["tonality_fake"] < m["tonality_real"]
+    assert m["fd"] > m["fd_real_halves"]
+
+
+def test_evaluate_cli_bad_input(tmp_path, capsys):
+    assert main(["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path), "--json", "-"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mp3net evaluate: error:") and "\n" not in err
