@@ -129,7 +129,10 @@ def test_evaluate_cli_on_folders(tmp_path, music, capsys):
     for i, c in enumerate(music[12:18]):
         sf.write(fake / f"f{i}.flac", _noisy(c, 10).numpy().T, SR)
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--real", str(real), "--fake", str(fake), "--n", "8", "--json", str(out), "-q"]) == 0
+    assert (
+        main(["evaluate", "--real", str(real), "--fake", str(fake), "--n", "8", "--json", str(out), "-q"])
+        == 0
+    )
     text = capsys.readouterr().out
     for row in ("tonality, un-noised MDCT", "Fréchet feature distance", "memorisation ratio"):
         assert row in text

@@ -236,7 +236,7 @@ def duration_samples(cfg: Config, duration: float | None) -> int:
 
 @torch.no_grad()
 def synthesize_latents(
-    G: Generator, anchors: torch.Tensor, n_samples: int, tile_out_frames: int = TILE_OUT_FRAMES
+    G: Generator, anchors: torch.Tensor, n_samples: int, tile_out_frames: int | None = None
 ) -> torch.Tensor:
     """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` (MDCT edge padding trimmed)."""
     cfg = G.cfg
@@ -247,7 +247,7 @@ def synthesize_latents(
     n_tiled = max(1, cfg.n_blocks - 1)
     scale = 4**n_tiled
     deep_frames = x.shape[2] * 4 ** (cfg.n_blocks - n_tiled)
-    tile = max(1, tile_out_frames // scale)
+    tile = max(1, (tile_out_frames or TILE_OUT_FRAMES) // scale)
     A = G.synthesize(x, tile_frames=tile if deep_frames > tile else None, tile_blocks=n_tiled)
     return imdct(A.float(), trim=True)[..., :n_samples]
 
