@@ -1,4 +1,4 @@
-"""mp3net.evaluate: Fréchet math, the feature distance's response to degradation, tonality, memorisation, CLI."""
+"""mp3net.evaluate: Fréchet math, response to degradation, tonality, memorisation, CLI."""
 
 from __future__ import annotations
 

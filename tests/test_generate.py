@@ -1,4 +1,4 @@
-"""mp3net.generate and `mp3net generate`: files, determinism, long tracks without seams, interpolation, errors."""
+"""mp3net.generate and the CLI: files, determinism, long tracks without seams, interpolation, errors."""
 
 from __future__ import annotations
 
