@@ -168,6 +168,26 @@ def _generic_tables(N: int, dtype: torch.dtype, device: torch.device) -> tuple[t
     return tuple(t.to(device=device, dtype=_complex_dtype(dtype)) for t in (pre_f, post_f, pre_i, post_i))
 
 
+def _mdct_fft2n(x: torch.Tensor, N: int) -> torch.Tensor:
+    """Any even N: ``[B, T]`` → ``[B, T/N + 1, N]`` with one 2N-point complex FFT per frame."""
+    pre, post, _, _ = _generic_tables(N, x.dtype, x.device)
+    xp = torch.nn.functional.pad(x, (N, N))
+    frames = xp.unfold(-1, 2 * N, N)  # [B, F, 2N], frame m = samples [(m-1)N, (m+1)N) of x
+    spec = torch.fft.fft(frames * pre, dim=-1)[..., :N]
+    return (spec * post).real
+
+
+def _imdct_fft2n(A: torch.Tensor) -> torch.Tensor:
+    """Any even N: ``[B, F, N]`` → ``[B, F+1, N]`` output blocks with one 2N-point complex IFFT per frame."""
+    N = A.shape[-1]
+    _, _, pre, post = _generic_tables(N, A.dtype, A.device)
+    spec = torch.nn.functional.pad(A * pre, (0, N))
+    y = (torch.fft.ifft(spec, dim=-1) * post).real  # [B, F, 2N], windowed
+    # overlap-add: first halves land on blocks 0..F-1, second halves on blocks 1..F
+    zero = y.new_zeros(y.shape[0], 1, N)
+    return torch.cat([y[..., :N], zero], dim=1) + torch.cat([zero, y[..., N:]], dim=1)
+
+
 def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
     """MDCT of a signal.
 
@@ -189,11 +209,7 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
     if N % 4 == 0:
         out = _chunked(_mdct_chunk, x.reshape(-1, M, N), M + 1, _fast_tables(N, x.dtype, x.device))
         return out.reshape(*lead, M + 1, N)
-    pre, post, _, _ = _generic_tables(N, x.dtype, x.device)
-    xp = torch.nn.functional.pad(x.reshape(-1, T), (N, N))
-    frames = xp.unfold(-1, 2 * N, N)  # [B, F, 2N], frame m = samples [(m-1)N, (m+1)N) of x
-    spec = torch.fft.fft(frames * pre, dim=-1)[..., :N]
-    return (spec * post).real.reshape(*lead, M + 1, N)
+    return _mdct_fft2n(x.reshape(-1, T), N).reshape(*lead, M + 1, N)
 
 
 def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
@@ -215,11 +231,6 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
     if N % 4 == 0:
         out = _chunked(_imdct_chunk, A.reshape(-1, F, N), F + 1, _fast_tables(N, A.dtype, A.device))
     else:
-        _, _, pre, post = _generic_tables(N, A.dtype, A.device)
-        spec = torch.nn.functional.pad(A.reshape(-1, F, N) * pre, (0, N))
-        y = (torch.fft.ifft(spec, dim=-1) * post).real  # [B, F, 2N], windowed
-        # overlap-add: first halves land on blocks 0..F-1, second halves on blocks 1..F
-        zero = y.new_zeros(y.shape[0], 1, N)
-        out = torch.cat([y[..., :N], zero], dim=1) + torch.cat([zero, y[..., N:]], dim=1)
+        out = _imdct_fft2n(A.reshape(-1, F, N))
     out = out.reshape(*lead, (F + 1) * N)
     return out[..., N:-N] if trim else out

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 EPS = 1e-14  # intensity floor, -20 dB
+_CHUNK = 1 << 18  # elements per chunk of rows in threshold(): intermediates stay in cache
 
 
 def bark(f: torch.Tensor | float) -> torch.Tensor:
@@ -81,7 +82,9 @@ class PsychoacousticModel(nn.Module):
         band_edges = inv_bark(torch.arange(n_bark + 1, dtype=f64) * width)
         band_edges[-1] = sample_rate / 2.0  # exact top edge despite sinh(asinh(·)) rounding
         band_lo, band_hi = band_edges[:-1], band_edges[1:]
-        overlap = (torch.minimum(bin_hi[:, None], band_hi[None]) - torch.maximum(bin_lo[:, None], band_lo[None])).clamp_min(0)
+        overlap = (
+            torch.minimum(bin_hi[:, None], band_hi[None]) - torch.maximum(bin_lo[:, None], band_lo[None])
+        ).clamp_min(0)
         W = overlap / df  # [N, n_bark], rows sum to 1
         W_inv = (overlap / (band_hi - band_lo)[None]).T  # [n_bark, N], rows sum to 1
         # absolute threshold at the Bark-band mid-points (eq. 8-9)
@@ -122,13 +125,31 @@ class PsychoacousticModel(nn.Module):
         """
         A = A.to(torch.float64 if A.dtype == torch.float64 else torch.float32)
         buf = self._buffers_like(A)
+        N = A.shape[-1]
+        rows = A.reshape(-1, N)
+        # frames are independent: work in cache-sized chunks of rows (no Python loop over single frames)
+        step = max(1, _CHUNK // N)
+        if step >= rows.shape[0]:
+            return self._threshold_rows(rows, buf).reshape(A.shape)
+        out = rows.new_empty(rows.shape)
+        for s in range(0, rows.shape[0], step):
+            out[s : s + step] = self._threshold_rows(rows[s : s + step], buf)
+        return out.reshape(A.shape)
+
+    def _threshold_rows(self, A: torch.Tensor, buf: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[R, N]`` amplitudes → ``[R, N]`` threshold amplitudes."""
         a = self.alpha
-        I_band = (A * A) @ buf["W"]  # [..., F, n_bark]
-        tau = tonality(A)[..., None]  # [..., F, 1]
-        offset_db = tau * (buf["z_off"] + 9.0) + 5.5  # eq. 12, [..., F, n_bark]
-        # eq. 10: (Σ_i I_i^α S_ij)^(1/α) · 10^(-O_j/10)  (the offset factor does not depend on i)
-        spread = I_band.clamp_min(EPS) ** a @ buf["S"]
-        I_mask = spread ** (1.0 / a) * 10.0 ** (-offset_db / 10.0)
+        I = A * A
+        I_band = I @ buf["W"]  # [R, n_bark]
+        # tonality (eq. 13); the rows of W sum to 1, so Σ_j I_band = Σ_k A_k² gives the arithmetic mean
+        log_geo = torch.log(I.clamp_min(EPS)).mean(dim=-1, keepdim=True)
+        arith = I_band.sum(dim=-1, keepdim=True) / A.shape[-1] + EPS
+        tau = ((10.0 / math.log(10.0)) * (log_geo - torch.log(arith)) / -60.0).clamp(max=1.0)  # [R, 1]
+        offset_db = tau * (buf["z_off"] + 9.0) + 5.5  # eq. 12, [R, n_bark]
+        # eq. 10: (Σ_i I_i^α S_ij)^(1/α) · 10^(-O_j/10) (the offset factor does not depend on i), with the
+        # powers as exp/log: a float exponent in torch.pow is several times slower than vectorised exp and log
+        spread = torch.exp(a * torch.log(I_band.clamp_min(EPS))) @ buf["S"]
+        I_mask = torch.exp(torch.log(spread) / a - offset_db * (math.log(10.0) / 10.0))
         I_glob = torch.maximum(I_mask, buf["quiet"])
         return torch.sqrt((I_glob @ buf["W_inv"]).clamp_min(EPS))
 
@@ -146,7 +167,7 @@ class PsychoacousticModel(nn.Module):
         """
         thr = self.threshold(A) if threshold is None else threshold
         eps = torch.randn(thr.shape, generator=generator, dtype=thr.dtype, device=thr.device)
-        return A.to(thr.dtype) + sigma * thr * eps
+        return torch.addcmul(A.to(thr.dtype), thr, eps, value=sigma)
 
     def inaudible_share(self, A: torch.Tensor) -> float:
         """Share of coefficients with |A| below the masking threshold (the part MP3 would drop)."""
