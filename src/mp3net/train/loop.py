@@ -97,12 +97,13 @@ def _allreduce_grads(params: list[nn.Parameter], world: int) -> None:
         offset += n
 
 
-def _allreduce_mean(values: dict[str, float], world: int) -> dict[str, float]:
+def _allreduce_mean(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     dist = _dist()
     if dist is None or world == 1:
         return values
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    # collectives run on the training device (NCCL only reduces CUDA tensors)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
 
@@ -412,7 +413,7 @@ class Trainer:
         ok = math.isfinite(gn) and math.isfinite(float(loss.detach()))
         dist = _dist()
         if dist is not None and self.world > 1:  # every rank must take the same decision
-            flag = torch.tensor([0.0 if ok else 1.0])
+            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
             dist.all_reduce(flag)
             ok = float(flag) == 0.0
         if ok:
@@ -514,7 +515,7 @@ class Trainer:
         dist = _dist()
         if dist is None or self.world == 1:
             return self._stop
-        flag = torch.tensor([1.0 if self._stop else 0.0])
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
         dist.all_reduce(flag)
         return float(flag) > 0
 
@@ -558,7 +559,7 @@ class Trainer:
                         self._rollback()
                     continue
                 self.bad_steps = 0
-                stats = _allreduce_mean(stats, self.world)
+                stats = _allreduce_mean(stats, self.world, self.device)
                 self.last.update(stats)
                 if bar is not None:
                     bar.update(1)
