@@ -142,7 +142,8 @@ def _imdct_chunk(Ab: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Te
 def _chunked(fn, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks."""
     B, _, N = rows.shape
-    step = max(1, _CHUNK // (B * N))
+    # each intra-op thread works on its share of a chunk, so the chunk grows with the thread count
+    step = max(1, _CHUNK * torch.get_num_threads() // (B * N))
     if step >= n_out:
         return fn(_padded_rows(rows, 0, n_out + 1), tables)
     out = rows.new_empty(B, n_out, N)

@@ -128,7 +128,7 @@ class PsychoacousticModel(nn.Module):
         N = A.shape[-1]
         rows = A.reshape(-1, N)
         # frames are independent: work in cache-sized chunks of rows (no Python loop over single frames)
-        step = max(1, _CHUNK // N)
+        step = max(1, _CHUNK * torch.get_num_threads() // N)  # per-thread share stays cache-sized
         if step >= rows.shape[0]:
             return self._threshold_rows(rows, buf).reshape(A.shape)
         out = rows.new_empty(rows.shape)
