@@ -139,17 +139,84 @@ def _imdct_chunk(Ab: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Te
     return torch.cat([first, second], dim=-1)
 
 
-def _chunked(fn, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks."""
+class _Workspace:
+    """Named scratch buffers reused across chunks, so that the no-grad path allocates (and page-faults)
+    its intermediates once per call instead of once per chunk."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.like = like
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], complex_: bool = False) -> torch.Tensor:
+        dtype = _complex_dtype(self.like.dtype) if complex_ else self.like.dtype
+        numel = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self.bufs[name] = torch.empty(numel, dtype=dtype, device=self.like.device)
+        return buf[:numel].view(shape)
+
+
+def _mdct_chunk_nograd(
+    xb: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
+) -> None:
+    """:func:`_mdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
+    ce, co, pre, post = tables[:4]
+    B, nb, N = xb.shape
+    n, h, q = nb - 1, N // 2, N // 4
+    eo = ws.get("eo", (B, nb, 2, h))
+    eo.copy_(xb.reshape(B, nb, h, 2).transpose(-1, -2))
+    zy = ws.get("zy", (B, nb, 2, h))
+    torch.mul(ce, eo[:, :, 0:1], out=zy)
+    zy.addcmul_(co, eo[:, :, 1:2].flip(-1))
+    re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + n * h].view(B, n, h)
+    y = zy[:, :, 1]
+    im = ws.get("im", (B, n, h))
+    torch.cat([y[:, 1:, q:], y[:, :-1, :q]], dim=-1, out=im)
+    t = ws.get("t", (B, n, h), complex_=True)
+    torch.complex(re, im, out=t).mul_(pre)
+    c = ws.get("c", (B, n, h), complex_=True)
+    torch.fft.ifft(t, norm="forward", out=c).mul_(post)
+    torch.complex(c.real, c.flip(-1).imag, out=torch.view_as_complex(out.view(B, n, h, 2)))
+
+
+def _imdct_chunk_nograd(
+    Ab: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
+) -> None:
+    """:func:`_imdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
+    pre, post, unfold = tables[4:]
+    B, nf, N = Ab.shape
+    h = N // 2
+    t = ws.get("t", (B, nf, h), complex_=True)
+    torch.complex(Ab[..., 0::2], Ab[..., 1::2].flip(-1), out=t).mul_(pre)  # A_{2n} + i·A_{N-1-2n}
+    c = ws.get("c", (B, nf, h), complex_=True)
+    torch.fft.fft(t, out=c).mul_(post)
+    cf = c.flip(-1)
+    v = torch.view_as_real(torch.complex(c.real, cf.imag, out=ws.get("v", (B, nf, h), True))).flatten(-2)
+    vr = torch.view_as_real(torch.complex(c.imag, cf.real, out=ws.get("vr", (B, nf, h), True))).flatten(-2)
+    first, second = out[..., :h], out[..., h:]
+    torch.mul(unfold[0], vr[:, 1:, h:], out=first).addcmul_(unfold[1], v[:, :-1, h:])
+    torch.mul(unfold[2], v[:, 1:, :h], out=second).addcmul_(unfold[3], vr[:, :-1, :h])
+
+
+def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks;
+    without autograd, ``fn_nograd`` writes straight into the output with reused scratch buffers."""
     B, _, N = rows.shape
     # each intra-op thread works on its share of a chunk, so the chunk grows with the thread count
     step = max(1, _CHUNK * torch.get_num_threads() // (B * N))
-    if step >= n_out:
-        return fn(_padded_rows(rows, 0, n_out + 1), tables)
+    if torch.is_grad_enabled() and rows.requires_grad:
+        if step >= n_out:
+            return fn(_padded_rows(rows, 0, n_out + 1), tables)
+        out = rows.new_empty(B, n_out, N)
+        for s in range(0, n_out, step):
+            e = min(n_out, s + step)
+            out[:, s:e] = fn(_padded_rows(rows, s, e + 1), tables)
+        return out
     out = rows.new_empty(B, n_out, N)
+    ws = _Workspace(rows)
     for s in range(0, n_out, step):
         e = min(n_out, s + step)
-        out[:, s:e] = fn(_padded_rows(rows, s, e + 1), tables)
+        fn_nograd(_padded_rows(rows, s, e + 1), tables, ws, out[:, s:e])
     return out
 
 
@@ -208,7 +275,9 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
     lead = x.shape[:-1]
     M = T // N
     if N % 4 == 0:
-        out = _chunked(_mdct_chunk, x.reshape(-1, M, N), M + 1, _fast_tables(N, x.dtype, x.device))
+        out = _chunked(
+            _mdct_chunk, _mdct_chunk_nograd, x.reshape(-1, M, N), M + 1, _fast_tables(N, x.dtype, x.device)
+        )
         return out.reshape(*lead, M + 1, N)
     return _mdct_fft2n(x.reshape(-1, T), N).reshape(*lead, M + 1, N)
 
@@ -230,7 +299,9 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
     A = A.to(_real_dtype(A))
     lead = A.shape[:-2]
     if N % 4 == 0:
-        out = _chunked(_imdct_chunk, A.reshape(-1, F, N), F + 1, _fast_tables(N, A.dtype, A.device))
+        out = _chunked(
+            _imdct_chunk, _imdct_chunk_nograd, A.reshape(-1, F, N), F + 1, _fast_tables(N, A.dtype, A.device)
+        )
     else:
         out = _imdct_fft2n(A.reshape(-1, F, N))
     out = out.reshape(*lead, (F + 1) * N)

@@ -86,7 +86,7 @@ class PsychoacousticModel(nn.Module):
             torch.minimum(bin_hi[:, None], band_hi[None]) - torch.maximum(bin_lo[:, None], band_lo[None])
         ).clamp_min(0)
         W = overlap / df  # [N, n_bark], rows sum to 1
-        W_inv = (overlap / (band_hi - band_lo)[None]).T  # [n_bark, N], rows sum to 1
+        W_inv = (overlap / (band_hi - band_lo)[None]).T.contiguous()  # [n_bark, N], rows sum to 1
         # absolute threshold at the Bark-band mid-points (eq. 8-9)
         f_mid = inv_bark((torch.arange(n_bark, dtype=f64) + 0.5) * width)
         quiet = db_to_intensity(absolute_threshold_db(f_mid))
@@ -97,14 +97,17 @@ class PsychoacousticModel(nn.Module):
         S = 10.0 ** (alpha * spreading_db(zz[n_bark - i + j]) / 10.0)
         # offset (eq. 12) uses band positions linspace(0, z_max, n_bark), end points included
         z_off = torch.linspace(0.0, float(z_max), n_bark, dtype=f64)
-        for name, t in dict(W=W, W_inv=W_inv, quiet=quiet, S=S, z_off=z_off, f_mid=f_mid).items():
+        # W with an extra column 1/N: one matmul gives the band intensities and the mean intensity (eq. 13)
+        W_mean = torch.cat([W, torch.full((n_bands, 1), 1.0 / n_bands, dtype=f64)], dim=1)
+        bufs = dict(W=W, W_inv=W_inv, quiet=quiet, S=S, z_off=z_off, W_mean=W_mean)
+        for name, t in {**bufs, "f_mid": f_mid}.items():
             self.register_buffer(name, t.to(torch.float32), persistent=False)
-        self._f64 = dict(W=W, W_inv=W_inv, quiet=quiet, S=S, z_off=z_off)
+        self._f64 = bufs
 
     def _buffers_like(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dtype == torch.float64:
             return {k: v.to(x.device) for k, v in self._f64.items()}
-        return {k: getattr(self, k) for k in ("W", "W_inv", "quiet", "S", "z_off")}
+        return {k: getattr(self, k) for k in self._f64}
 
     def band_intensity(self, A: torch.Tensor) -> torch.Tensor:
         """``[..., F, N]`` amplitudes → ``[..., F, n_bark]`` Bark-band intensities Σ_i W[i, j]·A_i²."""
@@ -140,10 +143,14 @@ class PsychoacousticModel(nn.Module):
         """``[R, N]`` amplitudes → ``[R, N]`` threshold amplitudes."""
         a = self.alpha
         I = A * A
-        I_band = I @ buf["W"]  # [R, n_bark]
-        # tonality (eq. 13); the rows of W sum to 1, so Σ_j I_band = Σ_k A_k² gives the arithmetic mean
-        log_geo = torch.log(I.clamp_min(EPS)).mean(dim=-1, keepdim=True)
-        arith = I_band.sum(dim=-1, keepdim=True) / A.shape[-1] + EPS
+        band_mean = I @ buf["W_mean"]  # [R, n_bark + 1]
+        I_band = band_mean[:, :-1]  # [R, n_bark]
+        # tonality (eq. 13)
+        floored = I.clamp_min(EPS)
+        # in place when no gradient is needed (log's backward needs its input)
+        log_i = floored.log() if torch.is_grad_enabled() and floored.requires_grad else floored.log_()
+        log_geo = log_i.mean(dim=-1, keepdim=True)
+        arith = band_mean[:, -1:] + EPS
         tau = ((10.0 / math.log(10.0)) * (log_geo - torch.log(arith)) / -60.0).clamp(max=1.0)  # [R, 1]
         offset_db = tau * (buf["z_off"] + 9.0) + 5.5  # eq. 12, [R, n_bark]
         # eq. 10: (Σ_i I_i^α S_ij)^(1/α) · 10^(-O_j/10) (the offset factor does not depend on i), with the
@@ -151,7 +158,7 @@ class PsychoacousticModel(nn.Module):
         spread = torch.exp(a * torch.log(I_band.clamp_min(EPS))) @ buf["S"]
         I_mask = torch.exp(torch.log(spread) / a - offset_db * (math.log(10.0) / 10.0))
         I_glob = torch.maximum(I_mask, buf["quiet"])
-        return torch.sqrt((I_glob @ buf["W_inv"]).clamp_min(EPS))
+        return (I_glob @ buf["W_inv"]).clamp_min_(EPS).sqrt_()
 
     def add_noise(
         self,
