@@ -305,3 +305,13 @@ def test_threshold_chunking_is_invisible(pm: PsychoacousticModel, monkeypatch: p
     A32 = A.float().requires_grad_()
     pm.threshold(A32).sum().backward()  # chunked writes keep the autograd graph
     assert A32.grad is not None and torch.isfinite(A32.grad).all()
+
+
+def test_threshold_ignores_autocast(pm: PsychoacousticModel) -> None:
+    """SPEC §2: bfloat16 is up to 7 % off; the threshold stays float32 inside an autocast region."""
+    A = mdct(music_like(0.3), N).float()
+    ref = pm.threshold(A)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        thr = pm.threshold(A)
+    assert thr.dtype == torch.float32
+    assert torch.allclose(thr, ref, rtol=1e-6)

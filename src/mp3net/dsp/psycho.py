@@ -126,7 +126,11 @@ class PsychoacousticModel(nn.Module):
         Returns:
             ``[..., F, N]`` threshold amplitudes, positive and finite (float32 or float64).
         """
-        A = A.to(torch.float64 if A.dtype == torch.float64 else torch.float32)
+        # float32 even inside a bf16/fp16 autocast region: the matmuls below must not drop to half precision
+        with torch.autocast(device_type=A.device.type, enabled=False):
+            return self._threshold(A.to(torch.float64 if A.dtype == torch.float64 else torch.float32))
+
+    def _threshold(self, A: torch.Tensor) -> torch.Tensor:
         buf = self._buffers_like(A)
         N = A.shape[-1]
         rows = A.reshape(-1, N)
