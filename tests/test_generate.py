@@ -210,3 +210,14 @@ def test_unwritable_output_and_unknown_model(export, tmp_path, capsys):
     _one_line_error(capsys, "generate")
     assert main(["generate", str(tmp_path / "no-such-model"), "-n", "1", "--out", str(tmp_path / "o")]) == 1
     assert "not found" in _one_line_error(capsys, "generate")
+
+
+def test_shipped_model_makes_a_five_minute_stereo_track(tmp_path):
+    if "tiny-chorales" not in gen.pretrained_names():
+        pytest.skip("no shipped model in src/mp3net/pretrained")
+    out = tmp_path / "p"
+    assert main(["generate", "pretrained", "-n", "1", "--duration", "300", "--out", str(out), "-q"]) == 0
+    info = sf.info(out / "seed-0000.wav")
+    assert info.channels == 2 and info.frames == 300 * info.samplerate
+    G, cfg = gen.load_generator("tiny-chorales")
+    assert cfg.name == "tiny" and G.cfg == cfg.model
