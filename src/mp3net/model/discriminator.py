@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.config import ModelConfig
-from mp3net.model.layers import conv1, conv3, init_weights, lrelu_
+from mp3net.model.layers import conv1, conv3, init_weights, lrelu_, pointwise
 
 
 class DiscriminatorBlock(nn.Module):
@@ -34,13 +34,17 @@ class DiscriminatorBlock(nn.Module):
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/4]``: top K/2 bands, downsampled in time and frequency."""
         s = self.slope
         k = y.shape[-1]
-        return self.high_balance(lrelu_(self.high_down(lrelu_(self.high_conv(y[..., k // 2 :]), s)), s))
+        return pointwise(
+            self.high_balance, lrelu_(self.high_down(lrelu_(self.high_conv(y[..., k // 2 :]), s)), s)
+        )
 
     def lower_octaves(self, y: torch.Tensor) -> torch.Tensor:
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/2]``: the lower K/2 bands, downsampled in time."""
         s = self.slope
         k = y.shape[-1]
-        return self.low_balance(lrelu_(self.low_down(lrelu_(self.low_conv(y[..., : k // 2]), s)), s))
+        return pointwise(
+            self.low_balance, lrelu_(self.low_down(lrelu_(self.low_conv(y[..., : k // 2]), s)), s)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.slope
@@ -99,7 +103,7 @@ class Discriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer)."""
-        x = lrelu_(self.from_in(x), self.slope)
+        x = lrelu_(pointwise(self.from_in, x), self.slope)
         for block in self.blocks:
             x = block(x)
         return x

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mp3net.config import ModelConfig
-from mp3net.model.layers import conv1, conv3, conv_t3, init_weights, lrelu_
+from mp3net.model.layers import conv1, conv3, conv_t3, init_weights, lrelu_, pointwise
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
 # 1.5 input frames to each side (two upsampling convs and two 3-tap convs); every later block adds a
@@ -40,12 +40,14 @@ class GeneratorBlock(nn.Module):
         """``[B, cin, M, K]`` → ``[B, mid, 2M, K]``: the new octave, from the top K/2 input bands only."""
         s = self.slope
         k = x.shape[-1]
-        return self.high_balance(lrelu_(self.high_conv(lrelu_(self.high_up(x[..., k // 2 :]), s)), s))
+        return pointwise(
+            self.high_balance, lrelu_(self.high_conv(lrelu_(self.high_up(x[..., k // 2 :]), s)), s)
+        )
 
     def old_octaves(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, cin, M, K]`` → ``[B, mid, 2M, K]``: the existing octaves, upsampled in time."""
         s = self.slope
-        return self.low_balance(lrelu_(self.low_conv(lrelu_(self.low_up(x), s)), s))
+        return pointwise(self.low_balance, lrelu_(self.low_conv(lrelu_(self.low_up(x), s)), s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.slope
@@ -97,8 +99,8 @@ class Generator(nn.Module):
         dev = x.device.type
         if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
             with torch.autocast(dev, enabled=False):
-                return torch.tanh_(self.to_out(x.float()))
-        return torch.tanh_(self.to_out(x.float()))
+                return torch.tanh_(pointwise(self.to_out, x.float()))
+        return torch.tanh_(pointwise(self.to_out, x.float()))
 
     def _run(self, x: torch.Tensor, blocks: list[nn.Module]) -> torch.Tensor:
         for block in blocks:
@@ -106,7 +108,12 @@ class Generator(nn.Module):
         return self._output(x)
 
     def synthesize(
-        self, x: torch.Tensor, tile_frames: int | None = None, tile_blocks: int = 2, halo: int = TILE_HALO
+        self,
+        x: torch.Tensor,
+        tile_frames: int | None = None,
+        tile_blocks: int = 2,
+        halo: int = TILE_HALO,
+        channels_last: bool | None = None,
     ) -> torch.Tensor:
         """Blocks → 1×1 → tanh.
 
@@ -115,10 +122,18 @@ class Generator(nn.Module):
             tile_frames: if given, the last ``tile_blocks`` blocks (the widest: most of the memory and memory
                 traffic) run on time tiles of this many frames of their input, each with ``halo`` frames of
                 context per side, so only one tile's activations are alive at a time. Interior results are
-                exact: the output equals the untiled one.
+                exact: the output equals the untiled one (bit for bit in the default layout; to float rounding
+                in channels-last, where the conv kernels' blocking depends on the tile's size).
+            channels_last: run the activations in channels-last layout, oneDNN's fast CPU layout (2–3× faster
+                than NCHW here, 1×1 convs become plain GEMMs). Default: on for CPU inference (no autograd
+                graph), off otherwise. The values are the same up to float rounding.
         Returns:
             ``[B, C, 4^n_blocks·M0, K]``.
         """
+        if channels_last is None:
+            channels_last = x.device.type == "cpu" and not torch.is_grad_enabled()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         blocks = list(self.blocks)
         if not tile_frames:
             return self._run(x, blocks)
@@ -144,6 +159,14 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
         """``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L)."""
         return self.synthesize(self.head(z), tile_frames=tile_frames)
+
+    @torch.inference_mode()
+    def generate(self, z: torch.Tensor, tile_frames: int | None = 64, tile_blocks: int = 2) -> torch.Tensor:
+        """Fast inference: ``forward`` without autograd, channels-last on CPU, the ``tile_blocks`` widest
+        blocks in time tiles of ``tile_frames`` frames of their input (cache-sized; bounded memory for any
+        length).
+        Returns a contiguous ``[B, C, M, K]`` float32 tensor."""
+        return self.synthesize(self.head(z), tile_frames=tile_frames, tile_blocks=tile_blocks).contiguous()
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(name, [channels, frames, bands]) after the head and every block, for one latent."""

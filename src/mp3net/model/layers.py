@@ -46,3 +46,12 @@ def lrelu_(x: torch.Tensor, slope: float) -> torch.Tensor:
     and LeakyReLU's backward (and double backward, for the gradient penalty) is computed from its result,
     so in place is safe under autograd and saves one activation-sized tensor per layer."""
     return F.leaky_relu_(x, slope)
+
+
+def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 1×1 conv. On channels-last input it is one GEMM over the pixels (an ``addmm``): PyTorch's CPU
+    convolution sends 1×1 kernels to a slow im2col path, several times slower than the matmul."""
+    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        w = conv.weight.view(conv.out_channels, conv.in_channels)
+        return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
+    return conv(x)
