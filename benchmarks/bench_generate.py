@@ -1,31 +1,48 @@
-"""Inference speed of ``mp3net generate``: model load time, one training clip, and a 5-minute stereo track.
+"""Generation speed: one 95 s stereo track (``95s`` preset) and a ``5s`` clip on this CPU, random weights.
 
-Uses the shipped model (``pretrained``) when present, else a randomly initialised ``tiny`` generator (same
-cost). Each measurement is the median of ``--rounds`` runs, with 1 and 2 torch threads. Results go into
-benchmarks/README.md between the ``<!-- bench_generate:start -->`` / ``<!-- bench_generate:end -->`` markers.
+Each case runs in its own subprocess (so its peak RSS is its own): build the generator, warm up once, then
+``--reps`` timed runs of forward pass + inverse MDCT + writing a 16-bit WAV. Reported: median wall time and
+its parts, real-time factor, peak RSS, achieved GFLOP/s (FLOPs counted from the conv shapes) next to this
+machine's float32 matmul GFLOP/s measured in the same process, and the time of a matmul with the same FLOP
+count. Baselines in the same run: plain NCHW, channels-last untiled; "fast" = ``Generator.generate``
+(channels-last, 1×1 convs as GEMMs, the two widest blocks in 64-frame time tiles). A per-block profile of the
+fast 95 s pass follows. Then the ``mp3net generate`` path (shipped or tiny model): load, clip, batch, 5 min.
 
-    python benchmarks/bench_generate.py [--rounds 3] [--threads 1 2] [--no-write]
+Results go into benchmarks/README.md between the ``bench_generate:start`` / ``bench_generate:end`` markers.
+
+    python benchmarks/bench_generate.py [--reps 3] [--cases 95s-b1 ...] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from mp3net import generate as gen
-from mp3net.config import preset
-from mp3net.model import Generator
-from mp3net.utils import atomic_write_text
-
 START, END = "<!-- bench_generate:start -->", "<!-- bench_generate:end -->"
 README = Path(__file__).resolve().parent / "README.md"
+GOAL_S, GOAL_GIB = 1.6, 1.5
+
+# name: (preset, batch, mode)
+CASES = {
+    "95s-b1-nchw": ("95s", 1, "nchw"),
+    "95s-b1-cl": ("95s", 1, "cl"),
+    "95s-b1": ("95s", 1, "fast"),
+    "95s-b4": ("95s", 4, "fast"),
+    "5s-b1": ("5s", 1, "fast"),
+}
+MODE_TEXT = {"nchw": "NCHW, untiled", "cl": "channels-last, untiled", "fast": "fast (channels-last, tiled)"}
 
 
 def cpu_model() -> str:
@@ -38,19 +55,169 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def timed(f, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    """Median float32 GEMM rate of this process (all intra-op threads)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(reps):
         t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        torch.mm(a, b)
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
 
 
-def run(threads: list[int], rounds: int) -> tuple[str, list[str]]:
+def forward_flops(cfg) -> tuple[float, list[float]]:
+    """FLOPs of one generator forward pass (batch 1) and of each block, counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mp3net.model import Generator
+
+    with torch.device("meta"):
+        G = Generator(cfg)
+        z = torch.empty(1, cfg.latent_dim)
+        with FlopCounterMode(display=False) as total:
+            G(z)
+        per_block, h = [], G.head(z)
+        for b in G.blocks:
+            with FlopCounterMode(display=False) as fc:
+                h = b(h)
+            per_block.append(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            G._output(h)
+    return total.get_total_flops(), per_block + [fc.get_total_flops()]
+
+
+def worker(case: str, reps: int) -> dict:
+    import soundfile as sf
+
+    from mp3net.config import preset
+    from mp3net.dsp import imdct
+    from mp3net.model import Generator
+
+    name, batch, mode = CASES[case]
+    cfg = preset(name).model
+    flops, block_flops = forward_flops(cfg)
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    z = torch.randn(batch, cfg.latent_dim)
+    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out_dir = Path(tempfile.mkdtemp(prefix="mp3net-bench-"))
+
+    def forward() -> torch.Tensor:
+        if mode == "fast":
+            return G.generate(z)
+        with torch.inference_mode():
+            return G.synthesize(G.head(z), channels_last=(mode == "cl")).contiguous()
+
+    def once() -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        A = forward()
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            wav = imdct(A, trim=True)
+        del A
+        t2 = time.perf_counter()
+        for i in range(batch):
+            sf.write(out_dir / f"track{i}.wav", wav[i].T.numpy(), cfg.sample_rate, subtype="PCM_16")
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+
+    t_first = sum(once())
+    runs = [once() for _ in range(reps)]
+    mm = matmul_gflops()
+    fwd = statistics.median(r[0] for r in runs)
+    res = {
+        "case": case,
+        "preset": name,
+        "batch": batch,
+        "mode": mode,
+        "threads": torch.get_num_threads(),
+        "clip_seconds": cfg.clip_seconds,
+        "gflop": flops * batch / 1e9,
+        "first": t_first,
+        "forward": fwd,
+        "imdct": statistics.median(r[1] for r in runs),
+        "write": statistics.median(r[2] for r in runs),
+        "total": statistics.median(sum(r) for r in runs),
+        "matmul_gflops": mm,
+        "rss_model_gib": rss_model,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    if case == "95s-b1":
+        res["blocks"] = block_profile(G, z, block_flops, reps)
+    for f in out_dir.iterdir():
+        f.unlink()
+    out_dir.rmdir()
+    return res
+
+
+def block_profile(G, z: torch.Tensor, block_flops: list[float], reps: int) -> list[dict]:
+    """Median time of each deep block and of the tiled tail (last two blocks + output layer), fast layout."""
+    n = len(G.blocks)
+    rows = []
+    with torch.inference_mode():
+        h = G.head(z).contiguous(memory_format=torch.channels_last)
+        for i in range(n - 2):
+            ts = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                y = G.blocks[i](h)
+                ts.append(time.perf_counter() - t)
+            h = y
+            rows.append({"name": f"block {i}", "gflop": block_flops[i] / 1e9, "s": statistics.median(ts)})
+        for label, tile in (
+            ("blocks 4–5 + output, untiled", None),
+            ("blocks 4–5 + output, 64-frame tiles", 64),
+        ):
+            ts = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                y = G.synthesize(h, tile_frames=tile, tile_blocks=2, first_block=n - 2)
+                ts.append(time.perf_counter() - t)
+                del y
+            rows.append({"name": label, "gflop": sum(block_flops[n - 2 :]) / 1e9, "s": statistics.median(ts)})
+    return rows
+
+
+def run_case(case: str, reps: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", case, "--reps", str(reps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{case} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fmt_case(r: dict) -> str:
+    rt = r["batch"] * r["clip_seconds"] / r["total"]
+    rate = r["gflop"] / r["forward"]
+    same_flop_mm = r["gflop"] / r["matmul_gflops"]
+    return (
+        f"| {r['preset']} | {r['batch']} | {MODE_TEXT[r['mode']]} | **{r['total']:.2f}** "
+        f"| {r['forward']:.2f} "
+        f"| {r['imdct'] * 1000:.0f} | {r['write'] * 1000:.0f} | {rt:.0f}× | {r['peak_rss_gib']:.2f} "
+        f"| {rate:.0f} | {r['matmul_gflops']:.0f} | {same_flop_mm:.2f} ({same_flop_mm / r['forward']:.0%}) "
+        f"| {r['first']:.2f} |"
+    )
+
+
+def generate_path_rows(rounds: int = 3) -> tuple[str, list[str]]:
+    """The ``mp3net generate`` code path: model load, one clip, 8 clips, a 5-minute track (2 threads)."""
+    from mp3net import generate as gen
+    from mp3net.config import preset
+    from mp3net.model import Generator
+
+    def timed(f) -> float:
+        ts = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
     if "tiny-chorales" in gen.pretrained_names():
         source = "pretrained (tiny-chorales)"
-        t_load = timed(lambda: gen.load_generator("pretrained"), rounds)
+        t_load = timed(lambda: gen.load_generator("pretrained"))
         G, _ = gen.load_generator("pretrained")
     else:
         source = "random tiny generator (no shipped model found)"
@@ -58,50 +225,72 @@ def run(threads: list[int], rounds: int) -> tuple[str, list[str]]:
         torch.manual_seed(0)
         G = Generator(preset("tiny").model).eval()
     m = G.cfg
-    rows = []
-    for n in threads:
-        torch.set_num_threads(n)
-        gen.generate(G, [0])  # warm-up
-        t_clip = timed(lambda: gen.generate(G, [0]), rounds)
-        t_batch = timed(lambda: gen.generate(G, list(range(8)), batch_size=8), rounds)
-        t_long = timed(lambda: gen.generate(G, [0], duration=300.0), rounds)
-        rows.append(
-            f"| {n} | {t_clip * 1000:.0f} ms ({m.clip_seconds / t_clip:.0f}×) "
-            f"| {t_batch:.2f} s ({8 * m.clip_seconds / t_batch:.0f}×) "
-            f"| {t_long:.2f} s ({300 / t_long:.0f}×) |"
-        )
-    return source, [f"model load: {t_load:.2f} s", *rows]
-
-
-def render(source: str, rows: list[str], rounds: int) -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    m = preset("tiny").model
-    return "\n".join(
-        [
-            START,
-            f"### bench_generate — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "",
-            f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, Python "
-            f"{platform.python_version()}; load average at the end {load[0]:.1f} (shared machine; medians of "
-            f"{rounds} runs).",
-            "",
-            f"Model: {source}; {m.sample_rate} Hz stereo, clip {m.clip_seconds:.2f} s. "
-            "The 5-minute track is one pass over a latent path (one anchor latent per clip, slerp between "
-            "neighbours) with the widest "
-            "blocks in 16384-frame tiles. ×N = seconds of audio per second of wall time. "
-            f"{rows[0]}.",
-            "",
-            "| threads | one clip | 8 clips, batch 8 | 5-minute stereo track |",
-            "|---|---|---|---|",
-            *rows[1:],
-            "",
-            "Reproduce: `python benchmarks/bench_generate.py`.",
-            END,
-        ]
+    gen.generate(G, [0])
+    t_clip = timed(lambda: gen.generate(G, [0]))
+    t_batch = timed(lambda: gen.generate(G, list(range(8)), batch_size=8))
+    t_long = timed(lambda: gen.generate(G, [0], duration=300.0))
+    row = (
+        f"| {t_load:.2f} s | {t_clip * 1000:.0f} ms ({m.clip_seconds / t_clip:.0f}×) "
+        f"| {t_batch:.2f} s ({8 * m.clip_seconds / t_batch:.0f}×) | {t_long:.2f} s ({300 / t_long:.0f}×) |"
     )
+    return f"{source}, {m.sample_rate} Hz stereo, clip {m.clip_seconds:.2f} s", [row]
+
+
+def render(results: list[dict], gen_source: str | None, gen_rows: list[str], reps: int) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    lines = [
+        START,
+        f"### bench_generate — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, Python "
+        f"{platform.python_version()}; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"(a shared machine: other jobs ran at the same time, so compare rows with the matmul rate measured "
+        f"in the same process). Random weights, float32, {results[0]['threads'] if results else '?'} "
+        "threads; "
+        f"medians of {reps} runs after one warm-up run.",
+        "",
+        f"Goal (issue 3): one 95 s stereo track in < {GOAL_S} s wall with peak RSS < {GOAL_GIB} GiB. "
+        "total = forward + inverse MDCT + 16-bit WAV write. ×RT = seconds of audio per second. "
+        "same-FLOP matmul = time a float32 GEMM at the measured rate needs for the forward pass's FLOPs "
+        "(and its share of the forward time: the conv efficiency). first = first run in a fresh process "
+        "(oneDNN primitive creation).",
+        "",
+        "| preset | batch | layout | total s | forward s | imdct ms | write ms | ×RT | peak RSS GiB "
+        "| conv GFLOP/s | matmul GFLOP/s | same-FLOP matmul s | first s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *[fmt_case(r) for r in results],
+    ]
+    prof = next((r for r in results if "blocks" in r), None)
+    if prof:
+        lines += [
+            "",
+            f"Per block, 95 s fast pass (batch 1; matmul {prof['matmul_gflops']:.0f} GFLOP/s in that "
+            "process):",
+            "",
+            "| part | GFLOP | s | GFLOP/s |",
+            "|---|---|---|---|",
+            *[
+                f"| {b['name']} | {b['gflop']:.1f} | {b['s']:.3f} | {b['gflop'] / b['s']:.0f} |"
+                for b in prof["blocks"]
+            ],
+        ]
+    if gen_source:
+        lines += [
+            "",
+            f"`mp3net generate` path ({gen_source}; 5-minute track = one pass over a latent path with the "
+            "widest blocks in tiles):",
+            "",
+            "| model load | one clip | 8 clips, batch 8 | 5-minute stereo track |",
+            "|---|---|---|---|",
+            *gen_rows,
+        ]
+    lines += ["", "Reproduce: `python benchmarks/bench_generate.py`.", END]
+    return "\n".join(lines)
 
 
 def write_section(section: str) -> None:
+    from mp3net.utils import atomic_write_text
+
     text = README.read_text() if README.exists() else "# Benchmarks\n\n"
     if START in text and END in text:
         before, rest = text.split(START, 1)
@@ -113,12 +302,22 @@ def write_section(section: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--no-generate-path", action="store_true", help="skip the `mp3net generate` table")
     p.add_argument("--no-write", action="store_true", help="print only, leave benchmarks/README.md alone")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
-    source, rows = run(args.threads, args.rounds)
-    section = render(source, rows, args.rounds)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.reps)))
+        return
+    results = []
+    for case in args.cases:
+        r = run_case(case, args.reps)
+        print(fmt_case(r), flush=True)
+        results.append(r)
+    gen_source, gen_rows = (None, []) if args.no_generate_path else generate_path_rows()
+    section = render(results, gen_source, gen_rows, args.reps)
     print(section)
     if not args.no_write:
         write_section(section)

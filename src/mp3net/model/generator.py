@@ -114,6 +114,7 @@ class Generator(nn.Module):
         tile_blocks: int = 2,
         halo: int = TILE_HALO,
         channels_last: bool | None = None,
+        first_block: int = 0,
     ) -> torch.Tensor:
         """Blocks → 1×1 → tanh.
 
@@ -122,19 +123,20 @@ class Generator(nn.Module):
             tile_frames: if given, the last ``tile_blocks`` blocks (the widest: most of the memory and memory
                 traffic) run on time tiles of this many frames of their input, each with ``halo`` frames of
                 context per side, so only one tile's activations are alive at a time. Interior results are
-                exact: the output equals the untiled one (bit for bit in the default layout; to float rounding
-                in channels-last, where the conv kernels' blocking depends on the tile's size).
+                exact: the output equals the untiled one up to float rounding (the conv kernels' blocking
+                may depend on the tile's size).
             channels_last: run the activations in channels-last layout, oneDNN's fast CPU layout (2–3× faster
                 than NCHW here, 1×1 convs become plain GEMMs). Default: on for CPU inference (no autograd
                 graph), off otherwise. The values are the same up to float rounding.
+            first_block: start at this block: ``x`` is then that block's input (per-block profiling, tests).
         Returns:
-            ``[B, C, 4^n_blocks·M0, K]``.
+            ``[B, C, 4^n_blocks·M0, K]`` (``4^(n_blocks − first_block)·M0`` frames with ``first_block``).
         """
         if channels_last is None:
             channels_last = x.device.type == "cpu" and not torch.is_grad_enabled()
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        blocks = list(self.blocks)
+        blocks = list(self.blocks)[first_block:]
         if not tile_frames:
             return self._run(x, blocks)
         tile_blocks = max(0, min(tile_blocks, len(blocks)))
