@@ -78,6 +78,7 @@ def test_tiny_forward_range_and_dtype():
     assert D(x).shape == (2, 1)
 
 
+@pytest.mark.slow  # 0.42 TFLOP: ~1.5 s on an idle 2-core CPU
 def test_5s_forward_batch1_in_range():
     cfg = preset("5s").model
     torch.manual_seed(0)
