@@ -183,3 +183,14 @@ def test_fast_path_equals_fft2n_path(n_bands: int) -> None:
     A = mdct(x, n_bands)
     assert (A - mdct_module._mdct_fft2n(x, n_bands)).abs().max().item() < 1e-12
     assert (imdct(A) - mdct_module._imdct_fft2n(A).flatten(-2)).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("n_bands", [16, 6])
+def test_empty_inputs(n_bands: int) -> None:
+    N = n_bands
+    assert torch.equal(mdct(torch.zeros(2, 0), N), torch.zeros(2, 1, N))  # only the padding frame
+    assert mdct(torch.zeros(0, 2, 3 * N), N).shape == (0, 2, 4, N)
+    assert imdct(torch.zeros(2, 0, N)).shape == (2, N)
+    assert imdct(torch.zeros(0, 3, N), trim=True).shape == (0, 2 * N)
+    x = torch.randn(3, 4 * N, dtype=torch.float64)
+    assert torch.equal(mdct(x.t().contiguous().t(), N), mdct(x, N))  # non-contiguous input

@@ -203,7 +203,7 @@ def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.
     without autograd, ``fn_nograd`` writes straight into the output with reused scratch buffers."""
     B, _, N = rows.shape
     # each intra-op thread works on its share of a chunk, so the chunk grows with the thread count
-    step = max(1, _CHUNK * torch.get_num_threads() // (B * N))
+    step = max(1, _CHUNK * torch.get_num_threads() // max(1, B * N))
     if torch.is_grad_enabled() and rows.requires_grad:
         if step >= n_out:
             return fn(_padded_rows(rows, 0, n_out + 1), tables)
@@ -274,12 +274,18 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
     x = x.to(_real_dtype(x))
     lead = x.shape[:-1]
     M = T // N
+    if x.numel() == 0:  # empty batch or signal: all zeros (the FFT backends reject empty input)
+        return x.new_zeros(*lead, M + 1, N)
     if N % 4 == 0:
         out = _chunked(
-            _mdct_chunk, _mdct_chunk_nograd, x.reshape(-1, M, N), M + 1, _fast_tables(N, x.dtype, x.device)
+            _mdct_chunk,
+            _mdct_chunk_nograd,
+            x.reshape(math.prod(lead), M, N),
+            M + 1,
+            _fast_tables(N, x.dtype, x.device),
         )
         return out.reshape(*lead, M + 1, N)
-    return _mdct_fft2n(x.reshape(-1, T), N).reshape(*lead, M + 1, N)
+    return _mdct_fft2n(x.reshape(math.prod(lead), T), N).reshape(*lead, M + 1, N)
 
 
 def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
@@ -298,11 +304,17 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
         raise ValueError(f"the number of bands must be even and positive, got {N}")
     A = A.to(_real_dtype(A))
     lead = A.shape[:-2]
-    if N % 4 == 0:
+    if A.numel() == 0:
+        out = A.new_zeros(*lead, F + 1, N)
+    elif N % 4 == 0:
         out = _chunked(
-            _imdct_chunk, _imdct_chunk_nograd, A.reshape(-1, F, N), F + 1, _fast_tables(N, A.dtype, A.device)
+            _imdct_chunk,
+            _imdct_chunk_nograd,
+            A.reshape(math.prod(lead), F, N),
+            F + 1,
+            _fast_tables(N, A.dtype, A.device),
         )
     else:
-        out = _imdct_fft2n(A.reshape(-1, F, N))
+        out = _imdct_fft2n(A.reshape(math.prod(lead), F, N))
     out = out.reshape(*lead, (F + 1) * N)
     return out[..., N:-N] if trim else out
