@@ -112,9 +112,9 @@ def _mdct_chunk(xb: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Ten
     ce, co, pre, post = tables[:4]
     B, nb, N = xb.shape
     h, q = N // 2, N // 4
-    eo = xb.reshape(B, nb, h, 2).transpose(-1, -2).contiguous()  # [B, nb, 2, h]: even | odd samples
-    zy = ce * eo[:, :, 0:1]
-    zy.addcmul_(co, eo[:, :, 1:2].flip(-1))
+    pairs = xb.reshape(B, nb, h, 2)  # [..., 0] even samples, [..., 1] odd samples
+    zy = ce * pairs[..., 0].unsqueeze(2)  # [B, nb, 2, h]
+    zy.addcmul_(co, pairs[..., 1].flip(-1).unsqueeze(2))
     re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + (nb - 1) * h].view(B, nb - 1, h)
     y = zy[:, :, 1]
     im = torch.cat([y[:, 1:, q:], y[:, :-1, :q]], dim=-1)
@@ -163,11 +163,10 @@ def _mdct_chunk_nograd(
     ce, co, pre, post = tables[:4]
     B, nb, N = xb.shape
     n, h, q = nb - 1, N // 2, N // 4
-    eo = ws.get("eo", (B, nb, 2, h))
-    eo.copy_(xb.reshape(B, nb, h, 2).transpose(-1, -2))
+    pairs = xb.reshape(B, nb, h, 2)  # [..., 0] even samples, [..., 1] odd samples
     zy = ws.get("zy", (B, nb, 2, h))
-    torch.mul(ce, eo[:, :, 0:1], out=zy)
-    zy.addcmul_(co, eo[:, :, 1:2].flip(-1))
+    torch.mul(ce, pairs[..., 0].unsqueeze(2), out=zy)
+    zy.addcmul_(co, pairs[..., 1].flip(-1).unsqueeze(2))
     re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + n * h].view(B, n, h)
     y = zy[:, :, 1]
     im = ws.get("im", (B, n, h))
