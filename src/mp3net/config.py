@@ -75,7 +75,8 @@ class ModelConfig:
     def validate(self) -> None:
         if self.start_bands * 2**self.n_blocks != self.n_bands:
             raise ConfigError(
-                f"start_bands·2^n_blocks = {self.start_bands * 2**self.n_blocks} must equal n_bands = {self.n_bands}"
+                f"start_bands·2^n_blocks = {self.start_bands * 2**self.n_blocks} "
+                f"must equal n_bands = {self.n_bands}"
             )
         if self.start_bands % 2:
             raise ConfigError("start_bands must be even (the deepest block splits the bands in halves)")
@@ -129,7 +130,9 @@ class Config:
             raise ConfigError("config must be a JSON object")
         version = d.get("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
-            raise ConfigError(f"config version {version} is not supported (this mp3net reads version {CONFIG_VERSION})")
+            raise ConfigError(
+                f"config version {version} is not supported (this mp3net reads version {CONFIG_VERSION})"
+            )
         try:
             model = ModelConfig(**d.get("model", {}))
             tr = dict(d.get("train", {}))
@@ -173,7 +176,7 @@ class Config:
         return cls.from_dict(d)
 
     def override(self, items: list[str] | None) -> Config:
-        """Return a copy with ``section.field=value`` overrides applied (value parsed as JSON if it can be)."""
+        """A copy with ``section.field=value`` overrides applied (values parsed as JSON where they can be)."""
         cfg = copy.deepcopy(self)
         for item in items or []:
             if "=" not in item:
