@@ -28,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
+RESULTS = HERE / "bench_train_results.json"  # raw numbers, merged across runs of subsets of the presets
 START, END = "<!-- bench_train:start -->", "<!-- bench_train:end -->"
 
 # (preset, batch, timed steps) — small batches for the big presets: one 95 s D step takes tens of seconds
@@ -208,16 +209,18 @@ def _summarise(r: dict, n_critic: int = 2) -> dict:
 
 def _table(results: list[dict]) -> str:
     rows = [
-        "| preset | batch | act. ckpt | params G / D | s per D step | G step | **s per iteration** (D + G/2) "
-        "| first-step overhead | peak RSS | audio s/s | loader clips/s vs consumed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | batch | act. ckpt | date, load | params G / D | s per D step | G step "
+        "| **s per iteration** (D + G/2) | first-step overhead | peak RSS | audio s/s "
+        "| loader clips/s vs consumed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = _summarise(r)
         rows.append(
             f"| {r['preset']} | {r['batch']} | {'on' if r['grad_checkpoint'] else 'off'} "
+            f"| {r.get('date', '')}, {r.get('load', ['?', '?'])[0]} / {r.get('load', ['?', '?'])[1]} "
             f"| {r['params_G'] / 1e6:.1f} M / {r['params_D'] / 1e6:.1f} M "
-            f"| {s['d_step']:.2f} | {s['g_step']:.2f} "
+            f"| {s['d_step']:.2f} | {s['g_step']:.2f}{' (noise)' if s['g_step'] < 0 else ''} "
             f"| **{s['per_iter']:.2f}** | {s['first_overhead']:.2f} s | {r['peak_rss_gib']:.2f} GiB "
             f"| {s['audio_per_s']:.2f} | {r['loader_clips_per_s']:.0f} vs {s['consumed_clips_per_s']:.2f} |"
         )
@@ -255,6 +258,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument(
+        "--table-only", action="store_true", help="re-render the README table from the stored results"
+    )
     # internal: the per-preset subprocess
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -268,13 +274,24 @@ def main() -> None:
     load0 = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        for name in args.presets:
+        for name in [] if args.table_only else args.presets:
             data = _make_dataset(Path(tmp), name)
             results.append(_run_preset(name, data, Path(tmp), grad_checkpoint=False, threads=args.threads))
             if args.grad_checkpoint and name == "95s":
                 results.append(_run_preset(name, data, Path(tmp), grad_checkpoint=True, threads=args.threads))
     load1 = os.getloadavg()
     import torch
+
+    for r in results:  # (none with --table-only)
+        r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        r["load"] = [round(load0[0], 1), round(load1[0], 1)]
+    # keep earlier measurements of presets not run this time, so the table always covers all of them
+    key = lambda r: (r["preset"], r["grad_checkpoint"])  # noqa: E731
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in results})
+    order = {name: i for i, name in enumerate(PLAN)}
+    results = sorted(merged.values(), key=lambda r: (order[r["preset"]], r["grad_checkpoint"]))
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -285,8 +302,9 @@ def main() -> None:
     head = (
         f"### Training (`benchmarks/bench_train.py`)\n\n"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {cpu}, {os.cpu_count()} cores · torch "
-        f"{torch.__version__} · float32 on CPU · load average {load0[0]:.1f} before / {load1[0]:.1f} after "
-        f"(the machine is shared: other jobs inflate these numbers).\n\n"
+        f"{torch.__version__} · float32 on CPU. The machine is shared with other jobs: the table gives the "
+        "1-minute load average before / after each measurement; a load above the core count inflates "
+        "the times.\n\n"
         "One iteration = one D step (WGAN-GP with the gradient penalty's double backward, drift, noise "
         "layer on reals and fakes) plus half a G step (n_critic = 2). The first-step overhead is the first "
         "D step's excess over a steady one (allocator warm-up, oneDNN primitive creation; there is no "
@@ -300,6 +318,7 @@ def main() -> None:
     print(body)
     if not args.no_readme:
         _write_readme(body)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

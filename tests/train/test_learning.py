@@ -19,7 +19,8 @@ def test_training_lifts_fake_tonality(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same arithmetic, and so the same trajectory, on any load
     try:
-        cfg = fast_config("train.batch_size=8", "train.lr=5e-4")
+        # pinned (not inherited from the tiny preset) so that the calibrated trajectory stays the same
+        cfg = fast_config("model.base_channels=4", "train.batch_size=8", "train.lr=5e-4")
         sr = cfg.model.sample_rate
         rng = np.random.default_rng(0)
         src = tmp_path / "src"
