@@ -301,15 +301,33 @@ def run_demo(
     A second run with the same ``out`` continues training the same run for another ``minutes``.
     Returns the report's path.
     """
+    import torch
 
+    before = torch.get_num_threads()
+    try:
+        _log(f"using {_pick_threads()} torch thread(s)", quiet)
+        return _run_demo(out, minutes, chorales, cache, max_steps, overrides, n_tracks, n_eval, quiet)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(
+    out: str | Path,
+    minutes: float,
+    chorales: int | None,
+    cache: str | Path | None,
+    max_steps: int | None,
+    overrides: list[str] | None,
+    n_tracks: int,
+    n_eval: int,
+    quiet: bool,
+) -> Path:
     from mp3net import generate as gen
     from mp3net.config import preset
     from mp3net.data import prepare
     from mp3net.evaluate import evaluate_clips, load_real_clips
 
     t_start = time.perf_counter()
-    threads = _pick_threads()
-    _log(f"using {threads} torch thread(s)", quiet)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = preset("tiny").override(overrides or [])
