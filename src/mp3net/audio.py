@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from mp3net.utils import MP3NetError, atomic_write
+from mp3net.utils import MP3NetError, atomic_write, first_line
 
 PEAK = 0.999  # per-track peak after normalisation (SPEC §6)
 SILENCE_DB = -80.0  # a signal whose peak is below -80 dBFS counts as silent
@@ -50,12 +50,7 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     try:
         return sf.info(str(path))
     except Exception as e:  # libsndfile raises several types for bad files
-        raise MP3NetError(f"cannot read {path}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise MP3NetError(f"cannot read {path}: {first_line(e)}") from None
 
 
 def _check_path(path: str | Path) -> Path:
@@ -104,7 +99,7 @@ def read_audio(
     except MP3NetError:
         raise
     except Exception as e:  # corrupt headers / truncated streams raise several libsndfile error types
-        raise MP3NetError(f"cannot read {path}: {_first_line(e)}") from None
+        raise MP3NetError(f"cannot read {path}: {first_line(e)}") from None
     if data.shape[0] == 0 and not allow_empty:
         raise MP3NetError(f"{path} contains no audio samples")
     if not np.isfinite(data).all():
@@ -243,6 +238,6 @@ def write_audio(
         try:
             sf.write(str(tmp), frames, sample_rate, format=sf_format, subtype=subtype)
         except (sf.LibsndfileError, ValueError, TypeError) as e:
-            raise MP3NetError(f"cannot write {path}: {_first_line(e)}") from None
+            raise MP3NetError(f"cannot write {path}: {first_line(e)}") from None
 
     return atomic_write(path, write)

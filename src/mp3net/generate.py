@@ -27,7 +27,7 @@ import torch
 from mp3net.config import Config, ConfigError
 from mp3net.dsp import imdct
 from mp3net.model import Generator
-from mp3net.utils import MP3NetError
+from mp3net.utils import MP3NetError, first_line
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED_ALIASES = {"pretrained": "tiny-chorales"}
@@ -57,11 +57,6 @@ def resolve_model_path(model: str | Path) -> Path:
     raise MP3NetError(f"model {model} not found: give an export or run directory, or one of: {known}")
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
 def _weights_from_export(folder: Path) -> tuple[Config, dict[str, torch.Tensor]]:
     cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
     for p in (cfg_path, w_path):
@@ -77,7 +72,7 @@ def _weights_from_export(folder: Path) -> tuple[Config, dict[str, torch.Tensor]]
     try:
         weights = load_file(str(w_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise MP3NetError(f"{w_path} is corrupt or unreadable: {_first_line(e)}") from None
+        raise MP3NetError(f"{w_path} is corrupt or unreadable: {first_line(e)}") from None
     return cfg, weights
 
 
@@ -95,7 +90,7 @@ def _weights_from_run(run: Path) -> tuple[Config, dict[str, torch.Tensor]]:
         saved = state["config"]
         cfg = Config.from_dict(saved if isinstance(saved, dict) else json.loads(saved))
     except (KeyError, ConfigError, TypeError, ValueError) as e:
-        raise MP3NetError(f"{path} holds no usable config: {_first_line(e)}") from None
+        raise MP3NetError(f"{path} holds no usable config: {first_line(e)}") from None
     weights = state.get("G_ema") or state.get("G")
     if not weights:
         raise MP3NetError(f"{path} holds no generator weights")
@@ -137,7 +132,7 @@ def load_generator(model: str | Path, device: str | torch.device | None = None) 
     try:
         G.load_state_dict(weights)
     except RuntimeError as e:
-        raise MP3NetError(f"{path}: weights do not match its config ({_first_line(e)[:200]})") from None
+        raise MP3NetError(f"{path}: weights do not match its config ({first_line(e)[:200]})") from None
     if not all(torch.isfinite(p).all() for p in G.parameters()):
         raise MP3NetError(f"{path}: weights contain NaN or Inf")
     return G.to(device or "cpu").eval(), cfg

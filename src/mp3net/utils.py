@@ -12,6 +12,12 @@ class MP3NetError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits with code 1."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty), for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
