@@ -26,20 +26,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import README, cpu_model, write_section
 from mp3net.dsp import PsychoacousticModel, imdct, mdct, vorbis_window
-from mp3net.utils import atomic_write_text
 
 mdct_module = sys.modules["mp3net.dsp.mdct"]
 
 SR, N = 22016, 128
 M_IN = 16383  # 16384 frames: the 95 s model's clip
 START, END = "<!-- bench_dsp:start -->", "<!-- bench_dsp:end -->"
-README = Path(__file__).resolve().parent / "README.md"
 # libgomp's default active waiting makes every parallel region wait for descheduled spinning workers
 # when other processes compete for the cores; the child run with OMP_WAIT_POLICY=PASSIVE shows the difference
 THREAD_NOTE = " passive" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else ""
@@ -95,14 +93,6 @@ def load_pypi_mdct():
     return pypi_mdct
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(cands: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
@@ -228,15 +218,6 @@ def render(rows: list[str], notes: list[str], threads: list[int], rounds: int) -
     return "\n".join(head)
 
 
-def write_section(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_text(README, text)
 
 
 def main() -> None:
@@ -267,7 +248,7 @@ def main() -> None:
     section = render(rows, notes, args.threads, args.rounds)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("bench_dsp", section)
         print(f"updated {README}")
 
 

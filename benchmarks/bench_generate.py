@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
+from _common import README, cpu_model, write_section
+
 START, END = "<!-- bench_generate:start -->", "<!-- bench_generate:end -->"
-README = Path(__file__).resolve().parent / "README.md"
 GOAL_S, GOAL_GIB = 1.6, 1.5
 
 # name: (preset, batch, mode)
@@ -56,14 +57,6 @@ NOTES = [
 MODE_TEXT = {"nchw": "NCHW, untiled", "cl": "channels-last, untiled", "fast": "fast (channels-last, tiled)"}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -302,16 +295,6 @@ def render(results: list[dict], gen_source: str | None, gen_rows: list[str], rep
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    from mp3net.utils import atomic_write_text
-
-    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_text(README, text)
 
 
 def main() -> None:
@@ -334,7 +317,7 @@ def main() -> None:
     section = render(results, gen_source, gen_rows, args.reps)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("bench_generate", section)
         print(f"updated {README}")
 
 
