@@ -21,7 +21,7 @@ def test_info_95s_matches_paper(capsys):
 def test_info_text_and_run_dir(tmp_path, capsys):
     cfg = preset("5s")
     cfg.save(tmp_path / "config.json")
-    assert main(["info", str(tmp_path), "--set", "model.d_dense=256"]) == 0
+    assert main(["info", str(tmp_path), "-o", "model.d_dense=256"]) == 0
     out = capsys.readouterr().out
     assert "1024 × 128" in out and "5.95 s" in out and "d_dense          256" in out
     counts = re.search(r"parameters: generator ([\d,]+) .*discriminator ([\d,]+)", out)

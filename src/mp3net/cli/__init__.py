@@ -23,6 +23,18 @@ COMMANDS = {
 }
 
 
+def add_override_argument(parser: argparse.ArgumentParser, what: str = "a config value") -> None:
+    """The shared ``-o/--override SECTION.FIELD=VALUE`` option (repeatable), parsed into ``args.override``."""
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help=f"override {what}, e.g. -o train.lr=2e-4 -o model.n_blocks=5 (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mp3net", description="MP3net: generate long stereo music as MDCT amplitudes with a GAN."

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mp3net.cli import add_override_argument
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     from mp3net.demo import DEFAULT_CHORALES, DEFAULT_MINUTES
@@ -36,14 +38,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-clips", type=int, default=32, help="clips per side for the evaluate table (default 32)"
     )
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a value of the tiny preset (repeatable)",
-    )
+    add_override_argument(parser, "a value of the tiny preset")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 

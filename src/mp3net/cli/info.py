@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mp3net.cli import add_override_argument
 from mp3net.config import PRESETS, Config, preset
 from mp3net.utils import MP3NetError
 
@@ -21,14 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="PRESET_OR_RUN",
         help=f"a preset ({', '.join(PRESETS)}), a run/model directory with config.json, or a config file",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a config field (repeatable), e.g. --set model.n_blocks=5",
-    )
+    add_override_argument(parser, "a config field")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.set_defaults(func=run)
 
@@ -85,7 +79,7 @@ def _shape(s: list[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.target).override(args.overrides)
+    cfg = resolve_config(args.target).override(args.override)
     info = describe(cfg)
     if args.json:
         print(json.dumps(info, indent=2))

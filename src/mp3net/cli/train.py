@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mp3net.cli import add_override_argument
 from mp3net.config import PRESETS, Config, preset
 from mp3net.utils import MP3NetError
 
@@ -51,14 +52,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
     )
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a config value, e.g. -o train.lr=2e-4 -o train.batch_size=4 (repeatable)",
-    )
+    add_override_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
