@@ -563,8 +563,9 @@ class Trainer:
                 self.last.update(stats)
                 if bar is not None:
                     bar.update(1)
+                    g = self.last.get("loss/g")  # no G step yet in the first n_critic iterations
                     bar.set_postfix_str(
-                        f"D {self.last['loss/d']:.3f} G {self.last.get('loss/g', float('nan')):.3f} "
+                        f"D {self.last['loss/d']:.3f} G {'-' if g is None else f'{g:.3f}'} "
                         f"W {self.last['w_distance']:.3f}",
                         refresh=False,
                     )
