@@ -105,7 +105,7 @@ def _child(args: argparse.Namespace) -> None:
     tr._phase(train_g=False)
     t = time.perf_counter()
     with torch.no_grad():
-        fake = tr.G(tr._z()).float()
+        fake = tr.G(tr._z()).float().contiguous()  # as in Trainer.train_step
     ph["G forward (no grad)"] = time.perf_counter() - t
     t = time.perf_counter()
     real_n, fake_n = tr.noise(real, generator=tr.gen), tr.noise(fake, generator=tr.gen)
