@@ -163,11 +163,12 @@ class Generator(nn.Module):
         return self.synthesize(self.head(z), tile_frames=tile_frames)
 
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, tile_frames: int | None = 256, tile_blocks: int = 2) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, tile_frames: int | None = 64, tile_blocks: int = 2) -> torch.Tensor:
         """Fast inference: ``forward`` without autograd, channels-last on CPU, the ``tile_blocks`` widest
-        blocks in time tiles of ``tile_frames`` frames of their input (bounded memory for any length; 256
-        frames = 4 tiles for the 95 s model: peak memory −30 % for ~5 % more time on a busy 2-core CPU,
-        where smaller tiles lose more to thread synchronisation than they gain in cache locality).
+        blocks in time tiles of ``tile_frames`` frames of their input (bounded memory for any length; 64
+        frames = 16 tiles for the 95 s model keep each tile's activations in cache: the widest blocks ran
+        at 151 GFLOP/s against 115 untiled and 134 with 256-frame tiles on an idle 2-core CPU, see
+        benchmarks/README.md; on a heavily shared CPU larger tiles lose less to thread barriers).
         Returns a contiguous ``[B, C, M, K]`` float32 tensor."""
         return self.synthesize(self.head(z), tile_frames=tile_frames, tile_blocks=tile_blocks).contiguous()
 
