@@ -213,8 +213,7 @@ def test_unwritable_output_and_unknown_model(export, tmp_path, capsys):
 
 
 def test_shipped_model_makes_a_five_minute_stereo_track(tmp_path):
-    if "tiny-chorales" not in gen.pretrained_names():
-        pytest.skip("no shipped model in src/mp3net/pretrained")
+    assert "tiny-chorales" in gen.pretrained_names(), "the package must ship its pretrained model"
     out = tmp_path / "p"
     assert main(["generate", "pretrained", "-n", "1", "--duration", "300", "--out", str(out), "-q"]) == 0
     info = sf.info(out / "seed-0000.wav")
