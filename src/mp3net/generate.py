@@ -270,6 +270,17 @@ def _run_batched(
     return torch.cat(outs)
 
 
+def _setup(
+    model: Generator | str | Path, device: str | torch.device | None, duration: float | None
+) -> tuple[Generator, int, int]:
+    """(generator, track samples, anchor-latent positions) for a model and a duration."""
+    G = model if isinstance(model, Generator) else load_generator(model, device)[0]
+    cfg = Config(model=G.cfg)
+    n = duration_samples(cfg, duration)
+    positions, _ = _frames_for(cfg, n)
+    return G, n, positions
+
+
 def generate(
     model: Generator | str | Path,
     seeds: Sequence[int],
@@ -291,10 +302,7 @@ def generate(
     Returns:
         ``(audio [N, C, T] float32 on the CPU, sample_rate)``.
     """
-    G = model if isinstance(model, Generator) else load_generator(model, device)[0]
-    cfg = Config(model=G.cfg)
-    n = duration_samples(cfg, duration)
-    positions, _ = _frames_for(cfg, n)
+    G, n, positions = _setup(model, device, duration)
     anchors = [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
     if not anchors:
         return torch.zeros(0, G.cfg.channels, n), G.cfg.sample_rate
@@ -315,10 +323,7 @@ def interpolate(
     """``steps`` tracks along the slerp from seed A's latents to seed B's (the ends are exactly A and B)."""
     if steps < 2:
         raise MP3NetError(f"--steps must be at least 2, got {steps}")
-    G = model if isinstance(model, Generator) else load_generator(model, device)[0]
-    cfg = Config(model=G.cfg)
-    n = duration_samples(cfg, duration)
-    positions, _ = _frames_for(cfg, n)
+    G, n, positions = _setup(model, device, duration)
     za = seed_latents(seed_a, positions, G.cfg.latent_dim, truncation)
     zb = seed_latents(seed_b, positions, G.cfg.latent_dim, truncation)
     ts = torch.linspace(0, 1, steps)
