@@ -11,11 +11,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.config import ModelConfig
-from mp3net.model.layers import conv1, conv3, init_weights, lrelu_, pointwise
+from mp3net.model.layers import (
+    conv1,
+    conv3,
+    conv3_apply,
+    conv_adjoint,
+    init_weights,
+    lrelu_,
+    lrelu_adjoint,
+    pointwise,
+)
 
 
 class DiscriminatorBlock(nn.Module):
-    """One discriminator block: ``[B, cin, M, K]`` → ``[B, out, M/4, K/2]``."""
+    """One discriminator block: ``[B, cin, M, K]`` → ``[B, out, M/4, K/2]``.
+
+    Methods that take ``masks`` (a list) also append the LeakyReLU masks (result > 0) they produce, in
+    evaluation order; :meth:`adjoint` uses them to backpropagate an input gradient.
+    """
 
     def __init__(self, cin: int, mid: int, out: int, slope: float = 0.2) -> None:
         super().__init__()
@@ -30,28 +43,45 @@ class DiscriminatorBlock(nn.Module):
         self.high_balance = conv1(out, out)
         self.low_balance = conv1(out, out)
 
-    def top_octave(self, y: torch.Tensor) -> torch.Tensor:
+    def _act(self, conv: nn.Conv2d, x: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        """LeakyReLU(conv(x)), recording the mask."""
+        x = lrelu_(conv3_apply(conv, x), self.slope)
+        if masks is not None:
+            masks.append(x > 0)
+        return x
+
+    def top_octave(self, y: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/4]``: top K/2 bands, downsampled in time and frequency."""
-        s = self.slope
         k = y.shape[-1]
-        return pointwise(
-            self.high_balance, lrelu_(self.high_down(lrelu_(self.high_conv(y[..., k // 2 :]), s)), s)
-        )
+        y = self._act(self.high_down, self._act(self.high_conv, y[..., k // 2 :], masks), masks)
+        return pointwise(self.high_balance, y)
 
-    def lower_octaves(self, y: torch.Tensor) -> torch.Tensor:
+    def lower_octaves(self, y: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/2]``: the lower K/2 bands, downsampled in time."""
-        s = self.slope
         k = y.shape[-1]
-        return pointwise(
-            self.low_balance, lrelu_(self.low_down(lrelu_(self.low_conv(y[..., : k // 2]), s)), s)
-        )
+        y = self._act(self.low_down, self._act(self.low_conv, y[..., : k // 2], masks), masks)
+        return pointwise(self.low_balance, y)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.slope
-        y = lrelu_(self.down(lrelu_(self.conv(x), s)), s)
-        low, high = self.lower_octaves(y), self.top_octave(y)
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        y = self._act(self.down, self._act(self.conv, x, masks), masks)
+        low, high = self.lower_octaves(y, masks), self.top_octave(y, masks)
         # zero-pad the folded top octave on the low side: it lands on the upper half of the lower octave
         return low + F.pad(high, (low.shape[-1] - high.shape[-1], 0))
+
+    def adjoint(self, g: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+        """Input gradient ``[B, cin, M, K]`` for an output gradient ``g`` ``[B, out, M/4, K/2]``, given the
+        six masks :meth:`forward` recorded. Differentiable in the weights; the activations enter only
+        through the (constant) masks."""
+        s = self.slope
+        m_conv, m_down, m_low, m_low_down, m_high, m_high_down = masks
+        g_low = lrelu_adjoint(conv_adjoint(self.low_balance, g), m_low_down, s)
+        g_low = conv_adjoint(self.low_conv, lrelu_adjoint(conv_adjoint(self.low_down, g_low), m_low, s))
+        # the top octave was padded onto the upper bands: its gradient is theirs
+        g_high = conv_adjoint(self.high_balance, g[..., g.shape[-1] - m_high_down.shape[-1] :])
+        g_high = lrelu_adjoint(g_high, m_high_down, s)
+        g_high = conv_adjoint(self.high_conv, lrelu_adjoint(conv_adjoint(self.high_down, g_high), m_high, s))
+        g_y = lrelu_adjoint(torch.cat([g_low, g_high], dim=-1), m_down, s)
+        return conv_adjoint(self.conv, lrelu_adjoint(conv_adjoint(self.down, g_y), m_conv, s))
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -101,18 +131,60 @@ class Discriminator(nn.Module):
         self.score = nn.Linear(cfg.d_dense, 1)
         init_weights(self)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer)."""
+    def features(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer). With a list,
+        also appends every LeakyReLU mask (result > 0), in evaluation order."""
         x = lrelu_(pointwise(self.from_in, x), self.slope)
+        if masks is not None:
+            masks.append(x > 0)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, masks)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = minibatch_stddev(self.features(x), self.cfg.mbstd_group)
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, ch, M/4^n, K/2^n]`` → score ``[B, 1]``: minibatch stddev, dense, score."""
+        h = minibatch_stddev(h, self.cfg.mbstd_group)
         h = lrelu_(self.dense(h.flatten(1)), self.slope)
         score = self.score(h)
         return score if score.dtype == torch.float64 else score.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def input_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and ∂ΣD/∂x for the gradient penalty, the gradient differentiable in D's weights.
+
+        Equal to ``autograd.grad(D(x).sum(), x, create_graph=True)``, at lower cost. Every conv layer is
+        followed by a LeakyReLU, which is piecewise linear: ∂D/∂x is a chain of transposed convolutions
+        of the weights gated by the activation masks, and those masks do not vary with the weights. Autograd's
+        double backward does not know this and backpropagates zeros through the whole forward graph (one
+        full backward pass, a third of the penalty's cost); here the chain is written out so the penalty's
+        backward only runs through it. The one non-linear layer, minibatch stddev, is left to autograd: when
+        its groups hold more than one sample the features keep their graph, so its second-order term is
+        included.
+
+        Args:
+            x: ``[B, C, M, K]``.
+        Returns:
+            (score ``[B, 1]``, gradient ``[B, C, M, K]``); the score is detached.
+        """
+        b = x.shape[0]
+        group = max(1, min(self.cfg.mbstd_group, b))
+        while b % group:
+            group -= 1
+        masks: list[torch.Tensor] = []
+        # with groups of one the head is linear in the features up to its own (constant) mask: no graph needed
+        with torch.set_grad_enabled(torch.is_grad_enabled() and group > 1):
+            h = self.features(x.detach(), masks)
+        if not h.requires_grad:
+            h = h.detach().requires_grad_(True)
+        with torch.enable_grad():
+            score = self.head(h)
+            (g,) = torch.autograd.grad(score.sum(), h, create_graph=torch.is_grad_enabled())
+        for i in reversed(range(len(self.blocks))):
+            g = self.blocks[i].adjoint(g, masks[1 + 6 * i : 7 + 6 * i])
+        g = conv_adjoint(self.from_in, lrelu_adjoint(g, masks[0], self.slope))
+        return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(name, [channels, frames, bands]) after the input conv and every block, for one sample."""

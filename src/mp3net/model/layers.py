@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mp3net.model.conv import Conv3, Conv3Adjoint, use_fast_conv
+
 
 def init_weights(module: nn.Module) -> None:
     """Glorot-uniform weights and zero biases for every conv and dense layer below ``module``."""
@@ -55,3 +57,41 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         w = conv.weight.view(conv.out_channels, conv.in_channels)
         return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
     return conv(x)
+
+
+def conv3_apply(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 3×3 conv; a channels-last CPU input that needs gradients takes :class:`Conv3` (fast
+    backward on CPU, see :mod:`mp3net.model.conv`)."""
+    if use_fast_conv(x) and torch.is_grad_enabled():
+        return Conv3.apply(x, conv.weight, conv.bias, conv.stride)
+    return conv(x)
+
+
+def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
+    """The input gradient of ``conv`` for an output gradient ``g``, as a differentiable function of the
+    weights: the transposed convolution with the same weights (bias plays no part).
+
+    For the convs built here (3×3 with padding 1, or 1×1; stride 1 or 2 on even lengths) the adjoint
+    restores the input's length exactly: ``[B, out, H/s, W/s]`` → ``[B, in, H, W]``.
+    """
+    if conv.kernel_size == (1, 1):
+        # a 1×1 adjoint is one GEMM per sample: W^T [in, out] @ g [out, H·W]
+        w = conv.weight.view(conv.out_channels, conv.in_channels)
+        b, c, h, wd = g.shape
+        if g.is_contiguous(memory_format=torch.channels_last) and c > 1:
+            return F.linear(g.permute(0, 2, 3, 1), w.t()).permute(0, 3, 1, 2)
+        return torch.matmul(w.t(), g.reshape(b, c, h * wd)).view(b, conv.in_channels, h, wd)
+    if use_fast_conv(g):
+        return Conv3Adjoint.apply(g, conv.weight, conv.stride)
+    output_padding = tuple(s - 1 for s in conv.stride)
+    return F.conv_transpose2d(
+        g, conv.weight, stride=conv.stride, padding=conv.padding, output_padding=output_padding
+    )
+
+
+def lrelu_adjoint(g: torch.Tensor, mask: torch.Tensor, slope: float) -> torch.Tensor:
+    """LeakyReLU's input gradient: ``g`` where the activation was positive, ``slope·g`` elsewhere.
+
+    ``mask`` (bool, the activation's result > 0, as PyTorch's own backward decides) is a constant: the
+    activation is piecewise linear, so its derivative does not depend on the weights."""
+    return torch.where(mask, g, g * slope)

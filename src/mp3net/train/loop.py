@@ -141,7 +141,9 @@ def enable_grad_checkpoint(blocks: nn.ModuleList) -> None:
     for block in blocks:
         inner = block.forward
 
-        def forward(x: torch.Tensor, _inner: Callable = inner) -> torch.Tensor:
+        def forward(x: torch.Tensor, masks: list | None = None, _inner: Callable = inner) -> torch.Tensor:
+            if masks is not None:  # D.input_gradient's recording pass: not checkpointed
+                return _inner(x, masks)
             if torch.is_grad_enabled():
                 return checkpoint(_inner, x, use_reentrant=False)
             return _inner(x)
@@ -444,12 +446,10 @@ class Trainer:
         # ---- discriminator
         self._phase(train_g=False)
         with torch.no_grad(), self._autocast():
-            # G's no-grad forward runs channels-last (its fast inference layout) and returns that layout;
-            # D trains in NCHW: on CPU its conv backward and double backward are slower in channels-last
-            # (a 95 s D step on one thread: 97 s NCHW, 113 s channels-last, 12 % slower with just the fakes)
-            fake = self.G(self._z()).float().contiguous()
-        real_n = self.noise(real, generator=self.gen)
-        fake_n = self.noise(fake, generator=self.gen)
+            fake = self.G(self._z()).float()
+        # D runs channels-last: oneDNN's fast layout, with mp3net.model.conv's weight gradient on CPU
+        real_n = self.noise(real, generator=self.gen).contiguous(memory_format=torch.channels_last)
+        fake_n = self.noise(fake, generator=self.gen).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             loss, st = d_loss(self.D, real_n, fake_n, tc.gp_lambda, tc.drift, generator=self.gen)
         loss.backward()
@@ -478,6 +478,7 @@ class Trainer:
             with self._autocast():
                 fake = self.G(self._z()).float()
             fake_n = self.noise(fake, generator=self.gen)  # in-graph threshold: G's gradient flows through it
+            fake_n = fake_n.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 loss_g, st_g = g_loss(self.D, fake_n)
             loss_g.backward()

@@ -13,14 +13,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mp3net.model import Discriminator
+
 
 def gradient_penalty(
-    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+    D: Discriminator, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Mean over the batch of (‖∇D(x̂)‖ − 1)², x̂ = α·real + (1 − α)·fake with α ~ U(0, 1) per sample.
 
-    The norm is over the whole sample, √(Σ g² + 1e-8). The graph is kept (create_graph) so the penalty
-    trains D. Both inputs are detached: the penalty is a D-only term.
+    The norm is over the whole sample, √(Σ g² + 1e-8). ∇D comes from :meth:`Discriminator.input_gradient`
+    (autograd's ``create_graph`` gradient, computed without backpropagating through the forward graph where
+    that contributes nothing), so the penalty trains D. Both inputs are detached: the penalty is a D-only
+    term.
 
     Args:
         real, fake: ``[B, C, M, K]`` noised amplitudes.
@@ -31,16 +35,15 @@ def gradient_penalty(
     real, fake = real.detach(), fake.detach()
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     alpha = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
-    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    score = D(x_hat)
-    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    x_hat = alpha * real + (1 - alpha) * fake
+    _, grad = D.input_gradient(x_hat)
     grad = grad if grad.dtype == torch.float64 else grad.float()  # the sum of squares in float32 at least
     norm = torch.sqrt(grad.square().flatten(1).sum(dim=1) + 1e-8)
     return (norm - 1).square().mean()
 
 
 def d_loss(
-    D: nn.Module,
+    D: Discriminator,
     real_noised: torch.Tensor,
     fake_noised: torch.Tensor,
     gp_lambda: float,

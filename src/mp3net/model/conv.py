@@ -1,0 +1,136 @@
+"""3×3 convolutions that train fast on CPU (the discriminator's convs, and their adjoints).
+
+oneDNN on an AVX2 CPU is fastest in channels-last layout for a convolution and for its input gradient
+(1.2–2× over NCHW), but its channels-last weight gradient is 2–4× slower than NCHW's. These autograd
+functions keep the activations channels-last and compute the weight gradient themselves, as nine GEMMs
+over the pixels, one per kernel tap (:func:`conv3_weight_grad`), which beats both of oneDNN's weight
+gradients here except on the thinnest layers, where oneDNN's channels-last one is kept.
+
+They are used only for channels-last CPU tensors (:func:`use_fast_conv`); everything else takes PyTorch's
+own convolution. Both functions are differentiable once; their backward is written with differentiable
+operations, so a second derivative still works (slowly), though the gradient penalty does not need one
+(see :meth:`mp3net.model.Discriminator.input_gradient`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# below this many channels on either side, oneDNN's own channels-last weight gradient beats the GEMMs
+GEMM_MIN_CHANNELS = 24
+
+
+def use_fast_conv(x: torch.Tensor) -> bool:
+    """Whether ``x`` ``[B, C, H, W]`` takes the functions of this module: a CPU tensor laid out
+    channels-last (channels innermost; a slice along H or W counts)."""
+    return x.device.type == "cpu" and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _pad_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[B, H, W, C]`` cropped or zero-padded at the end to ``[B, rows, cols, C]``."""
+    x = x[:, :rows, :cols]
+    return F.pad(x, (0, 0, 0, cols - x.shape[2], 0, rows - x.shape[1]))
+
+
+def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Weight gradient of a 3×3 convolution (padding 1): ``Σ_b,i,j go[b,o,i,j] · x_pad[b,c,s·i+kh,s·j+kw]``.
+
+    The padded input is split into its stride phases (rows and columns ≡ kh mod s); in each phase a kernel
+    tap is a constant offset into the flattened pixels once the output gradient is padded to the phase's
+    width with zero columns (and rows, between samples). So every tap is one GEMM
+    ``[O, P] @ [P, C]`` on contiguous matrices, with no im2col copy.
+
+    Args:
+        x: ``[B, C, H, W]`` input (any layout; channels-last avoids a copy).
+        go: ``[B, O, H/s_h, W/s_w]`` output gradient.
+        stride: (s_h, s_w), each 1 or 2.
+    Returns:
+        ``[O, C, 3, 3]`` (channels-last strides).
+    """
+    sh, sw = stride
+    b, c, _, _ = x.shape
+    o, ho, wo = go.shape[1], go.shape[2], go.shape[3]
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [B, H+2, W+2, C]
+    dh, dw = 2 // sh, 2 // sw  # the largest tap shift inside a phase
+    # one spare row per sample so the last tap's flat slice stays inside the sample's block
+    rows, cols = ho + dh + 1, wo + dw
+    phases = {
+        (ph, pw): _pad_to(xp[:, ph::sh, pw::sw], rows, cols).reshape(b * rows * cols, c)
+        for ph in range(sh)
+        for pw in range(sw)
+    }
+    g = _pad_to(go.permute(0, 2, 3, 1), rows, cols).reshape(b * rows * cols, o)
+    n = g.shape[0] - (dh + 1) * cols  # the last sample's spare rows hold only zeros of g: skip them
+    g_t = g[:n].t()
+    taps = []
+    for kh in range(3):
+        for kw in range(3):
+            off = (kh // sh) * cols + kw // sw
+            taps.append(g_t @ phases[(kh % sh, kw % sw)][off : off + n])
+    return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
+
+
+def _weight_grad(
+    x: torch.Tensor, go: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int]
+) -> torch.Tensor:
+    if min(weight.shape[0], weight.shape[1]) >= GEMM_MIN_CHANNELS:
+        return conv3_weight_grad(x, go, stride)
+    return torch.ops.aten.convolution_backward(
+        go, x, weight, None, list(stride), [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]
+    )[1]
+
+
+def _output_padding(stride: tuple[int, int]) -> tuple[int, int]:
+    return (stride[0] - 1, stride[1] - 1)
+
+
+class Conv3(torch.autograd.Function):
+    """``y = conv2d(x, W, b, stride, padding=1)`` for a 3×3 ``W``; ``[B, C, H, W]`` → ``[B, O, H/s, W/s]``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride):  # noqa: D102
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, stride, 1)
+
+    @staticmethod
+    def backward(ctx, go):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        s = ctx.stride
+        go = go.contiguous(memory_format=torch.channels_last)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = F.conv_transpose2d(go, weight, stride=s, padding=1, output_padding=_output_padding(s))
+        if ctx.needs_input_grad[1]:
+            gw = _weight_grad(x, go, weight, s)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = go.sum(dim=(0, 2, 3))
+        return gx, gw, gb, None
+
+
+class Conv3Adjoint(torch.autograd.Function):
+    """The input gradient of :class:`Conv3` as a function of (g, W): the transposed convolution
+    ``[B, O, H/s, W/s]`` → ``[B, C, H, W]``. Its own gradients are a convolution (for g) and a weight
+    gradient with the roles of the two activations swapped (for W)."""
+
+    @staticmethod
+    def forward(ctx, g, weight, stride):  # noqa: D102
+        g = g.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(g, weight)
+        ctx.stride = stride
+        return F.conv_transpose2d(g, weight, stride=stride, padding=1, output_padding=_output_padding(stride))
+
+    @staticmethod
+    def backward(ctx, gg):  # noqa: D102
+        g, weight = ctx.saved_tensors
+        s = ctx.stride
+        gg = gg.contiguous(memory_format=torch.channels_last)
+        g_g = g_w = None
+        if ctx.needs_input_grad[0]:
+            g_g = F.conv2d(gg, weight, None, s, 1)
+        if ctx.needs_input_grad[1]:
+            g_w = _weight_grad(gg, g, weight, s)
+        return g_g, g_w, None
