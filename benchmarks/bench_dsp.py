@@ -93,8 +93,6 @@ def load_pypi_mdct():
     return pypi_mdct
 
 
-
-
 def measure(cands: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
     """Median wall-clock and median process CPU time (all threads) per candidate, in seconds."""
     for f in cands.values():  # warm-up: tables, caches, allocator
@@ -216,8 +214,6 @@ def render(rows: list[str], notes: list[str], threads: list[int], rounds: int) -
         END,
     ]
     return "\n".join(head)
-
-
 
 
 def main() -> None:

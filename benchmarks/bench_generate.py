@@ -55,8 +55,6 @@ NOTES = [
 MODE_TEXT = {"nchw": "NCHW, untiled", "cl": "channels-last, untiled", "fast": "fast (channels-last, tiled)"}
 
 
-
-
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     """Median float32 GEMM rate of this process (all intra-op threads)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -291,8 +289,6 @@ def render(results: list[dict], gen_source: str | None, gen_rows: list[str], rep
         ]
     lines += ["", *NOTES, "", "Reproduce: `python benchmarks/bench_generate.py`.", END]
     return "\n".join(lines)
-
-
 
 
 def main() -> None:
