@@ -49,3 +49,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve large blocks from its heap and keep what is freed for reuse.
+
+    By default glibc maps every block over 32 MiB fresh from the kernel and unmaps it on free, so each
+    new activation tensor of a big model costs a page fault per 4 KiB page (the kernel zeroes it): on a
+    95 s D step that is about a quarter of the time. With mmap off and trimming off, freed blocks are
+    reused; the process's resident memory then stays at its peak, which for a training process is what
+    it needs anyway. No effect (returns False) where the C library is not glibc.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    # -1 as the trim threshold becomes SIZE_MAX inside glibc: never give the heap's top back
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))

@@ -27,10 +27,31 @@ def use_fast_conv(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
 
 
-def _pad_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """``[B, H, W, C]`` cropped or zero-padded at the end to ``[B, rows, cols, C]``."""
-    x = x[:, :rows, :cols]
-    return F.pad(x, (0, 0, 0, cols - x.shape[2], 0, rows - x.shape[1]))
+def _phase(x: torch.Tensor, ph: int, pw: int, stride: tuple[int, int], rows: int, cols: int) -> torch.Tensor:
+    """One stride phase of ``x`` ``[B, H, W, C]`` zero-padded by one on every side:
+    ``out[b, i, j] = x_pad[b, s_h·i + ph, s_w·j + pw]``, ``[B, rows, cols, C]`` (zeros past ``x_pad``).
+    Only the border is zero-filled: the interior is one strided copy."""
+    sh, sw = stride
+    b, h, w, c = x.shape
+    out = x.new_empty(b, rows, cols, c)
+    i0, j0 = int(ph == 0), int(pw == 0)  # x_pad's first row/column is padding
+    i1, j1 = min(rows, (h - ph) // sh + 1), min(cols, (w - pw) // sw + 1)
+    out[:, :i0].zero_()
+    out[:, i1:].zero_()
+    out[:, i0:i1, :j0].zero_()
+    out[:, i0:i1, j1:].zero_()
+    out[:, i0:i1, j0:j1] = x[:, sh * i0 + ph - 1 :: sh, sw * j0 + pw - 1 :: sw][:, : i1 - i0, : j1 - j0]
+    return out
+
+
+def _zero_extend(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[B, H, W, C]`` → ``[B, rows, cols, C]``, zeros after the last row and column."""
+    b, h, w, c = x.shape
+    out = x.new_empty(b, rows, cols, c)
+    out[:, h:].zero_()
+    out[:, :h, w:].zero_()
+    out[:, :h, :w] = x
+    return out
 
 
 def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
@@ -49,18 +70,18 @@ def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]
         ``[O, C, 3, 3]`` (channels-last strides).
     """
     sh, sw = stride
-    b, c, _, _ = x.shape
-    o, ho, wo = go.shape[1], go.shape[2], go.shape[3]
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [B, H+2, W+2, C]
+    b, c = x.shape[:2]
+    o, ho, wo = go.shape[1:]
     dh, dw = 2 // sh, 2 // sw  # the largest tap shift inside a phase
     # one spare row per sample so the last tap's flat slice stays inside the sample's block
     rows, cols = ho + dh + 1, wo + dw
+    x_nhwc = x.permute(0, 2, 3, 1)
     phases = {
-        (ph, pw): _pad_to(xp[:, ph::sh, pw::sw], rows, cols).reshape(b * rows * cols, c)
+        (ph, pw): _phase(x_nhwc, ph, pw, stride, rows, cols).view(b * rows * cols, c)
         for ph in range(sh)
         for pw in range(sw)
     }
-    g = _pad_to(go.permute(0, 2, 3, 1), rows, cols).reshape(b * rows * cols, o)
+    g = _zero_extend(go.permute(0, 2, 3, 1), rows, cols).view(b * rows * cols, o)
     n = g.shape[0] - (dh + 1) * cols  # the last sample's spare rows hold only zeros of g: skip them
     g_t = g[:n].t()
     taps = []

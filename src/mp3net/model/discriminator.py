@@ -26,8 +26,8 @@ from mp3net.model.layers import (
 class DiscriminatorBlock(nn.Module):
     """One discriminator block: ``[B, cin, M, K]`` → ``[B, out, M/4, K/2]``.
 
-    Methods that take ``masks`` (a list) also append the LeakyReLU masks (result > 0) they produce, in
-    evaluation order; :meth:`adjoint` uses them to backpropagate an input gradient.
+    Methods that take ``acts`` (a list) also append the LeakyReLU results they produce, in evaluation
+    order; :meth:`adjoint` uses them to backpropagate an input gradient.
     """
 
     def __init__(self, cin: int, mid: int, out: int, slope: float = 0.2) -> None:
@@ -43,45 +43,45 @@ class DiscriminatorBlock(nn.Module):
         self.high_balance = conv1(out, out)
         self.low_balance = conv1(out, out)
 
-    def _act(self, conv: nn.Conv2d, x: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
-        """LeakyReLU(conv(x)), recording the mask."""
+    def _act(self, conv: nn.Conv2d, x: torch.Tensor, acts: list[torch.Tensor] | None) -> torch.Tensor:
+        """LeakyReLU(conv(x)), recording the result."""
         x = lrelu_(conv3_apply(conv, x), self.slope)
-        if masks is not None:
-            masks.append(x > 0)
+        if acts is not None:
+            acts.append(x)
         return x
 
-    def top_octave(self, y: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def top_octave(self, y: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/4]``: top K/2 bands, downsampled in time and frequency."""
         k = y.shape[-1]
-        y = self._act(self.high_down, self._act(self.high_conv, y[..., k // 2 :], masks), masks)
+        y = self._act(self.high_down, self._act(self.high_conv, y[..., k // 2 :], acts), acts)
         return pointwise(self.high_balance, y)
 
-    def lower_octaves(self, y: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def lower_octaves(self, y: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/2]``: the lower K/2 bands, downsampled in time."""
         k = y.shape[-1]
-        y = self._act(self.low_down, self._act(self.low_conv, y[..., : k // 2], masks), masks)
+        y = self._act(self.low_down, self._act(self.low_conv, y[..., : k // 2], acts), acts)
         return pointwise(self.low_balance, y)
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
-        y = self._act(self.down, self._act(self.conv, x, masks), masks)
-        low, high = self.lower_octaves(y, masks), self.top_octave(y, masks)
+    def forward(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        y = self._act(self.down, self._act(self.conv, x, acts), acts)
+        low, high = self.lower_octaves(y, acts), self.top_octave(y, acts)
         # zero-pad the folded top octave on the low side: it lands on the upper half of the lower octave
         return low + F.pad(high, (low.shape[-1] - high.shape[-1], 0))
 
-    def adjoint(self, g: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+    def adjoint(self, g: torch.Tensor, acts: list[torch.Tensor]) -> torch.Tensor:
         """Input gradient ``[B, cin, M, K]`` for an output gradient ``g`` ``[B, out, M/4, K/2]``, given the
-        six masks :meth:`forward` recorded. Differentiable in the weights; the activations enter only
-        through the (constant) masks."""
+        six activations :meth:`forward` recorded. Differentiable in the weights; the activations enter
+        only through their (constant) signs."""
         s = self.slope
-        m_conv, m_down, m_low, m_low_down, m_high, m_high_down = masks
-        g_low = lrelu_adjoint(conv_adjoint(self.low_balance, g), m_low_down, s)
-        g_low = conv_adjoint(self.low_conv, lrelu_adjoint(conv_adjoint(self.low_down, g_low), m_low, s))
+        a_conv, a_down, a_low, a_low_down, a_high, a_high_down = acts
+        g_low = lrelu_adjoint(conv_adjoint(self.low_balance, g), a_low_down, s)
+        g_low = conv_adjoint(self.low_conv, lrelu_adjoint(conv_adjoint(self.low_down, g_low), a_low, s))
         # the top octave was padded onto the upper bands: its gradient is theirs
-        g_high = conv_adjoint(self.high_balance, g[..., g.shape[-1] - m_high_down.shape[-1] :])
-        g_high = lrelu_adjoint(g_high, m_high_down, s)
-        g_high = conv_adjoint(self.high_conv, lrelu_adjoint(conv_adjoint(self.high_down, g_high), m_high, s))
-        g_y = lrelu_adjoint(torch.cat([g_low, g_high], dim=-1), m_down, s)
-        return conv_adjoint(self.conv, lrelu_adjoint(conv_adjoint(self.down, g_y), m_conv, s))
+        g_high = conv_adjoint(self.high_balance, g[..., g.shape[-1] - a_high_down.shape[-1] :])
+        g_high = lrelu_adjoint(g_high, a_high_down, s)
+        g_high = conv_adjoint(self.high_conv, lrelu_adjoint(conv_adjoint(self.high_down, g_high), a_high, s))
+        g_y = lrelu_adjoint(torch.cat([g_low, g_high], dim=-1), a_down, s)
+        return conv_adjoint(self.conv, lrelu_adjoint(conv_adjoint(self.down, g_y), a_conv, s))
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -131,14 +131,14 @@ class Discriminator(nn.Module):
         self.score = nn.Linear(cfg.d_dense, 1)
         init_weights(self)
 
-    def features(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer). With a list,
-        also appends every LeakyReLU mask (result > 0), in evaluation order."""
+        also appends every LeakyReLU result, in evaluation order."""
         x = lrelu_(pointwise(self.from_in, x), self.slope)
-        if masks is not None:
-            masks.append(x > 0)
+        if acts is not None:
+            acts.append(x)
         for block in self.blocks:
-            x = block(x, masks)
+            x = block(x, acts)
         return x
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
@@ -172,18 +172,18 @@ class Discriminator(nn.Module):
         group = max(1, min(self.cfg.mbstd_group, b))
         while b % group:
             group -= 1
-        masks: list[torch.Tensor] = []
+        acts: list[torch.Tensor] = []
         # with groups of one the head is linear in the features up to its own (constant) mask: no graph needed
         with torch.set_grad_enabled(torch.is_grad_enabled() and group > 1):
-            h = self.features(x.detach(), masks)
+            h = self.features(x.detach(), acts)
         if not h.requires_grad:
             h = h.detach().requires_grad_(True)
         with torch.enable_grad():
             score = self.head(h)
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=torch.is_grad_enabled())
         for i in reversed(range(len(self.blocks))):
-            g = self.blocks[i].adjoint(g, masks[1 + 6 * i : 7 + 6 * i])
-        g = conv_adjoint(self.from_in, lrelu_adjoint(g, masks[0], self.slope))
+            g = self.blocks[i].adjoint(g, acts[1 + 6 * i : 7 + 6 * i])
+        g = conv_adjoint(self.from_in, lrelu_adjoint(g, acts[0], self.slope))
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

@@ -89,9 +89,10 @@ def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
     )
 
 
-def lrelu_adjoint(g: torch.Tensor, mask: torch.Tensor, slope: float) -> torch.Tensor:
-    """LeakyReLU's input gradient: ``g`` where the activation was positive, ``slope·g`` elsewhere.
+def lrelu_adjoint(g: torch.Tensor, act: torch.Tensor, slope: float) -> torch.Tensor:
+    """LeakyReLU's input gradient: ``g`` where the activation's result ``act`` is positive, ``slope·g``
+    elsewhere (PyTorch's own rule, one fused kernel).
 
-    ``mask`` (bool, the activation's result > 0, as PyTorch's own backward decides) is a constant: the
-    activation is piecewise linear, so its derivative does not depend on the weights."""
-    return torch.where(mask, g, g * slope)
+    ``act`` enters as a constant (detached): the activation is piecewise linear, so this gradient does not
+    depend on it, and autograd must not send zeros back into the forward graph through it."""
+    return torch.ops.aten.leaky_relu_backward(g, act.detach(), slope, True)

@@ -41,7 +41,7 @@ from mp3net.model import Discriminator, Generator, NoiseLayer
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.logging import RunLogger
 from mp3net.train.losses import d_loss, g_loss
-from mp3net.utils import MP3NetError
+from mp3net.utils import MP3NetError, keep_freed_memory
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
 MAX_ROLLBACKS = 3  # rollbacks before giving up
@@ -201,6 +201,8 @@ class Trainer:
         if amp not in ("bf16", "off"):
             raise MP3NetError(f"train.amp must be auto, bf16 or off, got {tc.amp!r}")
         self.amp = amp == "bf16"
+        if self.device.type == "cpu":
+            keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in afresh
 
         # data (fails early, before the models are built, on a wrong or empty dataset)
         self.dataset = ClipDataset(self.data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
