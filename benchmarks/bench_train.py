@@ -227,7 +227,7 @@ def _table(results: list[dict]) -> str:
             f"| {s['audio_per_s']:.2f} | {r['loader_clips_per_s']:.0f} vs {s['consumed_clips_per_s']:.2f} |"
         )
     rows += ["", "Phases of one D step (seconds):", ""]
-    names = list(results[0]["phases"])
+    names = list(dict.fromkeys(n for r in results for n in r["phases"]))  # rows from older runs may differ
     rows.append(
         "| phase | "
         + " | ".join(
@@ -237,7 +237,8 @@ def _table(results: list[dict]) -> str:
     )
     rows.append("|---|" + "---|" * len(results))
     for n in names:
-        rows.append(f"| {n} | " + " | ".join(f"{r['phases'][n]:.3f}" for r in results) + " |")
+        cells = (f"{r['phases'][n]:.3f}" if n in r["phases"] else "–" for r in results)
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
     rows.append("| **sum** | " + " | ".join(f"**{sum(r['phases'].values()):.3f}**" for r in results) + " |")
     return "\n".join(rows)
 

@@ -72,15 +72,20 @@ def test_discriminator_folds_high_octave_onto_upper_half_of_lower_octave():
     assert torch.equal(delta.grad, torch.ones_like(delta))
 
 
-def test_discriminator_top_octave_ignores_lower_bands():
+def test_discriminator_octave_paths_read_their_own_bands():
     torch.manual_seed(0)
     block = DiscriminatorBlock(3, 4, 5)
-    y = torch.randn(2, 4, 8, 16, requires_grad=True)
-    block.top_octave(y).square().sum().backward()
-    assert y.grad[..., :8].abs().max() == 0 and y.grad[..., 8:].abs().min() > 0
-    y.grad = None
-    block.lower_octaves(y).square().sum().backward()
-    assert y.grad[..., 8:].abs().max() == 0 and y.grad[..., :8].abs().sum() > 0
+    x = torch.randn(2, 3, 16, 16)
+    delta = torch.zeros(2, 4, 8, 16, requires_grad=True)  # added onto the down conv's output y
+    outs = {}
+    block.down.register_forward_hook(lambda m, i, o: o + delta)
+    block.high_balance.register_forward_hook(lambda m, i, o: outs.setdefault("high", o))
+    block.low_balance.register_forward_hook(lambda m, i, o: outs.setdefault("low", o))
+    block(x)
+    (g,) = torch.autograd.grad(outs["high"].square().sum(), delta, retain_graph=True)
+    assert g[..., :8].abs().max() == 0 and g[..., 8:].abs().min() > 0  # the top octave: top K/2 bands only
+    (g,) = torch.autograd.grad(outs["low"].square().sum(), delta)
+    assert g[..., 8:].abs().max() == 0 and g[..., :8].abs().sum() > 0
 
 
 def test_minibatch_stddev_identical_samples_zero():

@@ -20,6 +20,7 @@ from mp3net.model.layers import (
     lrelu_,
     lrelu_adjoint,
     pointwise,
+    split_bands,
 )
 
 
@@ -50,21 +51,22 @@ class DiscriminatorBlock(nn.Module):
             acts.append(x)
         return x
 
-    def top_octave(self, y: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/4]``: top K/2 bands, downsampled in time and frequency."""
-        k = y.shape[-1]
-        y = self._act(self.high_down, self._act(self.high_conv, y[..., k // 2 :], acts), acts)
+    def top_octave(self, y_high: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The top K/2 bands ``[B, mid, M/2, K/2]`` → ``[B, out, M/4, K/4]``: downsampled in time and
+        frequency."""
+        y = self._act(self.high_down, self._act(self.high_conv, y_high, acts), acts)
         return pointwise(self.high_balance, y)
 
-    def lower_octaves(self, y: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """``[B, mid, M/2, K]`` → ``[B, out, M/4, K/2]``: the lower K/2 bands, downsampled in time."""
-        k = y.shape[-1]
-        y = self._act(self.low_down, self._act(self.low_conv, y[..., : k // 2], acts), acts)
+    def lower_octaves(self, y_low: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The lower K/2 bands ``[B, mid, M/2, K/2]`` → ``[B, out, M/4, K/2]``: downsampled in time."""
+        y = self._act(self.low_down, self._act(self.low_conv, y_low, acts), acts)
         return pointwise(self.low_balance, y)
 
     def forward(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
         y = self._act(self.down, self._act(self.conv, x, acts), acts)
-        low, high = self.lower_octaves(y, acts), self.top_octave(y, acts)
+        k = y.shape[-1]
+        y_low, y_high = split_bands(y, [k // 2, k - k // 2])
+        low, high = self.lower_octaves(y_low, acts), self.top_octave(y_high, acts)
         # zero-pad the folded top octave on the low side: it lands on the upper half of the lower octave
         return low + F.pad(high, (low.shape[-1] - high.shape[-1], 0))
 
@@ -77,7 +79,8 @@ class DiscriminatorBlock(nn.Module):
         g_low = lrelu_adjoint(conv_adjoint(self.low_balance, g), a_low_down, s)
         g_low = conv_adjoint(self.low_conv, lrelu_adjoint(conv_adjoint(self.low_down, g_low), a_low, s))
         # the top octave was padded onto the upper bands: its gradient is theirs
-        g_high = conv_adjoint(self.high_balance, g[..., g.shape[-1] - a_high_down.shape[-1] :])
+        k, k_high = g.shape[-1], a_high_down.shape[-1]
+        g_high = conv_adjoint(self.high_balance, split_bands(g, [k - k_high, k_high])[1])
         g_high = lrelu_adjoint(g_high, a_high_down, s)
         g_high = conv_adjoint(self.high_conv, lrelu_adjoint(conv_adjoint(self.high_down, g_high), a_high, s))
         g_y = lrelu_adjoint(torch.cat([g_low, g_high], dim=-1), a_down, s)

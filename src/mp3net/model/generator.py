@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from mp3net.config import ModelConfig
-from mp3net.model.layers import conv1, conv3, conv_t3, init_weights, lrelu_, pointwise
+from mp3net.model.layers import (
+    conv1,
+    conv3,
+    conv3_apply,
+    conv_t3,
+    conv_t3_apply,
+    init_weights,
+    lrelu_,
+    pointwise,
+)
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
 # 1.5 input frames to each side (two upsampling convs and two 3-tap convs); every later block adds a
@@ -41,18 +50,21 @@ class GeneratorBlock(nn.Module):
         s = self.slope
         k = x.shape[-1]
         return pointwise(
-            self.high_balance, lrelu_(self.high_conv(lrelu_(self.high_up(x[..., k // 2 :]), s)), s)
+            self.high_balance,
+            lrelu_(conv3_apply(self.high_conv, lrelu_(conv_t3_apply(self.high_up, x[..., k // 2 :]), s)), s),
         )
 
     def old_octaves(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, cin, M, K]`` → ``[B, mid, 2M, K]``: the existing octaves, upsampled in time."""
         s = self.slope
-        return pointwise(self.low_balance, lrelu_(self.low_conv(lrelu_(self.low_up(x), s)), s))
+        return pointwise(
+            self.low_balance, lrelu_(conv3_apply(self.low_conv, lrelu_(conv_t3_apply(self.low_up, x), s)), s)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.slope
         y = torch.cat([self.old_octaves(x), self.new_octave(x)], dim=-1)  # [B, mid, 2M, 2K], low | high
-        return lrelu_(self.conv(lrelu_(self.up(y), s)), s)
+        return lrelu_(conv3_apply(self.conv, lrelu_(conv_t3_apply(self.up, y), s)), s)
 
 
 class Generator(nn.Module):
@@ -126,14 +138,15 @@ class Generator(nn.Module):
                 exact: the output equals the untiled one up to float rounding (the conv kernels' blocking
                 may depend on the tile's size).
             channels_last: run the activations in channels-last layout, oneDNN's fast CPU layout (2–3× faster
-                than NCHW here, 1×1 convs become plain GEMMs). Default: on for CPU inference (no autograd
-                graph), off otherwise. The values are the same up to float rounding.
+                than NCHW here, 1×1 convs become plain GEMMs; with autograd the convs take
+                :mod:`mp3net.model.conv`'s fast weight gradient). Default: on for CPU. The values are the
+                same up to float rounding.
             first_block: start at this block: ``x`` is then that block's input (per-block profiling, tests).
         Returns:
             ``[B, C, 4^n_blocks·M0, K]`` (``4^(n_blocks − first_block)·M0`` frames with ``first_block``).
         """
         if channels_last is None:
-            channels_last = x.device.type == "cpu" and not torch.is_grad_enabled()
+            channels_last = x.device.type == "cpu"
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         blocks = list(self.blocks)[first_block:]

@@ -67,6 +67,15 @@ def conv3_apply(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
+def conv_t3_apply(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 3×3 transposed conv; a channels-last CPU input that needs gradients takes
+    :class:`Conv3Adjoint` (the transposed conv is the adjoint of a conv with the same weights)."""
+    if use_fast_conv(x) and torch.is_grad_enabled():
+        y = Conv3Adjoint.apply(x, conv.weight, conv.stride)
+        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+    return conv(x)
+
+
 def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
     """The input gradient of ``conv`` for an output gradient ``g``, as a differentiable function of the
     weights: the transposed convolution with the same weights (bias plays no part).
@@ -96,3 +105,35 @@ def lrelu_adjoint(g: torch.Tensor, act: torch.Tensor, slope: float) -> torch.Ten
     ``act`` enters as a constant (detached): the activation is piecewise linear, so this gradient does not
     depend on it, and autograd must not send zeros back into the forward graph through it."""
     return torch.ops.aten.leaky_relu_backward(g, act.detach(), slope, True)
+
+
+class SplitBands(torch.autograd.Function):
+    """Split ``[B, C, M, K]`` along the bands into contiguous pieces of the given widths, in the input's
+    layout (channels-last stays channels-last), and back in the backward pass.
+
+    Slicing with ``x[..., a:b]`` would do, but its backward builds an NCHW zero tensor per slice, which
+    drags the next channels-last ops onto oneDNN's slow mixed-layout path. A missing piece's gradient is
+    zeros."""
+
+    @staticmethod
+    def forward(ctx, x, widths):  # noqa: D102
+        fmt = torch.channels_last if use_fast_conv(x) else torch.contiguous_format
+        ctx.fmt, ctx.widths = fmt, widths
+        return tuple(p.contiguous(memory_format=fmt) for p in x.split(widths, dim=-1))
+
+    @staticmethod
+    def backward(ctx, *grads):  # noqa: D102
+        ref = next(g for g in grads if g is not None)
+        parts = [
+            g.contiguous(memory_format=ctx.fmt)
+            if g is not None
+            else ref.new_zeros(*ref.shape[:-1], w).contiguous(memory_format=ctx.fmt)
+            for g, w in zip(grads, ctx.widths, strict=True)
+        ]
+        return torch.cat(parts, dim=-1), None
+
+
+def split_bands(x: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, ...]:
+    """``[B, C, M, K]`` → pieces ``[B, C, M, w]`` for the widths (summing to K), layout kept
+    (:class:`SplitBands`)."""
+    return SplitBands.apply(x, widths)
