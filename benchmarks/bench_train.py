@@ -5,7 +5,7 @@ overhead, the peak RSS, and the data loader's throughput against what training c
 Each preset runs in its own subprocess so that its peak RSS is its own. Writes its table between
 ``<!-- bench_train:start -->`` and ``<!-- bench_train:end -->`` in benchmarks/README.md.
 
-    python benchmarks/bench_train.py                     # tiny, 5s, 95s (95s: batch 1, 2 steps)
+    python benchmarks/bench_train.py                     # tiny, 5s, 95s (95s: batch 1, 3 steps)
     python benchmarks/bench_train.py --presets tiny 5s   # a subset
     python benchmarks/bench_train.py --grad-checkpoint   # also the 95s model with activation checkpointing
 """

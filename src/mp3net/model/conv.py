@@ -69,6 +69,8 @@ def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]
     Returns:
         ``[O, C, 3, 3]`` (channels-last strides).
     """
+    if stride == (1, 1):
+        return _weight_grad_stride1(x, go)
     sh, sw = stride
     b, c = x.shape[:2]
     o, ho, wo = go.shape[1:]
@@ -89,6 +91,35 @@ def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]
         for kw in range(3):
             off = (kh // sh) * cols + kw // sw
             taps.append(g_t @ phases[(kh % sh, kw % sw)][off : off + n])
+    return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
+
+
+def _weight_grad_stride1(x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
+    """:func:`conv3_weight_grad` for stride 1, without padded copies: in the unpadded flattened pixels
+    (row length W) tap (kh, kw) is the shift (kh−1)·W + kw − 1. The GEMM runs over the output pixels whose
+    shifted row exists; those of its pixels whose shifted column falls off the row's edge (column 0 for
+    kw = 0, column W−1 for kw = 2) read the neighbouring row's edge pixel instead of the zero padding, and
+    that one-pixel-per-row term is subtracted with a small GEMM."""
+    b, c, h, w = x.shape
+    o = go.shape[1]
+    xf = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    gf = go.permute(0, 2, 3, 1).reshape(b, h * w, o)
+    taps = []
+    for kh in range(3):
+        lo, hi = max(0, 1 - kh) * w, min(h, h + 1 - kh) * w  # output rows whose row i + kh − 1 exists
+        for kw in range(3):
+            d = (kh - 1) * w + kw - 1
+            # the range's first (kw = 0) or last (kw = 2) pixel would index outside x: it is an edge pixel
+            a, z = lo + (kw == 0), hi - (kw == 2)
+            tap = None
+            for i in range(b):
+                t = gf[i, a:z].t() @ xf[i, a + d : z + d]
+                if kw != 1:  # the remaining edge pixels of the range, one per row
+                    first = lo + w if kw == 0 else lo + w - 1
+                    last = hi if kw == 0 else hi - 1
+                    t = t - gf[i, first:last:w].t() @ xf[i, first + d : last + d : w]
+                tap = t if tap is None else tap + t
+            taps.append(tap)
     return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
 
 
