@@ -48,22 +48,24 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(2):  # the second round can reuse what the first one freed
+for i in range(8):
     before = faults()
     x = torch.ones(64 * 2**20)  # 256 MiB, well over glibc's mmap threshold
     del x
-print(faults() - before)
+    print(faults() - before)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
 def test_keep_freed_memory_avoids_page_faults_on_reallocation():
-    def second_round_faults(mode: str) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", FAULTS_CHILD, mode], capture_output=True, text=True, check=True
-        )
-        return int(out.stdout.split()[-1])
+    def faults_per_round(mode: str) -> list[int]:
+        cmd = [sys.executable, "-c", FAULTS_CHILD, mode]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return [int(v) for v in out.split()]
 
-    default, kept = second_round_faults("default"), second_round_faults("keep")
-    assert default > 30_000  # 256 MiB in 4 KiB pages: mapped afresh and faulted in again
-    assert kept < default / 20
+    default, kept = faults_per_round("default"), faults_per_round("keep")
+    # by default every 256 MiB block is mapped afresh and faulted in again, 4 KiB at a time
+    assert min(default) > 30_000
+    # kept: once the heap has grown (a few rounds: glibc's aligned blocks fragment it at first), freed
+    # blocks are reused without faults
+    assert min(kept[1:]) < 1_000 and kept[-1] < 1_000
