@@ -27,6 +27,18 @@ def use_fast_conv(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
 
 
+def _gram(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``a^T b`` for tall ``a`` ``[P, O]`` and ``b`` ``[P, C]`` (rows contiguous). With few columns, MKL
+    runs such a product 15–20 % faster as a batch of ``chunk``-row products summed afterwards."""
+    p = a.shape[0]
+    n = p // chunk
+    if n < 4 or min(a.shape[1], b.shape[1]) > 128:
+        return a.t() @ b
+    m = n * chunk
+    out = torch.bmm(a[:m].view(n, chunk, -1).transpose(1, 2), b[:m].view(n, chunk, -1)).sum(0)
+    return out if m == p else out + a[m:].t() @ b[m:]
+
+
 def _phase(x: torch.Tensor, ph: int, pw: int, stride: tuple[int, int], rows: int, cols: int) -> torch.Tensor:
     """One stride phase of ``x`` ``[B, H, W, C]`` zero-padded by one on every side:
     ``out[b, i, j] = x_pad[b, s_h·i + ph, s_w·j + pw]``, ``[B, rows, cols, C]`` (zeros past ``x_pad``).
@@ -85,12 +97,11 @@ def conv3_weight_grad(x: torch.Tensor, go: torch.Tensor, stride: tuple[int, int]
     }
     g = _zero_extend(go.permute(0, 2, 3, 1), rows, cols).view(b * rows * cols, o)
     n = g.shape[0] - (dh + 1) * cols  # the last sample's spare rows hold only zeros of g: skip them
-    g_t = g[:n].t()
     taps = []
     for kh in range(3):
         for kw in range(3):
             off = (kh // sh) * cols + kw // sw
-            taps.append(g_t @ phases[(kh % sh, kw % sw)][off : off + n])
+            taps.append(_gram(g[:n], phases[(kh % sh, kw % sw)][off : off + n]))
     return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
 
 
@@ -113,7 +124,7 @@ def _weight_grad_stride1(x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
             a, z = lo + (kw == 0), hi - (kw == 2)
             tap = None
             for i in range(b):
-                t = gf[i, a:z].t() @ xf[i, a + d : z + d]
+                t = _gram(gf[i, a:z], xf[i, a + d : z + d])
                 if kw != 1:  # the remaining edge pixels of the range, one per row
                     first = lo + w if kw == 0 else lo + w - 1
                     last = hi if kw == 0 else hi - 1

@@ -13,8 +13,9 @@ Data parallel (``torchrun``): each rank draws its own crops and noise, runs G an
 minibatch-stddev groups stay inside a rank's batch), and the gradients are averaged with one all-reduce per
 network and step. The all-reduce is explicit rather than through DistributedDataParallel's hooks because
 a D step runs D three times (reals, fakes, the interpolates of the gradient penalty) and backpropagates
-through a double backward, which DDP's one-forward-one-backward bucketing does not support; the result is
-the same synchronous data parallelism. Only rank 0 writes logs, samples, checkpoints and the export.
+through the penalty's second-order gradient, which DDP's one-forward-one-backward bucketing does not
+support; the result is the same synchronous data parallelism. Only rank 0 writes logs, samples,
+checkpoints and the export.
 """
 
 from __future__ import annotations
