@@ -318,6 +318,19 @@ def main() -> None:
         "memory-mapped shards, against the clips per second training consumes.\n"
         "Goal for 95s at batch 1: ≤ 30 s per D step, ≤ 9 GiB peak, first-step overhead < 10 s (the original "
         "TensorFlow code: 39.3 s and 18.3 GiB per D step, ≈ 48 s per iteration, ~100 s tracing).\n"
+        "\nHow the 95 s D step went from 54.5 s to ≈ 30 s (each measured with this benchmark or the same "
+        "step in isolation, 2026-11-24): the penalty's gradient as an explicit input-gradient chain "
+        "instead of autograd's double backward (55 → 45 s); channels-last convs with a GEMM weight gradient "
+        "(`mp3net.model.conv`; oneDNN's channels-last weight gradient is 2–4× slower than NCHW's, and "
+        "channels-last alone was 17 % slower than NCHW) (45 → 38 s); a fused LeakyReLU adjoint, no NCHW "
+        "zero tensors from slicing, border-only zero fills (38 → 37 s); glibc malloc keeping freed memory "
+        "instead of unmapping every block over 32 MiB, each re-allocation page-faulting 4 KiB at a time "
+        "(→ 31 s; it costs peak RSS: 8.1 GiB instead of ≈ 6); the stride-1 weight gradient without padded "
+        "copies and thin products as batched chunks (→ 29.8 s). Tried and dropped: one D forward for "
+        "reals and fakes together (no gain), a row-batched strided weight gradient (2–4× slower than the "
+        "phase split), `OMP_WAIT_POLICY=active` and `MKL_DYNAMIC=false` (no gain). On this shared machine "
+        "the same 95 s step varies by about ±1 s between runs (30.8 and 30.9 s in the two runs before the "
+        "last change).\n"
     )
     body = head + "\n" + _table(results)
     print(body)
