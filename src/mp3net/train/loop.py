@@ -454,9 +454,8 @@ class Trainer:
         # D runs channels-last: oneDNN's fast layout, with mp3net.model.conv's weight gradient on CPU
         real_n = self.noise(real, generator=self.gen).contiguous(memory_format=torch.channels_last)
         fake_n = self.noise(fake, generator=self.gen).contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            loss, st = d_loss(self.D, real_n, fake_n, tc.gp_lambda, tc.drift, generator=self.gen)
-        loss.backward()
+        with self._autocast():  # backpropagated term by term inside: one graph alive at a time
+            loss, st = d_loss(self.D, real_n, fake_n, tc.gp_lambda, tc.drift, self.gen, backward=True)
         gn_d, ok_d = self._apply(self.opt_D, self.d_params, loss)
         stats.update(
             {
