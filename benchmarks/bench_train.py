@@ -325,12 +325,13 @@ def main() -> None:
         "channels-last alone was 17 % slower than NCHW) (45 → 38 s); a fused LeakyReLU adjoint, no NCHW "
         "zero tensors from slicing, border-only zero fills (38 → 37 s); glibc malloc keeping freed memory "
         "instead of unmapping every block over 32 MiB, each re-allocation page-faulting 4 KiB at a time "
-        "(→ 31 s; it costs peak RSS: 8.1 GiB instead of ≈ 6); the stride-1 weight gradient without padded "
-        "copies and thin products as batched chunks (→ 29.8 s). Tried and dropped: one D forward for "
+        "(→ 31 s; it raised the peak RSS to 8.1 GiB); the stride-1 weight gradient without padded "
+        "copies and thin products as batched chunks (→ 29.8 s); the critic loss backpropagated term by "
+        "term, one graph alive at a time (peak 8.1 → 6.0 GiB). Tried and dropped: one D forward for "
         "reals and fakes together (no gain), a row-batched strided weight gradient (2–4× slower than the "
         "phase split), `OMP_WAIT_POLICY=active` and `MKL_DYNAMIC=false` (no gain). On this shared machine "
         "the same 95 s step varies by about ±1 s between runs (30.8 and 30.9 s in the two runs before the "
-        "last change).\n"
+        "last GEMM change; 29.8, 29.8 and 29.2 s in the three after it).\n"
     )
     body = head + "\n" + _table(results)
     print(body)

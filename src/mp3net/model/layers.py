@@ -117,7 +117,8 @@ class SplitBands(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, widths):  # noqa: D102
-        fmt = torch.channels_last if use_fast_conv(x) else torch.contiguous_format
+        channels_last = x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         ctx.fmt, ctx.widths = fmt, widths
         return tuple(p.contiguous(memory_format=fmt) for p in x.split(widths, dim=-1))
 
