@@ -1,4 +1,5 @@
-"""3×3 convolutions that train fast on CPU (the discriminator's convs, and their adjoints).
+"""3×3 convolutions that train fast on CPU: D's and G's convs, G's transposed convs, and the adjoints in
+D's gradient-penalty chain.
 
 oneDNN on an AVX2 CPU is fastest in channels-last layout for a convolution and for its input gradient
 (1.2–2× over NCHW), but its channels-last weight gradient is 2–4× slower than NCHW's. These autograd

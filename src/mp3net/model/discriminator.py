@@ -176,14 +176,15 @@ class Discriminator(nn.Module):
         while b % group:
             group -= 1
         acts: list[torch.Tensor] = []
+        graph = torch.is_grad_enabled()  # whether the result must be differentiable in the weights
         # with groups of one the head is linear in the features up to its own (constant) mask: no graph needed
-        with torch.set_grad_enabled(torch.is_grad_enabled() and group > 1):
+        with torch.set_grad_enabled(graph and group > 1):
             h = self.features(x.detach(), acts)
         if not h.requires_grad:
             h = h.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad():  # ∂head/∂h by autograd, even when called without grad mode
             score = self.head(h)
-            (g,) = torch.autograd.grad(score.sum(), h, create_graph=torch.is_grad_enabled())
+            (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
         for i in reversed(range(len(self.blocks))):
             g = self.blocks[i].adjoint(g, acts[1 + 6 * i : 7 + 6 * i])
         g = conv_adjoint(self.from_in, lrelu_adjoint(g, acts[0], self.slope))
