@@ -87,6 +87,14 @@ class DiscriminatorBlock(nn.Module):
         return conv_adjoint(self.conv, lrelu_adjoint(conv_adjoint(self.down, g_y), a_conv, s))
 
 
+def mbstd_group_size(batch: int, group_size: int) -> int:
+    """The minibatch-stddev group in use: ``min(group_size, batch)`` reduced to a divisor of the batch."""
+    g = max(1, min(group_size, batch))
+    while batch % g:
+        g -= 1
+    return g
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
     """Grouped minibatch standard deviation (ProGAN), appended as one extra channel.
 
@@ -101,9 +109,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
         ``[B, C + 1, M, K]``.
     """
     b, c, m, k = x.shape
-    g = max(1, min(group_size, b))
-    while b % g:
-        g -= 1
+    g = mbstd_group_size(b, group_size)
     if g == 1:
         feat = x.new_zeros(b, 1, m, k)
     else:
@@ -171,10 +177,7 @@ class Discriminator(nn.Module):
         Returns:
             (score ``[B, 1]``, gradient ``[B, C, M, K]``); the score is detached.
         """
-        b = x.shape[0]
-        group = max(1, min(self.cfg.mbstd_group, b))
-        while b % group:
-            group -= 1
+        group = mbstd_group_size(x.shape[0], self.cfg.mbstd_group)
         acts: list[torch.Tensor] = []
         graph = torch.is_grad_enabled()  # whether the result must be differentiable in the weights
         # with groups of one the head is linear in the features up to its own (constant) mask: no graph needed
@@ -185,7 +188,7 @@ class Discriminator(nn.Module):
         with torch.enable_grad():  # ∂head/∂h by autograd, even when called without grad mode
             score = self.head(h)
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
-        for i in reversed(range(len(self.blocks))):
+        for i in reversed(range(len(self.blocks))):  # acts: the input layer's, then six per block
             g = self.blocks[i].adjoint(g, acts[1 + 6 * i : 7 + 6 * i])
         g = conv_adjoint(self.from_in, lrelu_adjoint(g, acts[0], self.slope))
         return score.detach(), g
