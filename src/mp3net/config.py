@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Architecture of generator and discriminator (SPEC §4).
+    """Architecture of generator and discriminator (docs/networks.md#channel-rule).
 
     The generator starts from ``[dense_channels, start_frames, start_bands]`` and each of the
     ``n_blocks`` blocks quadruples time and doubles the bands (adds an octave), so the output is
@@ -44,7 +44,7 @@ class ModelConfig:
     d_dense: int = 512
     mbstd_group: int = 4
     leaky_slope: float = 0.2
-    # psychoacoustic model (SPEC §2)
+    # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
 
@@ -86,7 +86,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """WGAN-GP training settings (SPEC §5). Defaults follow the original code."""
+    """WGAN-GP training settings (docs/training.md). Defaults follow the original code."""
 
     batch_size: int = 8
     lr: float = 1e-4

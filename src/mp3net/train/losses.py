@@ -1,4 +1,4 @@
-"""WGAN-GP losses with a drift term (SPEC §5, paper §3.2).
+"""WGAN-GP losses with a drift term (paper §3.2; docs/training.md#wgan-gp).
 
 D_loss = mean D(fake~) − mean D(real~) + λ·GP + ε·mean D(real~)²,   G_loss = −mean D(fake~),
 where ~ marks tensors after the psychoacoustic noise layer. Defaults follow the original code
