@@ -53,7 +53,7 @@ class ModelConfig:
     # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv), "resize" (nearest ×2, then
     # a 3×3 conv) or "kernel4" (4-tap transposed conv: the kernel divisible by the stride, no checkerboard)
     upsample: str = "transposed"
-    # psychoacoustic model (SPEC §2)
+    # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
 

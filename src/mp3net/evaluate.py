@@ -5,8 +5,8 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 
 * **Tonality** (paper eq. 13, the paper's figure-5 metric): the un-noised MDCT of the waveform with
   86 Hz bands (N = sample_rate / 172, the paper's band width), τ per frame and channel, averaged over
-  frames, channels and clips. The same tonality after the psychoacoustic noise layer (σ of SPEC §3, a
-  fixed noise seed) is reported beside it, again for both sides alike.
+  frames, channels and clips. The same tonality after the noise layer (docs/psychoacoustics.md#noise-layer,
+  its default σ, a fixed noise seed) is reported beside it, again for both sides alike.
 
 * **Fréchet audio-feature distance (FD)**: no embedding network can be downloaded here, so each
   clip is cut into half-overlapping windows of ``WINDOW_FRAMES`` MDCT frames (≈0.37 s) and each window

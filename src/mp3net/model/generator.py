@@ -1,4 +1,4 @@
-"""The MP3net generator (SPEC §4, paper §3.1 and figure 3).
+"""The MP3net generator (paper §3.1 and figure 3; docs/networks.md#generator).
 
 Each block quadruples the number of time frames M and adds an octave: the new top octave is made from the
 top half of the input bands by a transposed conv with stride 2 in time and frequency, the existing octaves are
@@ -110,7 +110,7 @@ class Generator(nn.Module):
         return lrelu_(h, self.slope)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        # the output layer and tanh run in float32 even under autocast (SPEC §4)
+        # the output layer and tanh run in float32 even under autocast (docs/networks.md#generator)
         dev = x.device.type
         if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
             with torch.autocast(dev, enabled=False):

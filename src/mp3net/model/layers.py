@@ -1,4 +1,4 @@
-"""Building blocks shared by generator and discriminator (SPEC §4).
+"""Building blocks shared by generator and discriminator (docs/networks.md#common-rules).
 
 Every convolution is 3×3 (or 1×1 for the octave-balancing and output layers), has a bias, Glorot-uniform
 weights and a zero bias; activations are LeakyReLU(0.2); there are no normalisation layers.

@@ -1,4 +1,4 @@
-"""The MP3net training loop (SPEC §5, paper §3.2 and §4.2).
+"""The MP3net training loop (paper §3.2 and §4.2; docs/training.md#the-iteration).
 
 One iteration = one discriminator step on a fresh batch of real clips; after every ``n_critic`` D steps a
 generator step follows. Both take fresh latents, and both reals and fakes pass the psychoacoustic noise layer
@@ -489,7 +489,7 @@ class Trainer:
             st.update(reg_st)
         stats = {"loss/d": float(st["d_loss"]), "grad_norm/d": gn}
         stats.update({_STAT_NAMES.get(k, k): float(v) for k, v in st.items() if k != "d_loss"})
-        # tonality of fakes and reals measured the same way: both before the noise layer (docs/training.md)
+        # tonality of fakes and reals measured the same way: both un-noised (docs/differences.md#logging-and-evaluation)
         with torch.no_grad():
             stats["tonality/fake"] = float(tonality(fake).mean())
             stats["tonality/real"] = float(tonality(real).mean())
