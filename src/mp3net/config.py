@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Architecture of generator and discriminator (SPEC §4).
+    """Architecture of generator and discriminator (docs/networks.md#channel-rule).
 
     The generator starts from ``[dense_channels, start_frames, start_bands]`` and each of the
     ``n_blocks`` blocks quadruples time and doubles the bands (adds an octave), so the output is

@@ -489,7 +489,7 @@ class Trainer:
             st.update(reg_st)
         stats = {"loss/d": float(st["d_loss"]), "grad_norm/d": gn}
         stats.update({_STAT_NAMES.get(k, k): float(v) for k, v in st.items() if k != "d_loss"})
-        # tonality of fakes and reals measured the same way: both un-noised (docs/differences.md#logging-and-evaluation)
+        # tonality of fakes and reals alike, un-noised (docs/differences.md#logging-and-evaluation)
         with torch.no_grad():
             stats["tonality/fake"] = float(tonality(fake).mean())
             stats["tonality/real"] = float(tonality(real).mean())
