@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mp3net import audio
-from mp3net.utils import MP3NetError, atomic_write_text
+from mp3net.utils import MP3NetError, atomic_write_text, derive_seed
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -406,10 +406,6 @@ class ClipDataset:
         return d
 
 
-def _batch_seed(seed: int, rank: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, rank, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class CropSampler:
     """Infinite batch sampler of clip indices for :class:`ClipDataset` (``DataLoader(batch_sampler=...)``).
 
@@ -430,7 +426,7 @@ class CropSampler:
     def batch(self, index: int) -> list[int]:
         import torch
 
-        g = torch.Generator().manual_seed(_batch_seed(self.seed, self.rank, index))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, index))
         return torch.randint(self.n_clips, (self.batch_size,), generator=g).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, tonality
+from mp3net.model import NoiseLayer
 
 
 def _single_thread(fn: Callable) -> Callable:
@@ -108,13 +109,15 @@ def mean_tonality(
 ) -> float:
     """Mean τ (eq. 13) over clips, frames and channels of un-noised (or, with ``noised``, noise-layered)
     MDCTs. Each clip is ``[C, T]``. Frames of digital silence are left out (their τ is undefined)."""
-    pm = PsychoacousticModel(sample_rate, analysis_bands(sample_rate)) if noised else None
+    noise = (
+        NoiseLayer(PsychoacousticModel(sample_rate, analysis_bands(sample_rate)), sigma) if noised else None
+    )
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for clip in clips:
         A = clip_mdct(clip, sample_rate)
-        if pm is not None:
-            A = pm.add_noise(A, sigma, generator=gen)
+        if noise is not None:
+            A = noise(A, generator=gen)
         tau = tonality(A)
         live = (A * A).sum(-1) > 0
         total += float(tau[live].sum())
