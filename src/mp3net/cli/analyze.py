@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: keeps `mp3net --help` fast (matplotlib, torch)
-    from mp3net import analysis
+    from mp3net import analysis, plots
     from mp3net.audio import audio_info, check_not_silent, load_audio
     from mp3net.synth import example_signal
     from mp3net.utils import MP3NetError
@@ -92,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"inaudible share:  {100 * an.inaudible_share:.1f} % of MDCT coefficients below the masking threshold"
     )
-    for path in analysis.write_figures(an, out_dir, name, title=name, frame=frame):
+    for path in plots.write_figures(an, out_dir, name, title=name, frame=frame):
         print(f"wrote {path}")
     return 0
