@@ -83,8 +83,8 @@ def load_pypi_mdct():
             scipy.real = np.real
         if not hasattr(np.lib, "pad"):
             np.lib.pad = np.pad
-        import mdct as pypi_mdct  # noqa: PLC0415
-        import stft.utils  # noqa: PLC0415
+        import mdct as pypi_mdct
+        import stft.utils
 
         # ... and indexes with a list instead of a tuple
         stft.utils.center_unpad = lambda data, n: data[n // 2 : -n // 2]

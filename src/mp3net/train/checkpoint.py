@@ -84,7 +84,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep_
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+    except Exception as e:  # a truncated or foreign file
         raise MP3NetError(
             f"cannot load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}"
         ) from None
