@@ -69,7 +69,7 @@ def analyze_signal(
         A=A,
         threshold=pm.threshold(A),
         tonality=pm.tonality(A),
-        quiet=torch.sqrt(pm.quiet @ pm.W_inv),
+        quiet=pm.absolute_threshold(),
         sample_rate=sample_rate,
         n_samples=T,
     )

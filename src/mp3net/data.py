@@ -162,7 +162,8 @@ class _ShardWriter:
     """Appends tracks to ``shard-XXXXX.i16.tmp``; ``close()`` fsyncs and renames it into place."""
 
     def __init__(self, root: Path, index: int) -> None:
-        self.index, self.frames, self.tracks = index, 0, []
+        self.index, self.frames = index, 0
+        self.tracks: list[dict[str, Any]] = []
         self.path = root / _shard_name(index)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.f = open(self.tmp, "wb")  # closed in close()/abort()

@@ -136,6 +136,8 @@ def test_absolute_threshold_at_band_midpoints(pm: PsychoacousticModel) -> None:
     thr = pm.threshold(torch.zeros(3, N, dtype=torch.float64))
     expected = torch.sqrt(pm._f64["quiet"] @ pm._f64["W_inv"])
     assert torch.allclose(thr, expected.expand_as(thr), rtol=1e-12)
+    assert torch.allclose(pm.absolute_threshold(torch.float64), expected, rtol=1e-12)
+    assert torch.allclose(pm.absolute_threshold(), expected.float(), rtol=1e-6)
     # around 3-4 kHz the ear is most sensitive: the lowest quiet threshold lies there
     f_min = pm.f_mid[pm.quiet.argmin()].item()
     assert 2500 < f_min < 5000

@@ -9,6 +9,7 @@ differentiable, and computed in float32 (or float64 when given float64).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -117,6 +118,12 @@ class PsychoacousticModel(nn.Module):
         if x.dtype == torch.float64:
             return {k: v.to(x.device) for k, v in self._f64.items()}
         return {k: getattr(self, k) for k in self._f64}
+
+    def absolute_threshold(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``[N]`` amplitudes of the absolute threshold of hearing spread over the bins (eq. 9): the
+        masking threshold of silence."""
+        buf = self._buffers_like(torch.empty(0, dtype=dtype, device=cast(torch.Tensor, self.quiet).device))
+        return torch.sqrt(buf["quiet"] @ buf["W_inv"])
 
     def band_intensity(self, A: torch.Tensor) -> torch.Tensor:
         """``[..., F, N]`` amplitudes → ``[..., F, n_bark]`` Bark-band intensities Σ_i W[i, j]·A_i²."""

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ class RunLogger:
 
     def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
-        self.tb = None
+        self.tb: Any = None  # a torch.utils.tensorboard.SummaryWriter while enabled and open
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
