@@ -1,5 +1,5 @@
-"""Psychoacoustic model of SPEC §2 (paper §2.2, eq. 8-13); the noise layer built on it (SPEC §3) is
-:class:`mp3net.model.NoiseLayer`.
+"""Psychoacoustic model (paper §2.2, eq. 8-13): docs/psychoacoustics.md. The noise layer built on it
+is :class:`mp3net.model.NoiseLayer`.
 
 Amplitudes are calibrated so that |A| = 1 is 120 dB; intensities are A². All functions are
 vectorised over any leading dimensions ``[..., F, N]`` (batch, channels, frames) with no Python loops,
@@ -45,7 +45,7 @@ def spreading_db(dz: torch.Tensor) -> torch.Tensor:
 
 
 def tonality(A: torch.Tensor) -> torch.Tensor:
-    """Tonality τ per frame from the spectral flatness of the intensities (paper eq. 13, SPEC §2).
+    """Tonality τ per frame: flatness of the intensities (paper eq. 13; docs/psychoacoustics.md#tonality).
 
     Args:
         A: ``[..., F, N]`` MDCT amplitudes.
@@ -64,7 +64,7 @@ def _tonality_from_means(log_geo: torch.Tensor, arith: torch.Tensor) -> torch.Te
 
 
 class PsychoacousticModel(nn.Module):
-    """Masking threshold of MDCT amplitudes (SPEC §2).
+    """Masking threshold of MDCT amplitudes (paper eq. 8-12; docs/psychoacoustics.md).
 
     The bin↔Bark-band matrices, absolute threshold and spreading matrix are buffers, so the model
     moves with ``.to(device)``.
