@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +25,8 @@ import soxr
 import torch
 
 from mp3net.utils import MP3NetError, atomic_write, first_line
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 PEAK = 0.999  # per-track peak after normalisation (docs/training.md#data)
 SILENCE_DB = -80.0  # a signal whose peak is below -80 dBFS counts as silent
@@ -154,7 +157,7 @@ def check_not_silent(
         raise MP3NetError(f"{name} is silent ({shown}, below {threshold_db:g} dBFS)")
 
 
-def peak_normalize(x: np.ndarray | torch.Tensor, peak: float = PEAK) -> np.ndarray | torch.Tensor:
+def peak_normalize(x: ArrayT, peak: float = PEAK) -> ArrayT:
     """``x · peak / max|x|`` with the maximum over all channels, stereo image kept (docs/training.md#data).
 
     Returns the same type as given. Raises MP3NetError for silent input (nothing to normalise).
@@ -162,8 +165,8 @@ def peak_normalize(x: np.ndarray | torch.Tensor, peak: float = PEAK) -> np.ndarr
     check_not_silent(x)
     if isinstance(x, torch.Tensor):
         return x * (peak / x.abs().max())
-    x = np.asarray(x)
-    return (x * (peak / np.abs(x).max())).astype(x.dtype, copy=False)
+    a = np.asarray(x)
+    return (a * (peak / np.abs(a).max())).astype(a.dtype, copy=False)
 
 
 def load_audio(

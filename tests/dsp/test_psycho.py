@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, tonality
+from mp3net.dsp.psycho import EPS
+from mp3net.synth import random_music
 
 SR, N = 22016, 128
 
@@ -72,14 +74,11 @@ def tone(f: float, seconds: float = 0.5, amp: float = 0.5, sr: int = SR) -> torc
 
 
 def music_like(seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+    """Piano chords from :func:`mp3net.synth.random_music` (left channel) plus a little noise, float64
+    ``[T]`` with T a multiple of N, peak 0.8."""
     T = int(seconds * SR) // N * N
-    t = torch.arange(T, dtype=torch.float64) / SR
-    x = torch.zeros(T, dtype=torch.float64)
-    for f0 in (220.0 * 2 ** (torch.rand(3, generator=g, dtype=torch.float64) * 2)).tolist():
-        for h in range(1, 8):
-            x += torch.sin(2 * math.pi * h * f0 * t) * math.exp(-0.4 * h) * torch.exp(-2 * t)
-    x += 0.02 * torch.randn(T, generator=g, dtype=torch.float64)
+    x = torch.from_numpy(random_music(seconds + 0.01, seed=seed, sample_rate=SR)[0, :T]).double()
+    x += 0.003 * torch.randn(T, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return 0.8 * x / x.abs().max()
 
 
@@ -138,6 +137,8 @@ def test_absolute_threshold_at_band_midpoints(pm: PsychoacousticModel) -> None:
     thr = pm.threshold(torch.zeros(3, N, dtype=torch.float64))
     expected = torch.sqrt(pm._f64["quiet"] @ pm._f64["W_inv"])
     assert torch.allclose(thr, expected.expand_as(thr), rtol=1e-12)
+    assert torch.allclose(pm.absolute_threshold(torch.float64), expected, rtol=1e-12)
+    assert torch.allclose(pm.absolute_threshold(), expected.float(), rtol=1e-6)
     # around 3-4 kHz the ear is most sensitive: the lowest quiet threshold lies there
     f_min = pm.f_mid[pm.quiet.argmin()].item()
     assert 2500 < f_min < 5000
@@ -235,9 +236,10 @@ def test_threshold_positive_and_finite(pm: PsychoacousticModel, case: str) -> No
 def test_threshold_scales_with_level(pm: PsychoacousticModel) -> None:
     """Far above the absolute threshold, masking is homogeneous: doubling A doubles thr (eq. 10 is
     1-homogeneous in intensity), a direct check on the α-superposition exponents."""
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(7)
     x = 0.5 * music_like(0.3) + 0.05 * torch.randn(int(0.3 * SR) // N * N, generator=g, dtype=torch.float64)
     A = 4 * mdct(x, N)[1:-1]
+    assert (A * A).min() > 100 * EPS  # no coefficient at the intensity floor, where homogeneity ends
     thr1, thr2 = pm.threshold(A), pm.threshold(2 * A)
     assert (thr1 > 10 * torch.sqrt(pm._f64["quiet"] @ pm._f64["W_inv"])).all()  # masking everywhere
     assert torch.allclose(thr2, 2 * thr1, rtol=1e-9)
@@ -256,29 +258,12 @@ def test_batched_equals_per_item(pm: PsychoacousticModel) -> None:
     assert torch.allclose(pm.band_intensity(A).sum(-1), (A**2).sum(-1), rtol=1e-10)  # W rows sum to 1
 
 
-def test_add_noise(pm: PsychoacousticModel) -> None:
-    A = mdct(music_like(0.5), N).float()
-    thr = pm.threshold(A)
-    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    y1 = pm.add_noise(A, sigma=1 / 6, generator=g1)
-    y2 = pm.add_noise(A, sigma=1 / 6, generator=g2)
-    assert torch.equal(y1, y2)  # same generator seed, same noise
-    z = (y1 - A) / thr
-    assert abs(z.std().item() - 1 / 6) < 0.01
-    assert abs(z.mean().item()) < 0.01
-    y3 = pm.add_noise(A, sigma=0.5, generator=torch.Generator().manual_seed(7), threshold=thr)
-    assert torch.allclose((y3 - A), 3 * (y1 - A), atol=1e-6)
-
-
 def test_gradients_flow_through_threshold(pm: PsychoacousticModel) -> None:
     g = torch.Generator().manual_seed(3)
     A = (0.1 * torch.randn(2, 3, 16, generator=g, dtype=torch.float64)).requires_grad_()
     small = PsychoacousticModel(SR, 16)
     assert torch.autograd.gradcheck(small.threshold, (A,))
     assert torch.autograd.gradcheck(small.tonality, (A,))
-    B = mdct(music_like(0.1), N).float().requires_grad_()
-    pm.add_noise(B, generator=torch.Generator().manual_seed(0)).sum().backward()
-    assert B.grad is not None and torch.isfinite(B.grad).all() and B.grad.abs().sum() > 0
 
 
 def test_inaudible_share(pm: PsychoacousticModel) -> None:

@@ -42,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mp3net {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"mp3net.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"mp3net.cli.{name}":
-                continue  # command not built into this version
-            raise
+        module = importlib.import_module(f"mp3net.cli.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.register(p)
     return parser

@@ -20,6 +20,7 @@ leading dimensions and device-agnostic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -142,7 +143,7 @@ def _imdct_chunk(Ab: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Te
 
 
 class _Workspace:
-    """Named scratch buffers reused across chunks, so that the no-grad path allocates (and page-faults)
+    """Named scratch buffers reused across chunks, so that the no-grad inverse allocates (and page-faults)
     its intermediates once per call instead of once per chunk."""
 
     def __init__(self, like: torch.Tensor) -> None:
@@ -158,29 +159,7 @@ class _Workspace:
         return buf[:numel].view(shape)
 
 
-def _mdct_chunk_nograd(
-    xb: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
-) -> None:
-    """:func:`_mdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
-    ce, co, pre, post = tables[:4]
-    B, nb, N = xb.shape
-    n, h, q = nb - 1, N // 2, N // 4
-    pairs = xb.reshape(B, nb, h, 2)  # [..., 0] even samples, [..., 1] odd samples
-    zy = ws.get("zy", (B, nb, 2, h))
-    torch.mul(ce, pairs[..., 0].unsqueeze(2), out=zy)
-    zy.addcmul_(co, pairs[..., 1].flip(-1).unsqueeze(2))
-    re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + n * h].view(B, n, h)
-    y = zy[:, :, 1]
-    im = ws.get("im", (B, n, h))
-    torch.cat([y[:, 1:, q:], y[:, :-1, :q]], dim=-1, out=im)
-    t = ws.get("t", (B, n, h), complex_=True)
-    torch.complex(re, im, out=t).mul_(pre)
-    c = ws.get("c", (B, n, h), complex_=True)
-    torch.fft.ifft(t, norm="forward", out=c).mul_(post)
-    torch.complex(c.real, c.flip(-1).imag, out=torch.view_as_complex(out.view(B, n, h, 2)))
-
-
-def _imdct_chunk_nograd(
+def _imdct_chunk_into(
     Ab: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
 ) -> None:
     """:func:`_imdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
@@ -199,13 +178,23 @@ def _imdct_chunk_nograd(
     torch.mul(unfold[2], v[:, 1:, :h], out=second).addcmul_(unfold[3], vr[:, :-1, :h])
 
 
-def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks;
-    without autograd, ``fn_nograd`` writes straight into the output with reused scratch buffers."""
+def _chunked(
+    fn: Callable[[torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+    rows: torch.Tensor,
+    n_out: int,
+    tables: tuple[torch.Tensor, ...],
+    fn_into: Callable[..., None] | None = None,
+) -> torch.Tensor:
+    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks.
+
+    Without autograd, ``fn_into`` (if given) writes straight into the output with reused scratch buffers.
+    Only the inverse has one: for the forward, a second kernel did not pay for itself (benchmarks/README.md,
+    "MDCT no-grad kernels").
+    """
     B, _, N = rows.shape
     # each intra-op thread works on its share of a chunk, so the chunk grows with the thread count
     step = max(1, _CHUNK * torch.get_num_threads() // max(1, B * N))
-    if torch.is_grad_enabled() and rows.requires_grad:
+    if fn_into is None or (torch.is_grad_enabled() and rows.requires_grad):
         if step >= n_out:
             return fn(_padded_rows(rows, 0, n_out + 1), tables)
         out = rows.new_empty(B, n_out, N)
@@ -217,7 +206,7 @@ def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.
     ws = _Workspace(rows)
     for s in range(0, n_out, step):
         e = min(n_out, s + step)
-        fn_nograd(_padded_rows(rows, s, e + 1), tables, ws, out[:, s:e])
+        fn_into(_padded_rows(rows, s, e + 1), tables, ws, out[:, s:e])
     return out
 
 
@@ -279,11 +268,7 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
         return x.new_zeros(*lead, M + 1, N)
     if N % 4 == 0:
         out = _chunked(
-            _mdct_chunk,
-            _mdct_chunk_nograd,
-            x.reshape(math.prod(lead), M, N),
-            M + 1,
-            _fast_tables(N, x.dtype, x.device),
+            _mdct_chunk, x.reshape(math.prod(lead), M, N), M + 1, _fast_tables(N, x.dtype, x.device)
         )
         return out.reshape(*lead, M + 1, N)
     return _mdct_fft2n(x.reshape(math.prod(lead), T), N).reshape(*lead, M + 1, N)
@@ -310,10 +295,10 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
     elif N % 4 == 0:
         out = _chunked(
             _imdct_chunk,
-            _imdct_chunk_nograd,
             A.reshape(math.prod(lead), F, N),
             F + 1,
             _fast_tables(N, A.dtype, A.device),
+            fn_into=_imdct_chunk_into,
         )
     else:
         out = _imdct_fft2n(A.reshape(math.prod(lead), F, N))
