@@ -52,7 +52,17 @@ def server(tmp_path):
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mp3net", "serve", "pretrained", "--port", str(port), "--out", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-m",
+            "mp3net",
+            "serve",
+            "pretrained",
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path / "out"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -108,6 +118,15 @@ def test_generate_play_download_in_chromium(server, tmp_path):
             info = sf.info(str(path))
             assert (info.samplerate, info.channels, info.frames, info.format) == (SR, 2, 4 * SR, "FLAC")
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+            # interpolation: K tracks, played one after the other from the first
+            page.fill("#duration", "")
+            page.fill("#steps", "3")
+            page.click("#interpolate")
+            page.wait_for_selector("#sequence:not([hidden])", timeout=60_000)
+            assert page.locator(".track audio").count() == 3
+            page.wait_for_function("document.querySelector('.track').classList.contains('playing')")
+            assert "3 steps from seed 0 to seed 1" in page.inner_text("#sequence-text")
 
             # a bad request shows its message on the page, and the page stays usable
             page.fill("#duration", "-2")
