@@ -252,30 +252,71 @@ def test_foreign_host_names_are_refused(client):
     assert client.request("GET", "/", headers={"Host": "localhost:1234"})[0] == 200
 
 
-def test_jobs_of_a_model_run_one_at_a_time_while_the_api_answers(client, monkeypatch):
-    running, peak, lock = [0], [0], threading.Lock()
-    real = gen.generate
+def _slow_generate(monkeypatch, seconds: float, calls: list | None = None):
+    """Make every forward pass take ``seconds`` longer (counting how many run at once in ``calls``)."""
+    real, lock = gen.generate, threading.Lock()
+    running = [0]
 
-    def counted(*a, **kw):
+    def slow(*a, **kw):
         with lock:
             running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.2)
+            if calls is not None:
+                calls.append(running[0])
         try:
+            time.sleep(seconds)
             return real(*a, **kw)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(jobs_mod.gen, "generate", counted)
+    monkeypatch.setattr(jobs_mod.gen, "generate", slow)
+
+
+def _wait_done(c: Client, job_id: str) -> dict:
+    while (job := c.json("GET", f"/api/jobs/{job_id}")[1])["status"] not in ("done", "error"):
+        time.sleep(0.02)
+    return job
+
+
+def test_jobs_of_a_model_run_one_at_a_time_while_the_api_answers(client, monkeypatch):
+    calls: list[int] = []
+    _slow_generate(monkeypatch, 0.5, calls)
     ids = [client.json("POST", "/api/jobs", {"model": "pretrained", "seed": s})[1]["id"] for s in range(3)]
+    time.sleep(0.1)
     t0 = time.monotonic()
     assert client.json("GET", "/api/models")[0] == 200
-    assert time.monotonic() - t0 < 0.15  # answered while the worker is busy
-    for i in ids:
-        while client.json("GET", f"/api/jobs/{i}")[1]["status"] not in ("done", "error"):
-            time.sleep(0.02)
-    assert peak[0] == 1
+    states = [client.json("GET", f"/api/jobs/{i}")[1]["status"] for i in ids]
+    assert time.monotonic() - t0 < 0.4  # answered while the worker is busy
+    assert states == ["running", "queued", "queued"]
+    assert all(_wait_done(client, i)["status"] == "done" for i in ids)
+    assert calls == [1, 1, 1]
+
+
+def test_a_long_track_reports_progress_while_it_runs(client, monkeypatch):
+    _slow_generate(monkeypatch, 1.5)
+    slot = client.app.slots["pretrained"]
+    monkeypatch.setattr(slot, "seconds_per_sample", 2.0 / (30 * SR))  # the estimate: 2 s for 30 s
+    job = client.json("POST", "/api/jobs", {"model": "pretrained", "seed": 0, "duration": 30})[1]
+    seen = []
+    while job["status"] != "done":
+        time.sleep(0.05)
+        job = client.json("GET", f"/api/jobs/{job['id']}")[1]
+        seen.append(job["progress"])
+    assert any(0.2 < p < 0.95 for p in seen), seen
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_a_full_queue_is_refused(client, monkeypatch):
+    monkeypatch.setattr(jobs_mod, "MAX_QUEUED", 2)
+    _slow_generate(monkeypatch, 0.3)
+    ids = [client.json("POST", "/api/jobs", {"model": "pretrained", "seed": 0})[1]["id"]]
+    while client.json("GET", f"/api/jobs/{ids[0]}")[1]["status"] == "queued":
+        time.sleep(0.01)
+    ids += [client.json("POST", "/api/jobs", {"model": "pretrained", "seed": s})[1]["id"] for s in (1, 2)]
+    status, data = client.json("POST", "/api/jobs", {"model": "pretrained", "seed": 9})
+    assert status == 400 and "2 jobs are already waiting" in data["error"]
+    assert all(_wait_done(client, i)["status"] == "done" for i in ids)
+    assert client.run({"model": "pretrained", "seed": 9})["status"] == "done"
 
 
 def _export(run: Path, G, step: int) -> None:

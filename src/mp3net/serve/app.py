@@ -126,7 +126,11 @@ class App:
             raise BadRequest(f"model {slot.id} is not loaded yet: {slot.error or 'waiting for an export'}")
         samples = check_resources(req, slot, self.out_dir)
         job = self.jobs.new(req, samples)
-        self.workers[req.model].submit(job)
+        try:
+            self.workers[req.model].submit(job)
+        except BadRequest:
+            self.jobs.discard(job.id)
+            raise
         return job
 
     def job(self, job_id: str) -> Job:

@@ -35,6 +35,7 @@ KINDS = ("generate", "grid", "interpolate")
 FORMATS = ("wav", "flac", "ogg")
 MAX_SEED = 2**31 - 1
 MAX_TRACKS = 64  # per grid / interpolation
+MAX_QUEUED = 16  # jobs waiting for one model's worker
 MEMORY_FACTOR = 8  # peak bytes while generating ≈ 8 × the float32 audio (measured ≈ 3.6×, doubled)
 MEMORY_SHARE = 0.5  # a job may plan to use at most this share of the available memory
 DISK_RESERVE = 256 * 2**20  # bytes of free disk left untouched after a job's files
@@ -55,18 +56,22 @@ class Request:
     steps: int
     duration: float | None
     truncation: float | None
-    precision: str | None
+    precision: str
 
     @property
     def n_tracks(self) -> int:
         return self.steps if self.kind == "interpolate" else len(self.seeds)
 
 
+def _api_has_precision() -> bool:
+    return all("precision" in inspect.signature(f).parameters for f in (gen.generate, gen.interpolate))
+
+
 def supported_precisions() -> list[str]:
-    """Precisions ``mp3net.generate.generate`` accepts (``fp32`` only unless it has ``precision=``)."""
-    if "precision" not in inspect.signature(gen.generate).parameters:
+    """Precisions the generation API accepts: ``fp32`` only until ``generate()`` has ``precision=``."""
+    if not _api_has_precision():
         return ["fp32"]
-    return ["fp32", "bf16", "auto"]
+    return list(getattr(gen, "PRECISIONS", ("fp32", "bf16", "auto")))
 
 
 def _number(body: dict, key: str, kind: type, default: Any = None) -> Any:
@@ -134,9 +139,7 @@ def parse_request(body: Any, models: dict[str, ModelSlot]) -> Request:
     else:
         seeds = (_seed(body, "seed_a"), _seed(body, "seed_b"))
         steps = _count(body, "steps", 8, 2)
-    return Request(
-        model, kind, seeds, steps, duration, truncation, None if precision == "fp32" else precision
-    )
+    return Request(model, kind, seeds, steps, duration, truncation, precision)
 
 
 def available_memory() -> int:
@@ -213,9 +216,14 @@ class Job:
     pass_started: float | None = None
     model_version: int = 0
     model_step: int | None = None
+    _shown: float = 0.0  # progress never goes back, whatever the estimates say
 
     def progress(self) -> float:
-        """0…1: tracks done, plus the estimated share of the forward pass in flight."""
+        """0…1: tracks done, plus the estimated share of the forward pass in flight; never decreases."""
+        self._shown = max(self._shown, self._estimate())
+        return self._shown
+
+    def _estimate(self) -> float:
         if self.status == "done":
             return 1.0
         total = self.request.n_tracks
@@ -236,7 +244,7 @@ class Job:
             "steps": r.steps,
             "duration": r.duration,
             "truncation": r.truncation,
-            "precision": r.precision or "fp32",
+            "precision": r.precision,
             "status": self.status,
             "error": self.error,
             "progress": round(self.progress(), 4),
@@ -280,6 +288,12 @@ class JobStore:
             self._evict()
         return job
 
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is not None:
+            shutil.rmtree(job.folder, ignore_errors=True)
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
@@ -298,12 +312,22 @@ class Worker(threading.Thread):
         super().__init__(name=f"mp3net-serve-{slot.id}", daemon=True)
         self.slot, self.batch_size = slot, batch_size
         self.queue: queue.Queue[Job | str | None] = queue.Queue()
+        self._reload_pending = threading.Event()
+        self._waiting = 0  # jobs submitted and not started
+        self._lock = threading.Lock()
 
     def submit(self, job: Job) -> None:
+        """Queue a job; raises :class:`BadRequest` when ``MAX_QUEUED`` jobs already wait."""
+        with self._lock:
+            if self._waiting >= MAX_QUEUED:
+                raise BadRequest(f"{MAX_QUEUED} jobs are already waiting for {self.slot.id}: try again soon")
+            self._waiting += 1
         self.queue.put(job)
 
     def request_reload(self) -> None:
-        self.queue.put("reload")
+        if not self._reload_pending.is_set():
+            self._reload_pending.set()
+            self.queue.put("reload")
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -311,9 +335,12 @@ class Worker(threading.Thread):
     def run(self) -> None:
         while (item := self.queue.get()) is not None:
             if item == "reload":
+                self._reload_pending.clear()
                 if self.slot.changed_on_disk():
                     self.slot.load()
             else:
+                with self._lock:
+                    self._waiting -= 1
                 self._run_job(item)
 
     def _run_job(self, job: Job) -> None:
@@ -340,14 +367,15 @@ class Worker(threading.Thread):
 
 
 def _precision_kw(req: Request) -> dict[str, Any]:
-    return {"precision": req.precision} if req.precision else {}
+    return {"precision": req.precision} if _api_has_precision() else {}
 
 
 def generate_tracks(job: Job, slot: ModelSlot, batch_size: int = 1) -> None:
     """Run a job's forward passes and write its tracks (appended to ``job.tracks`` as they are done)."""
-    req, G, sr = job.request, slot.G, slot.G.cfg.sample_rate
-    duration = job.samples / sr if req.duration is not None else None
-    common = dict(duration=duration, truncation=req.truncation, batch_size=batch_size, **_precision_kw(req))
+    req, G = job.request, slot.G
+    common = dict(
+        duration=req.duration, truncation=req.truncation, batch_size=batch_size, **_precision_kw(req)
+    )
     if req.kind == "interpolate":
         a, b = req.seeds
         _start_pass(job, slot, req.steps)

@@ -55,6 +55,13 @@ def _export_step(folder: Path) -> int | None:
         return None
 
 
+def _seconds_per_sample(G) -> float:
+    """Generation speed of one training clip (which also warms the kernels up), for progress estimates."""
+    t0 = time.perf_counter()
+    gen.generate(G, [0])
+    return (time.perf_counter() - t0) / G.cfg.clip_samples
+
+
 def _slug(text: str, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
     name, i = base, 2
@@ -128,6 +135,7 @@ class ModelSlot:
         self.G = None
         self.status, self.error, self.step, self.version = "waiting", "", None, 0
         self.loaded_at: float | None = None
+        self.parameters = 0
         self.seconds_per_sample: float | None = None  # measured generation speed, for progress estimates
         self.loaded_signature: tuple | None = None
 
@@ -149,17 +157,23 @@ class ModelSlot:
             if self.G is None:
                 self.status = "waiting" if self.is_run else "error"
             return
+        self.seconds_per_sample = _seconds_per_sample(G)
+        self.parameters = sum(p.numel() for p in G.parameters())
+        self.step = self._step()
         self.G, self.loaded_signature, self.error, self.status = G, sig, "", "ready"
         self.version += 1
         self.loaded_at = time.time()
-        export = self.path / "export" if self.path is not None and (self.path / "export").is_dir() else None
-        self.step = _export_step(export or self.path) if self.path is not None else None
-        self._measure_speed()
 
-    def _measure_speed(self) -> None:
-        t0 = time.perf_counter()
-        gen.generate(self.G, [0])  # one clip: warms the kernels up and gives the speed
-        self.seconds_per_sample = (time.perf_counter() - t0) / self.G.cfg.clip_samples
+    def _step(self) -> int | None:
+        """The training step of the weights just loaded: the export's, else the newest checkpoint's."""
+        if self.path is None:
+            return None
+        if (self.path / "export" / "model.safetensors").exists():
+            return _export_step(self.path / "export")
+        if (self.path / "model.safetensors").exists():
+            return _export_step(self.path)
+        ckpt = _newest_checkpoint(self.path)
+        return int(ckpt[5:-3]) if ckpt else None
 
     def changed_on_disk(self) -> bool:
         return self.watched and self.signature() != self.loaded_signature
@@ -183,7 +197,7 @@ class ModelSlot:
                 sample_rate=m.sample_rate,
                 channels=m.channels,
                 clip_seconds=m.clip_seconds,
-                parameters=sum(p.numel() for p in self.G.parameters()),
+                parameters=self.parameters,
             )
         return d
 
