@@ -386,3 +386,24 @@ def test_a_broken_export_is_an_error_at_start(tmp_path):
 def test_unknown_model_name_is_an_error_before_serving():
     with pytest.raises(MP3NetError, match="not found"):
         App(["no-such-model"])
+
+
+def test_precision_is_offered_and_passed_on_once_the_api_has_it(client, monkeypatch):
+    assert client.json("GET", "/api/models")[1]["precisions"] == ["fp32"]  # today's API
+    got = []
+    real_generate, real_interpolate = gen.generate, gen.interpolate
+
+    def generate(model, seeds, duration=None, truncation=None, batch_size=1, precision="auto"):
+        got.append(precision)
+        return real_generate(model, seeds, duration, truncation, batch_size)
+
+    def interpolate(model, a, b, steps, duration=None, truncation=None, batch_size=1, precision="auto"):
+        got.append(precision)
+        return real_interpolate(model, a, b, steps, duration, truncation, batch_size)
+
+    monkeypatch.setattr(gen, "generate", generate)
+    monkeypatch.setattr(gen, "interpolate", interpolate)
+    assert client.json("GET", "/api/models")[1]["precisions"] == ["fp32", "bf16", "auto"]
+    assert client.run({"model": "pretrained", "seed": 1, "precision": "bf16"})["precision"] == "bf16"
+    client.run({"model": "pretrained", "kind": "interpolate", "steps": 2})
+    assert got == ["bf16", "fp32"]  # fp32 is asked for explicitly, not left to the API's default

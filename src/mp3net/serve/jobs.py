@@ -414,15 +414,44 @@ def _add_track(job: Job, x, sr: int, label: str, seed: int | None) -> None:
     job.tracks.append(Track(i, label, seed, x.shape[-1], sr, x.shape[0], {"wav": wav, "png": png}))
 
 
-def write_spectrogram(path: Path, x, sr: int, title: str) -> Path:
-    """A compact log-magnitude spectrogram PNG of ``[C, T]`` audio (the one training samples use)."""
-    import matplotlib.pyplot as plt
+SPEC_FFT = 512
+SPEC_MAX_FRAMES = 4000  # image columns: bounds time and memory for hour-long tracks
 
-    from mp3net.train.logging import spectrogram_figure
+
+def write_spectrogram(path: Path, x, sr: int, title: str) -> Path:
+    """A compact log-magnitude spectrogram PNG of the channel mean of ``[C, T]`` audio.
+
+    The hop grows with the length (at least ``SPEC_FFT/4``) so that any track gives at most
+    ``SPEC_MAX_FRAMES`` STFT frames: a 10-minute track costs what a 1-minute one does.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
     from mp3net.utils import atomic_write_bytes
 
-    fig = spectrogram_figure(x, sr, title)
+    mono = torch.as_tensor(x).float().mean(0)
+    hop = max(SPEC_FFT // 4, math.ceil(mono.numel() / SPEC_MAX_FRAMES))
+    S = torch.stft(mono, SPEC_FFT, hop_length=hop, window=torch.hann_window(SPEC_FFT), return_complex=True)
+    db = 20 * torch.log10(S.abs() + 1e-6)
+    top = float(db.max())
+    fig, ax = plt.subplots(figsize=(8, 3))
     try:
+        ax.imshow(
+            db.numpy(),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - 90,
+            vmax=top,
+            extent=(0, mono.numel() / sr, 0, sr / 2000),
+        )
+        ax.set_xlabel("s")
+        ax.set_ylabel("kHz")
+        ax.set_title(title)
+        fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
         return atomic_write_bytes(path, buf.getvalue())
