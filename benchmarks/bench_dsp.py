@@ -1,7 +1,8 @@
 """Throughput of the signal core on a 95 s stereo track: MDCT, inverse MDCT, masking threshold, noise layer.
 
 Compares, in float32 on the CPU with 1 and 2 torch threads:
-  - mp3net: the fold + N/2-point complex FFT DCT-IV (``mp3net.dsp``), the threshold of SPEC §2;
+  - mp3net: the fold + N/2-point complex FFT DCT-IV (``mp3net.dsp``), the threshold
+    (docs/psychoacoustics.md);
   - the 2N-point complex FFT formulation (mp3net's first version, still used for N ≡ 2 mod 4);
   - a direct matrix implementation (frames @ [2N, N] cosine matrix, one GEMM);
   - the PyPI package ``mdct`` (numpy/scipy, float64, 256-sample frames) if it is installed; it is not a
@@ -193,7 +194,8 @@ def render(rows: list[str], notes: list[str], threads: list[int], rounds: int) -
         f"Input: 2 × {M_IN}·{N} samples float32 (stereo, {M_IN * N / SR:.1f} s at {SR} Hz) → "
         f"[2, {M_IN + 1}, {N}] MDCT amplitudes. Cells: median wall-clock ms (median process CPU ms, summed "
         "over threads; less sensitive to other processes than wall time); ×RT = seconds of audio per second "
-        "of wall time. noise = threshold + thr·N(0, σ²) (SPEC §3). Goal: MDCT + IMDCT + threshold < 100 ms.",
+        "of wall time. noise = threshold + thr·N(0, σ²) (docs/psychoacoustics.md#noise-layer). Goal: MDCT + "
+        "IMDCT + threshold < 100 ms.",
         "",
         "| threads | implementation | MDCT ms | MDCT ×RT | IMDCT ms | IMDCT ×RT | threshold ms "
         "| threshold ×RT | noise ms | MDCT+IMDCT+thr ms |",

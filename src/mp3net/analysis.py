@@ -22,9 +22,9 @@ import torch  # noqa: E402
 from mp3net.dsp import PsychoacousticModel, mdct  # noqa: E402
 from mp3net.utils import atomic_write  # noqa: E402
 
-SAMPLE_RATE = 22016  # SPEC §1: 128 bands × 172 blocks/s
+SAMPLE_RATE = 22016  # docs/mdct.md#parameters: 128 bands × 172 blocks/s
 N_BANDS = 128
-DB_OFFSET = 120.0  # SPEC §2 calibration: |A| = 1 ↔ 120 dB
+DB_OFFSET = 120.0  # docs/psychoacoustics.md#calibration: |A| = 1 ↔ 120 dB
 MAX_PLOT_FRAMES = 4000  # longer signals are decimated for the images (the statistics use every frame)
 
 
@@ -91,7 +91,7 @@ def reduced_spectrogram(A: torch.Tensor | np.ndarray, keep_bins: int = 32) -> np
     [K/2, K)) is blurred — a [¼, ½, ¼] kernel over time, then pairs of bins averaged, which halves its
     frequencies — and added onto the octave below (bins [K/4, K/2)), so the 2nd harmonic lands on its
     fundamental; this repeats until ``keep_bins`` bins remain. The same fold as the discriminator's
-    (SPEC §4).
+    (docs/networks.md#discriminator-block).
 
     Args:
         A: ``[..., F, N]`` amplitudes; N / keep_bins must be a power of two.
@@ -114,7 +114,7 @@ def reduced_spectrogram(A: torch.Tensor | np.ndarray, keep_bins: int = 32) -> np
 
 
 def to_db(A: torch.Tensor | np.ndarray, floor_db: float = -20.0) -> np.ndarray:
-    """Amplitudes → dB SPL with the SPEC §2 calibration (|A| = 1 ↔ 120 dB), floored at ``floor_db``."""
+    """Amplitudes → dB SPL (|A| = 1 ↔ 120 dB, docs/psychoacoustics.md#calibration), floor ``floor_db``."""
     a = np.abs(np.asarray(A, dtype=np.float64))
     return np.maximum(20.0 * np.log10(np.maximum(a, 1e-30)) + DB_OFFSET, floor_db)
 

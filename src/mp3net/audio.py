@@ -25,7 +25,7 @@ import torch
 
 from mp3net.utils import MP3NetError, atomic_write, first_line
 
-PEAK = 0.999  # per-track peak after normalisation (SPEC §6)
+PEAK = 0.999  # per-track peak after normalisation (docs/training.md#data)
 SILENCE_DB = -80.0  # a signal whose peak is below -80 dBFS counts as silent
 
 # format name -> (libsndfile format, default subtype)
@@ -155,7 +155,7 @@ def check_not_silent(
 
 
 def peak_normalize(x: np.ndarray | torch.Tensor, peak: float = PEAK) -> np.ndarray | torch.Tensor:
-    """SPEC §6: ``x · peak / max|x|`` with the maximum over all channels (stereo image preserved).
+    """``x · peak / max|x|`` with the maximum over all channels, stereo image kept (docs/training.md#data).
 
     Returns the same type as given. Raises MP3NetError for silent input (nothing to normalise).
     """

@@ -1,5 +1,6 @@
 """Training data: ``prepare`` turns a folder of audio files into int16 PCM shards plus a manifest, and
-:class:`ClipDataset` / :class:`CropSampler` serve random clips from the memory-mapped shards (SPEC §6).
+:class:`ClipDataset` / :class:`CropSampler` serve random clips from the memory-mapped shards
+(docs/training.md#data).
 
 On-disk layout of a prepared dataset (``OUT_DIR``)::
 
@@ -53,7 +54,7 @@ AUDIO_EXTENSIONS = frozenset(
         ".caf",
     }
 )
-PEAK = audio.PEAK  # per-track peak after normalisation (SPEC §6)
+PEAK = audio.PEAK  # per-track peak after normalisation (docs/training.md#data)
 SILENCE_PEAK = 10 ** (audio.SILENCE_DB / 20)  # a track whose peak is below -80 dBFS is treated as silent
 DEFAULT_SHARD_BYTES = 512 * 2**20
 

@@ -5,8 +5,8 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 
 * **Tonality** (paper eq. 13, the paper's figure-5 metric): the un-noised MDCT of the waveform with
   86 Hz bands (N = sample_rate / 172, the paper's band width), τ per frame and channel, averaged over
-  frames, channels and clips. The same tonality after the psychoacoustic noise layer (σ of SPEC §3, a
-  fixed noise seed) is reported beside it, again for both sides alike.
+  frames, channels and clips. The same tonality after the noise layer (docs/psychoacoustics.md#noise-layer,
+  its default σ, a fixed noise seed) is reported beside it, again for both sides alike.
 
 * **Fréchet audio-feature distance (FD)**: no embedding network can be downloaded here, so each
   clip is cut into half-overlapping windows of ``WINDOW_FRAMES`` MDCT frames (≈0.37 s) and each window
@@ -309,6 +309,40 @@ def memorisation(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor]) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
+# spectral level and hum
+
+HUM_PERIODS = (2, 4, 8)  # frames: the periods G's stride-2 time upsamplings imprint on the output
+
+
+def bark_levels(clips: Sequence[torch.Tensor], sample_rate: int) -> np.ndarray:
+    """Mean level per Bark band in dB ``[24]`` over clips ``[C, T]``: the band intensities of the
+    psychoacoustic model (paper eq. 10) averaged over channels, frames and clips."""
+    n = analysis_bands(sample_rate)
+    pm = PsychoacousticModel(sample_rate, n)
+    total = None
+    for c in clips:
+        A = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate)
+        mean = pm.band_intensity(A).mean(dim=(0, 1))  # [24]
+        total = mean if total is None else total + mean
+    return 10 * np.log10(total.numpy() / len(clips) + 1e-20)
+
+
+def hum_share(clips: Sequence[torch.Tensor], sample_rate: int, periods: Sequence[int] = HUM_PERIODS) -> float:
+    """Mean share of the frame-to-frame modulation energy at the given periods: per clip, the log energy
+    of each MDCT frame (mean removed) → power spectrum over frames → the power at 1/p cycles per frame
+    for each p, over the total. Upsampling checkerboards show as peaks at these periods."""
+    shares = []
+    for c in clips:
+        A = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate)  # [C, F, N]
+        e = torch.log10(A.square().sum(-1).mean(0) + _LOG_FLOOR)  # [F]
+        P = torch.fft.rfft(e - e.mean()).abs().square()
+        f = e.shape[0]
+        bins = sorted({round(f / p) for p in periods if round(f / p) < P.shape[0]})
+        shares.append(float(P[bins].sum() / P[1:].sum().clamp_min(1e-30)))
+    return float(np.mean(shares))
+
+
+# ---------------------------------------------------------------------------------------------------
 # report
 
 
@@ -326,13 +360,27 @@ class EvalReport:
     fd_real_halves: float
     fd_plain: float
     memorisation: dict[str, float] = field(default_factory=dict)
+    bark_db_real: list[float] = field(default_factory=list)
+    bark_db_fake: list[float] = field(default_factory=list)
+    hum_real: float = math.nan
+    hum_fake: float = math.nan
+
+    @property
+    def bark_error_db(self) -> np.ndarray:
+        """Fake minus real mean level per Bark band, dB ``[24]``."""
+        return np.asarray(self.bark_db_fake) - np.asarray(self.bark_db_real)
+
+    @property
+    def hum_db(self) -> float:
+        """Fakes' modulation energy at the upsampling periods against the reals', dB (0 = as real)."""
+        return 10 * math.log10(self.hum_fake / self.hum_real) if self.hum_real > 0 else math.nan
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     def rows(self) -> list[tuple[str, str, str]]:
         m = self.memorisation
-        return [
+        rows = [
             ("clips (real / fake)", f"{self.n_real}", f"{self.n_fake}"),
             ("tonality, un-noised MDCT", f"{self.tonality_real:.1%}", f"{self.tonality_fake:.1%}"),
             (
@@ -349,6 +397,11 @@ class EvalReport:
             ("memorisation ratio (≈1 fine, ≪1 copies)", "", f"{m.get('ratio', math.nan):.3f}"),
             ("fakes closer than real 5th pct", "", f"{m.get('fake_share_below_real_p5', math.nan):.1%}"),
         ]
+        if self.bark_db_real:
+            err = np.abs(self.bark_error_db)
+            rows.append(("Bark-band level error, mean / max", "", f"{err.mean():.1f} / {err.max():.1f} dB"))
+            rows.append(("hum (modulation at upsampling periods)", "", f"{self.hum_db:+.1f} dB"))
+        return rows
 
     def table(self) -> str:
         rows = [("metric", "real", "fake"), *self.rows()]
@@ -384,6 +437,10 @@ def evaluate_clips(
         fd_real_halves=feature_distance(fr_a, fr_b),
         fd_plain=feature_distance(fr, ff, extrapolate=False),
         memorisation=memorisation(fr, ff),
+        bark_db_real=bark_levels(real, sample_rate).tolist(),
+        bark_db_fake=bark_levels(fake, sample_rate).tolist(),
+        hum_real=hum_share(real, sample_rate),
+        hum_fake=hum_share(fake, sample_rate),
     )
 
 

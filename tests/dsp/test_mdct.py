@@ -1,4 +1,4 @@
-"""MDCT / inverse MDCT against SPEC §1: exact reconstruction, the direct formula, window conditions."""
+"""MDCT / inverse MDCT against docs/mdct.md: exact reconstruction, the direct formula, window conditions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ mdct_module = sys.modules["mp3net.dsp.mdct"]
 
 
 def direct_mdct(x: np.ndarray, N: int) -> np.ndarray:
-    """SPEC §1 written out as the O(N²) sum, float64: x [T] -> [T/N + 1, N]."""
+    """docs/mdct.md#forward-transform-and-phase as the O(N²) sum, float64: x [T] -> [T/N + 1, N]."""
     T = x.shape[-1]
     xp = np.concatenate([np.zeros(N), x, np.zeros(N)])
     n = np.arange(2 * N)

@@ -1,4 +1,5 @@
-"""Psychoacoustic model against SPEC §2-3, including an independent loop-based numpy reimplementation."""
+"""Psychoacoustic model against docs/psychoacoustics.md and an independent loop-based numpy
+reimplementation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SR, N = 22016, 128
 
 
 def ref_threshold(A: np.ndarray, sr: int, n_bands: int, n_bark: int = 24, alpha: float = 0.6) -> np.ndarray:
-    """SPEC §2 written out with explicit loops, float64. A: [F, N] -> threshold amplitudes [F, N]."""
+    """docs/psychoacoustics.md with explicit loops, float64. A: [F, N] -> threshold amplitudes [F, N]."""
     eps = 1e-14
     zb = lambda f: 6.0 * math.asinh(f / 600.0)  # noqa: E731
     fb = lambda z: 600.0 * math.sinh(z / 6.0)  # noqa: E731
@@ -106,7 +107,7 @@ def test_matches_loop_reference(sr: int, n_bands: int) -> None:
         ref = ref_threshold(A[s].numpy(), sr, n_bands)
         rel = np.abs(got[s].numpy() - ref) / ref
         assert rel.max() < 1e-10, (s, rel.max())
-    # float32 stays close to the float64 reference (SPEC §2: compute in float32)
+    # float32 stays close to the float64 reference (docs/psychoacoustics.md#precision)
     got32 = model.threshold(A.float()).double()
     assert ((got32 - got).abs() / got).max().item() < 1e-3
 
@@ -170,7 +171,8 @@ def _bin_at_bark(z_bins: torch.Tensor, z: float) -> int:
 def test_loud_tone_masks_upward_more_than_downward(pm: PsychoacousticModel, k0: int) -> None:
     """A single loud MDCT line (no window leakage) over a faint floor. Beyond ~3 Bark the spreading
     function (eq. 11) falls ~25 dB/Bark downward but only ~10 dB/Bark upward. (Within 2 Bark the
-    half-grid shift of SPEC §2 and the z-dependent offset of eq. 12 make the two sides comparable.)"""
+    half-grid shift of docs/psychoacoustics.md#spreading and the z-dependent offset of eq. 12 make the two
+    sides comparable.)"""
     z_bins = 6 * torch.asinh((torch.arange(N, dtype=torch.float64) + 0.5) * SR / (2 * N) / 600)
     floor = torch.full((1, N), 1e-6, dtype=torch.float64)
     loud = floor.clone()
@@ -308,7 +310,7 @@ def test_threshold_chunking_is_invisible(pm: PsychoacousticModel, monkeypatch: p
 
 
 def test_threshold_ignores_autocast(pm: PsychoacousticModel) -> None:
-    """SPEC §2: bfloat16 is up to 7 % off; the threshold stays float32 inside an autocast region."""
+    """bfloat16 is up to 7 % off (docs/psychoacoustics.md#precision): the threshold stays float32."""
     A = mdct(music_like(0.3), N).float()
     ref = pm.threshold(A)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):

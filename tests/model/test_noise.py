@@ -1,4 +1,4 @@
-"""The psychoacoustic noise layer (SPEC §3) and the generator → inverse MDCT round trip."""
+"""The noise layer (docs/psychoacoustics.md#noise-layer) and the generator → inverse MDCT round trip."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""MDCT and inverse MDCT with the convention of SPEC §1 (paper §2.1).
+"""MDCT and inverse MDCT with the convention of docs/mdct.md (paper §2.1).
 
 Forward, for frame m = 0..T/N (one block of N zeros padded at each end of the signal):
 
@@ -24,8 +24,8 @@ from functools import lru_cache
 
 import torch
 
-# the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) of SPEC §1 the inverse
-# is 2√2 (checked by exact reconstruction in tests/dsp/test_mdct.py)
+# the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) the inverse is 2√2
+# (docs/mdct.md#inverse; checked by exact reconstruction in tests/dsp/test_mdct.py)
 _INV_SCALE = 2.0 * math.sqrt(2.0)
 # elements (rows x frames x N) processed per chunk: ~1 MB of float32 per intermediate, cache-sized (2^17 and
 # 2^19 measured 10 % slower on this AMD EPYC)
@@ -42,7 +42,8 @@ def vorbis_window(
 
 
 def _real_dtype(t: torch.Tensor) -> torch.dtype:
-    # half precisions are computed in float32: float16 underflows, bfloat16 is too coarse (SPEC §2)
+    # half precisions run in float32: float16 underflows, bfloat16 is coarse
+    # (docs/psychoacoustics.md#precision)
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
@@ -225,7 +226,7 @@ def _generic_tables(N: int, dtype: torch.dtype, device: torch.device) -> tuple[t
     """Twiddles of the 2N-point FFT version (any even N)."""
     n = torch.arange(2 * N, dtype=torch.float64)
     k = torch.arange(N, dtype=torch.float64)
-    n0 = 0.5 - N / 2  # phase term -N/2 (SPEC §1)
+    n0 = 0.5 - N / 2  # phase term -N/2 (docs/mdct.md#forward-transform-and-phase)
     w = vorbis_window(N)
     # forward: Σ_n y_n e^{-iπ(n+n0)(k+½)/N} = e^{-iπ n0 (k+½)/N} · FFT_{2N}(y_n e^{-iπ n/(2N)})[k]
     pre_f = torch.polar(w / (math.sqrt(2.0) * N), -math.pi * n / (2 * N))

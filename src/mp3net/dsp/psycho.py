@@ -1,4 +1,4 @@
-"""Psychoacoustic model of SPEC §2 (paper §2.2, eq. 8-13) and the noise layer of SPEC §3.
+"""Psychoacoustic model (paper §2.2, eq. 8-13) and the noise layer: docs/psychoacoustics.md.
 
 Amplitudes are calibrated so that |A| = 1 is 120 dB; intensities are A². All functions are
 vectorised over any leading dimensions ``[..., F, N]`` (batch, channels, frames) with no Python loops,
@@ -43,7 +43,7 @@ def spreading_db(dz: torch.Tensor) -> torch.Tensor:
 
 
 def tonality(A: torch.Tensor) -> torch.Tensor:
-    """Tonality τ per frame from the spectral flatness of the intensities (paper eq. 13, SPEC §2).
+    """Tonality τ per frame: flatness of the intensities (paper eq. 13; docs/psychoacoustics.md#tonality).
 
     Args:
         A: ``[..., F, N]`` MDCT amplitudes.
@@ -58,7 +58,7 @@ def tonality(A: torch.Tensor) -> torch.Tensor:
 
 
 class PsychoacousticModel(nn.Module):
-    """Masking threshold of MDCT amplitudes (SPEC §2).
+    """Masking threshold of MDCT amplitudes (paper eq. 8-12; docs/psychoacoustics.md).
 
     The bin↔Bark-band matrices, absolute threshold and spreading matrix are buffers, so the model
     moves with ``.to(device)``.
@@ -183,7 +183,7 @@ class PsychoacousticModel(nn.Module):
         generator: torch.Generator | None = None,
         threshold: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The psychoacoustic noise layer (SPEC §3): A + thr(A) ⊙ ε, ε ~ N(0, σ²).
+        """The psychoacoustic noise layer (docs/psychoacoustics.md#noise-layer): A + thr(A) ⊙ ε, ε ~ N(0, σ²).
 
         The threshold is computed in-graph (gradients flow through it) unless one is given.
         Returns a tensor shaped like ``A`` in A's dtype (float32 for half inputs).

@@ -1,4 +1,4 @@
-"""The MP3net generator (SPEC §4, paper §3.1 and figure 3).
+"""The MP3net generator (paper §3.1 and figure 3; docs/networks.md#generator).
 
 Each block quadruples the number of time frames M and adds an octave: the new top octave is made from the
 top half of the input bands by a transposed conv with stride 2 in time and frequency, the existing octaves are
@@ -16,11 +16,11 @@ from mp3net.model.layers import (
     conv1,
     conv3,
     conv3_apply,
-    conv_t3,
     conv_t3_apply,
     init_weights,
     lrelu_,
     pointwise,
+    upsample3,
 )
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
@@ -33,16 +33,18 @@ TILE_HALO = 2
 class GeneratorBlock(nn.Module):
     """One generator block: ``[B, cin, M, K]`` → ``[B, out, 4M, 2K]``."""
 
-    def __init__(self, cin: int, mid: int, out: int, slope: float = 0.2) -> None:
+    def __init__(
+        self, cin: int, mid: int, out: int, slope: float = 0.2, upsample: str = "transposed"
+    ) -> None:
         super().__init__()
         self.slope = slope
-        self.high_up = conv_t3(cin, mid, (2, 2))  # top octave → new octave, twice the frames
+        self.high_up = upsample3(cin, mid, (2, 2), upsample)  # top octave → new octave, twice the frames
         self.high_conv = conv3(mid, mid)
-        self.low_up = conv_t3(cin, mid, (2, 1))  # all existing octaves, twice the frames
+        self.low_up = upsample3(cin, mid, (2, 1), upsample)  # all existing octaves, twice the frames
         self.low_conv = conv3(mid, mid)
         self.high_balance = conv1(mid, mid)
         self.low_balance = conv1(mid, mid)
-        self.up = conv_t3(mid, out, (2, 1))
+        self.up = upsample3(mid, out, (2, 1), upsample)
         self.conv = conv3(out, out)
 
     def new_octave(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,8 @@ class Generator(nn.Module):
         self.dense_channels = cfg.dense_channels
         self.dense = nn.Linear(cfg.latent_dim, cfg.dense_channels * cfg.start_frames * cfg.start_bands)
         self.blocks = nn.ModuleList(
-            GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope) for i in range(cfg.n_blocks)
+            GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
+            for i in range(cfg.n_blocks)
         )
         self.to_out = conv1(cfg.block_channels(cfg.n_blocks - 1)[2], cfg.channels)
         init_weights(self)
@@ -107,7 +110,7 @@ class Generator(nn.Module):
         return lrelu_(h, self.slope)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        # the output layer and tanh run in float32 even under autocast (SPEC §4)
+        # the output layer and tanh run in float32 even under autocast (docs/networks.md#generator)
         dev = x.device.type
         if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
             with torch.autocast(dev, enabled=False):

@@ -1,4 +1,4 @@
-"""Building blocks shared by generator and discriminator (SPEC §4).
+"""Building blocks shared by generator and discriminator (docs/networks.md#common-rules).
 
 Every convolution is 3×3 (or 1×1 for the octave-balancing and output layers), has a bias, Glorot-uniform
 weights and a zero bias; activations are LeakyReLU(0.2); there are no normalisation layers.
@@ -38,6 +38,37 @@ def conv_t3(cin: int, cout: int, stride: tuple[int, int]) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 3, stride=stride, padding=1, output_padding=output_padding)
 
 
+class ResizeConv3(nn.Conv2d):
+    """Nearest-neighbour upsampling by ``stride`` followed by a 3×3 conv (stride 1, 'same' padding):
+    ``[B, cin, H, W]`` → ``[B, cout, s_h·H, s_w·W]``. Every output pixel sees the same number of input taps,
+    so it has no checkerboard (docs/training.md#upsampling)."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int]) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+        self.scale = tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != (1, 1):
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        if use_fast_conv(x) and torch.is_grad_enabled():
+            return Conv3.apply(x, self.weight, self.bias, (1, 1))
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def upsample3(cin: int, cout: int, stride: tuple[int, int], mode: str = "transposed") -> nn.Module:
+    """A layer that multiplies each spatial length by its stride (1 or 2) exactly, as ``mode`` says:
+    "transposed" (3-tap transposed conv, the paper's), "kernel4" (4 taps along each stride-2 axis: the
+    kernel divisible by the stride) or "resize" (:class:`ResizeConv3`)."""
+    if mode == "transposed" or tuple(stride) == (1, 1):
+        return conv_t3(cin, cout, stride)
+    if mode == "kernel4":
+        kernel = tuple(4 if s == 2 else 3 for s in stride)
+        return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1)
+    if mode == "resize":
+        return ResizeConv3(cin, cout, stride)
+    raise ValueError(f"unknown upsampling mode {mode!r}")
+
+
 def conv1(cin: int, cout: int) -> nn.Conv2d:
     """1×1 conv (octave balancing, input/output projections)."""
     return nn.Conv2d(cin, cout, 1)
@@ -67,9 +98,11 @@ def conv3_apply(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
-def conv_t3_apply(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+def conv_t3_apply(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a 3×3 transposed conv; a channels-last CPU input that needs gradients takes
     :class:`Conv3Adjoint` (the transposed conv is the adjoint of a conv with the same weights)."""
+    if not isinstance(conv, nn.ConvTranspose2d) or conv.kernel_size != (3, 3):
+        return conv(x)
     if use_fast_conv(x) and torch.is_grad_enabled():
         y = Conv3Adjoint.apply(x, conv.weight, conv.stride)
         return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)

@@ -1,4 +1,4 @@
-"""The psychoacoustic noise layer (SPEC §3, paper §2.2 eq. 15 and §3.2).
+"""The psychoacoustic noise layer (paper §2.2 eq. 15 and §3.2; docs/psychoacoustics.md#noise-layer).
 
 Before the discriminator, reals and fakes alike get Gaussian noise scaled by their own masking threshold:
 A~ = A + thr(A) ⊙ ε, ε ~ N(0, σ²), drawn afresh on every call. The fakes' threshold is computed in-graph from
