@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from mp3net.utils import MP3NetError
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise MP3NetError(f"device {device!r} is not usable: {str(e).splitlines()[0]}") from None
     batch = 8 if torch.device(device).type == "cuda" else 1
     app = App(args.models, device, args.out, batch, args.watch_interval)
+    old_handler = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     try:
         app.start()
         server = make_server(app, args.host, args.port, args.verbose)
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             )
         for slot in app.slots.values():
             print(f"model {slot.id}: {slot.status}{' — ' + slot.error if slot.error else ''}")
+        print(f"generated files go to {app.out_dir}" + (" (removed on exit)" if args.out is None else ""))
         print(f"serving on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever(poll_interval=0.25)
@@ -70,4 +73,9 @@ def run(args: argparse.Namespace) -> int:
             server.server_close()
     finally:
         app.close()
+        signal.signal(signal.SIGTERM, old_handler)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

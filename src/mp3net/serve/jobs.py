@@ -315,6 +315,7 @@ class Worker(threading.Thread):
         self._reload_pending = threading.Event()
         self._waiting = 0  # jobs submitted and not started
         self._lock = threading.Lock()
+        self._stopping = False
 
     def submit(self, job: Job) -> None:
         """Queue a job; raises :class:`BadRequest` when ``MAX_QUEUED`` jobs already wait."""
@@ -330,6 +331,8 @@ class Worker(threading.Thread):
             self.queue.put("reload")
 
     def stop(self) -> None:
+        """Finish the job in flight, drop the queued ones, end the thread."""
+        self._stopping = True
         self.queue.put(None)
 
     def run(self) -> None:
@@ -341,6 +344,9 @@ class Worker(threading.Thread):
             else:
                 with self._lock:
                     self._waiting -= 1
+                if self._stopping:
+                    item.status, item.error = "error", "the server is shutting down"
+                    continue
                 self._run_job(item)
 
     def _run_job(self, job: Job) -> None:
