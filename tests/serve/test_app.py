@@ -159,8 +159,9 @@ def test_download_formats_keep_rate_length_and_name(client, fmt):
     assert sr == SR and x.shape == (2, round(1.5 * SR))
     assert headers["Content-Disposition"] == f'attachment; filename="mp3net-pretrained-seed-0042.{fmt}"'
     wav = client.audio(job["tracks"][0]["audio"])[0]
-    if fmt == "ogg":  # lossy: the same sound, not the same samples
-        assert np.corrcoef(x.ravel(), wav.ravel())[0, 1] > 0.9
+    if fmt == "ogg":  # lossy: the same sound at the same level, not the same samples (0.90, 0.1 dB)
+        assert np.corrcoef(x.ravel(), wav.ravel())[0, 1] > 0.8
+        assert abs(20 * np.log10(np.sqrt((x**2).mean() / (wav**2).mean()))) < 1
     else:
         np.testing.assert_array_equal(x, wav)
 
