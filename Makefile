@@ -12,7 +12,7 @@ $(BIN)/mp3net: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev,demo]"
+	$(BIN)/pip install -q -e ".[dev,demo,ui-test]"
 	touch $@
 
 install: $(BIN)/mp3net

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "Train MP3net (WGAN-GP), resumable, with TensorBoard logs",
     "generate": "Generate tracks from a trained or exported model",
     "evaluate": "Compare generated and real audio (tonality, Frechet distance, memorisation)",
+    "serve": "Serve a local web page to generate, audition, interpolate and download tracks",
     "info": "Show a preset's or run's config, block shapes, parameter counts and FLOPs",
     "demo": "Render a built-in dataset, train the tiny model on it and write an HTML report",
 }
