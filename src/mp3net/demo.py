@@ -175,21 +175,11 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool):
-    """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step)."""
-    from mp3net.train.loop import Trainer
+    """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step); the
+    progress bar shows the time budget."""
+    from mp3net.train.loop import train
 
-    deadline = time.monotonic() + seconds
-
-    def stop_at_deadline(trainer: Trainer) -> None:
-        if time.monotonic() >= deadline:
-            trainer.request_stop()
-
-    trainer = Trainer(cfg, data, run, progress=progress, hooks=[stop_at_deadline])
-    try:
-        trainer.run(max_steps if max_steps else cfg.train.max_steps)
-    finally:
-        trainer.close()
-    return trainer
+    return train(cfg, data, run, steps=max_steps or cfg.train.max_steps, progress=progress, seconds=seconds)
 
 
 def read_tonality_curve(run: Path) -> dict[str, list[float]]:
