@@ -81,3 +81,11 @@ def test_min_channels_floors_every_block():
     m = preset("tiny").override(["model.min_channels=16"]).model
     assert all(min(m.block_channels(i)) >= 16 for i in range(m.n_blocks))
     assert m.block_channels(0) == preset("tiny").model.block_channels(0)
+
+
+def test_the_tiny_preset_trains_with_the_fast_recipe_and_width_at_the_detail_end():
+    cfg = preset("tiny")
+    tc, m = cfg.train, cfg.model
+    assert (tc.loss, tc.n_critic, tc.betas[0], tc.reg_every) == ("ns-r1", 1, 0.0, 8)
+    assert tc.ema_half_life > 0 and m.upsample == "resize"
+    assert m.block_channels(m.n_blocks - 1) == (16, 16, 16)  # was (16, 8, 4)

@@ -277,12 +277,12 @@ def _preset_5s() -> Config:
 
 def _preset_tiny() -> Config:
     # CPU-sized member of the same family: 64 bands at 11008 Hz (86 Hz bands as in the paper, Nyquist above
-    # the piano's fundamentals), 4 blocks, 512 frames x 64 bands = 2.97 s of stereo audio.
-    # Channels: base 4, cap 64 → blocks (in, mid, out) = (64,64,64) (64,64,64) (64,32,16) (16,8,4), 0.56 M
-    # params per net, 0.26 GFLOP per G forward. Measured on the 2-core CPU (one thread, CPU time, so that
-    # other jobs do not distort it): one iteration at batch 8 — D step with GP plus half a G step, noise
-    # layer and thresholds included — costs 1.0 s of one core (≈0.5 s wall on two). Base 8 / cap 128 cost
-    # 2.6 s; cap 32 0.73 s but leaves the deep blocks with 32 channels, thin for learning note patterns.
+    # the piano's fundamentals), 4 blocks, 512 frames x 64 bands = 2.97 s of stereo audio. Channels: base 4,
+    # cap 64, floor 16 → blocks (in, mid, out) = (64,64,64) (64,64,64) (64,32,16) (16,16,16): the last block,
+    # which draws the full 512 x 64 grid, has as many channels as the 95 s model's (16); it had 16 → 8 → 4.
+    # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
+    # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
+    # with a half-life in clips.
     return Config(
         name="tiny",
         model=ModelConfig(
@@ -294,10 +294,26 @@ def _preset_tiny() -> Config:
             start_bands=4,
             base_channels=4,
             max_channels=64,
+            min_channels=16,
             d_dense=64,
             n_bark=24,
+            upsample="resize",
         ),
-        train=TrainConfig(batch_size=8, ckpt_every=200, sample_every=200, log_every=5, num_workers=0),
+        train=TrainConfig(
+            batch_size=8,
+            loss="ns-r1",
+            n_critic=1,
+            lr=2e-4,
+            betas=(0.0, 0.99),
+            reg_every=8,
+            r1_gamma=1.0,
+            ema_half_life=2500,
+            ema_rampup=0.05,
+            ckpt_every=200,
+            sample_every=200,
+            log_every=5,
+            num_workers=0,
+        ),
     )
 
 
