@@ -49,6 +49,17 @@ CELLS: dict[str, list[str]] = {
     "paper": [*PAPER, "model.min_channels=0", "model.upsample=transposed"],
     # the paper's recipe on the redesigned widths with resize-conv upsampling
     "paper-wide": [*PAPER, *WIDE, "model.upsample=resize"],
+    # WGAN-GP made cheaper: one D step per G step, the penalty lazily every 4 steps, twice the rate
+    "wgan-fast": [
+        *PAPER,
+        *WIDE,
+        "model.upsample=resize",
+        "train.n_critic=1",
+        "train.lr=2e-4",
+        "train.reg_every=4",
+        "train.ema_half_life=2500",
+        "train.ema_rampup=0.05",
+    ],
     "ns-r1": [*FAST, *WIDE, "model.upsample=resize", "train.loss=ns-r1"],
     "rpgan": [*FAST, *WIDE, "model.upsample=resize", "train.loss=rpgan-r1r2"],
     "ns-r1-transposed": [*FAST, *WIDE, "model.upsample=transposed", "train.loss=ns-r1"],
