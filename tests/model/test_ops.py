@@ -1,10 +1,11 @@
-"""The CPU training convolutions (mp3net.model.conv): the GEMM weight gradient against PyTorch's own, and
+"""The CPU training convolutions (mp3net.ops.conv): the GEMM weight gradient against PyTorch's own, and
 both autograd functions against numerical gradients, in both layouts."""
 
 import pytest
 import torch
 
-from mp3net.model.conv import Conv3, Conv3Adjoint, conv3_weight_grad, use_fast_conv
+from mp3net.ops import Conv3, Conv3Adjoint, conv3_weight_grad
+from mp3net.ops import use_fast as use_fast_conv
 
 CL = torch.channels_last
 
