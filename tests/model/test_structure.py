@@ -169,3 +169,31 @@ def test_generator_is_deterministic_and_latent_tiles_are_consistent():
     for i in range(3):
         f = cfg.start_frames
         assert torch.allclose(h[:, :, i * f : (i + 1) * f], G.head(z[:, i]))
+
+
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_grad_checkpoint_is_a_block_attribute_and_changes_no_gradient(net):
+    from mp3net.model import set_grad_checkpoint
+
+    cfg = small_cfg()
+    torch.manual_seed(0)
+    model = Generator(cfg) if net == "G" else Discriminator(cfg)
+    x = torch.randn(2, cfg.latent_dim) if net == "G" else torch.rand(2, 2, cfg.n_frames, cfg.n_bands)
+    grads, calls = [], []
+    model.blocks[0].conv.register_forward_hook(lambda m, i, o: calls.append(1))
+    for on in (False, True):
+        assert set_grad_checkpoint(model, on) == cfg.n_blocks
+        assert all(b.grad_checkpoint is on for b in model.blocks)
+        model.zero_grad(set_to_none=True)
+        calls.clear()
+        if net == "D":  # the penalty's double backward runs through checkpointed blocks
+            xr = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xr).sum(), xr, create_graph=True)
+            (model(x).sum() + g.square().sum()).backward()
+        else:
+            model(x).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        forwards = 2 if net == "D" else 1
+        assert len(calls) > forwards if on else len(calls) == forwards  # recomputed in the backward pass
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert "grad_checkpoint" not in "".join(model.state_dict())  # the state-dict keys are unchanged
