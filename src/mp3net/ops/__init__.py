@@ -13,6 +13,16 @@ The layer classes of :mod:`mp3net.model.layers` call the functions here; each pi
 
 Switch it with ``mp3net.ops.fast_path = False`` or, scoped, ``with mp3net.ops.enabled(False): ...``.
 Under bf16 autocast both paths compute in bf16 (:func:`bf16_is_fast`, :func:`resolve_amp`).
+
+How a training loop uses this layer (no device branches of its own):
+
+* ``amp = resolve_amp(cfg.train.amp, device)``, then ``torch.autocast(device.type, torch.bfloat16)``
+  around forwards when ``amp``;
+* ``mp3net.model.set_grad_checkpoint(G, on)`` and ``(D, on)`` for activation checkpointing;
+* fakes for the D step: ``G.generate(z)`` (no autograd; the device plan's layout and time tiles; under
+  the loop's autocast), the G step's fakes ``G(z)``; D converts its input to the plan's layout itself
+  (``D.features``), so no ``.contiguous(memory_format=...)`` is needed. The plan is
+  :func:`prepare_for(device) <prepare_for>`; the networks call it themselves.
 """
 
 from __future__ import annotations
