@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 # the bare `torch>=2.3` requirement does not pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: test demo install lint bench clean
+.PHONY: test demo install lint typecheck bench clean
 
 $(BIN)/mp3net: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev,demo]"
+	$(BIN)/pip install -q -e ".[dev,demo,ui-test]"
 	touch $@
 
 install: $(BIN)/mp3net
@@ -25,6 +25,10 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy src
 
 bench: install
 	$(BIN)/python benchmarks/bench_dsp.py

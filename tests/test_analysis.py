@@ -1,4 +1,4 @@
-"""mp3net.analysis: the reduced spectrogram, the statistics, the example signal."""
+"""mp3net.analysis: the reduced spectrogram and the statistics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mp3net.analysis import SAMPLE_RATE, analyze_signal, example_signal, reduced_spectrogram, signed_db, to_db
+from mp3net.analysis import SAMPLE_RATE, analyze_signal, reduced_spectrogram, signed_db, to_db
 
 
 def test_reduced_spectrogram_folds_harmonics_onto_fundamental() -> None:
@@ -55,12 +55,3 @@ def test_analyze_signal_statistics() -> None:
     assert a_noise.inaudible_share < a_tone.inaudible_share
     assert a_tone.frame_times[1] == pytest.approx(128 / SAMPLE_RATE)
     assert torch.isfinite(a_noise.threshold).all()
-
-
-def test_example_signal() -> None:
-    x = example_signal(seconds=2.0)
-    assert x.shape == (2, 2 * SAMPLE_RATE) and x.dtype == np.float32
-    assert np.abs(x).max() == pytest.approx(0.9, abs=1e-6)
-    assert np.array_equal(x, example_signal(seconds=2.0))  # deterministic
-    assert not np.allclose(x[0], x[1])  # panned stereo
-    assert analyze_signal(x).mean_tonality > 0.3

@@ -126,6 +126,34 @@ def test_prepare_rerun_adds_nothing_and_cleans_leftovers(corpus, tmp_path):
     assert len(m["shards"]) == len(before["shards"]) + 1
 
 
+def test_prepare_interrupted_keeps_finished_shards_and_drops_the_open_one(tmp_path, monkeypatch):
+    import mp3net.data as data
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        sf.write(src / f"t{i}.wav", tone(SR, 3.0, 2, freq=220.0 * (i + 1)), SR)
+    decode = data._process_file
+
+    def interrupted_at_the_fourth(job):
+        if job[0].endswith("t3.wav"):
+            raise KeyboardInterrupt
+        return decode(job)
+
+    monkeypatch.setattr(data, "_process_file", interrupted_at_the_fourth)
+    out = tmp_path / "ds"
+    # two tracks per shard: the first shard is finished, the second holds one track when the run stops
+    shard_bytes = int(2.5 * SR) * CH * 2 * 2
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, out, SR, CH, CLIP, progress=False, shard_bytes=shard_bytes)
+    m = load_manifest(out)
+    assert [Path(t["source"]).name for t in m["tracks"]] == ["t0.wav", "t1.wav"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [s["file"] for s in m["shards"]])
+    monkeypatch.setattr(data, "_process_file", decode)
+    report = prepare(src, out, SR, CH, CLIP, progress=False, shard_bytes=shard_bytes)
+    assert report.added == 2 and report.already == 2 and report.total_tracks == 4
+
+
 def test_prepare_fails_clearly(corpus, tmp_path):
     src, _ = corpus
     bad = tmp_path / "bad"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import mp3net.demo
 from mp3net.cli import main
 from mp3net.synth import Note, render
 
@@ -48,6 +50,10 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
         "2",
         "--cache",
         str(tmp_path / "cache"),
+        "--tracks",
+        "2",
+        "--eval-clips",
+        "6",
         "-q",
     ]
     assert main(args + SMALL) == 0
@@ -67,6 +73,9 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
     assert info.channels == 2 and info.samplerate == 11008
     m = json.loads((out / "evaluate.json").read_text())
     assert 0 < m["tonality_real"] < 1 and m["n_fake"] > 0
+    # --tracks and --eval-clips reach the pipeline
+    assert sorted(p.name for p in (out / "generated").glob("seed-*.wav")) == ["seed-0.wav", "seed-1.wav"]
+    assert m["n_fake"] == 6
     # the rendered chorales are cached: asking again renders nothing
     from mp3net.demo import render_chorales
 
@@ -80,3 +89,28 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
 def test_demo_bad_minutes(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--minutes", "-1"]) == 1
     assert capsys.readouterr().err.strip().startswith("mp3net demo: error:")
+
+
+def test_every_option_is_passed_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    seen: dict = {}
+
+    def fake_run_demo(out, minutes, **kwargs):
+        seen.update(out=out, minutes=minutes, **kwargs)
+        return Path(out) / "report.html"
+
+    monkeypatch.setattr(mp3net.demo, "run_demo", fake_run_demo)
+    args = ["demo", "--out", str(tmp_path), "--minutes", "0.5", "--chorales", "3", "--cache", "c"]
+    args += ["--steps", "7", "--tracks", "2", "--eval-clips", "5", "-o", "train.lr=1e-4", "-q"]
+    assert main(args) == 0
+    assert seen == {
+        "out": str(tmp_path),
+        "minutes": 0.5,
+        "chorales": 3,
+        "cache": "c",
+        "max_steps": 7,
+        "overrides": ["train.lr=1e-4"],
+        "n_tracks": 2,
+        "n_eval": 5,
+        "quiet": True,
+    }
+    assert "report.html" in capsys.readouterr().out

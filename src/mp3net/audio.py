@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +26,9 @@ import torch
 
 from mp3net.utils import MP3NetError, atomic_write, first_line
 
-PEAK = 0.999  # per-track peak after normalisation (SPEC §6)
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+PEAK = 0.999  # per-track peak after normalisation (docs/training.md#data)
 SILENCE_DB = -80.0  # a signal whose peak is below -80 dBFS counts as silent
 
 # format name -> (libsndfile format, default subtype)
@@ -154,16 +157,16 @@ def check_not_silent(
         raise MP3NetError(f"{name} is silent ({shown}, below {threshold_db:g} dBFS)")
 
 
-def peak_normalize(x: np.ndarray | torch.Tensor, peak: float = PEAK) -> np.ndarray | torch.Tensor:
-    """SPEC §6: ``x · peak / max|x|`` with the maximum over all channels (stereo image preserved).
+def peak_normalize(x: ArrayT, peak: float = PEAK) -> ArrayT:
+    """``x · peak / max|x|`` with the maximum over all channels, stereo image kept (docs/training.md#data).
 
     Returns the same type as given. Raises MP3NetError for silent input (nothing to normalise).
     """
     check_not_silent(x)
     if isinstance(x, torch.Tensor):
         return x * (peak / x.abs().max())
-    x = np.asarray(x)
-    return (x * (peak / np.abs(x).max())).astype(x.dtype, copy=False)
+    a = np.asarray(x)
+    return (a * (peak / np.abs(a).max())).astype(a.dtype, copy=False)
 
 
 def load_audio(

@@ -16,13 +16,17 @@ from typing import Any
 CONFIG_VERSION = 1
 
 
+UPSAMPLE_MODES = ("transposed", "resize", "kernel4")
+LOSSES = ("wgan-gp", "ns-r1", "rpgan-r1r2")
+
+
 class ConfigError(ValueError):
     """A config that cannot be loaded or an override that does not apply."""
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of generator and discriminator (SPEC §4).
+    """Architecture of generator and discriminator (docs/networks.md#channel-rule).
 
     The generator starts from ``[dense_channels, start_frames, start_bands]`` and each of the
     ``n_blocks`` blocks quadruples time and doubles the bands (adds an octave), so the output is
@@ -44,7 +48,12 @@ class ModelConfig:
     d_dense: int = 512
     mbstd_group: int = 4
     leaky_slope: float = 0.2
-    # psychoacoustic model (SPEC §2)
+    # floor on every block's channel counts: width where the detail lives (the widest grids), 0 = off
+    min_channels: int = 0
+    # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv), "resize" (nearest ×2, then
+    # a 3×3 conv) or "kernel4" (4-tap transposed conv: the kernel divisible by the stride, no checkerboard)
+    upsample: str = "transposed"
+    # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
 
@@ -65,8 +74,8 @@ class ModelConfig:
     def block_channels(self, i: int) -> tuple[int, int, int]:
         """(in, mid, out) channels of generator block ``i`` (0 = deepest)."""
         e = self.n_blocks - 1 - i
-        base, cap = self.base_channels, self.max_channels
-        return min(4 * 4**e * base, cap), min(2 * 4**e * base, cap), min(4**e * base, cap)
+        base, cap, floor = self.base_channels, self.max_channels, self.min_channels
+        return tuple(max(floor, min(f * 4**e * base, cap)) for f in (4, 2, 1))  # type: ignore[return-value]
 
     @property
     def dense_channels(self) -> int:
@@ -82,11 +91,15 @@ class ModelConfig:
             raise ConfigError("start_bands must be even (the deepest block splits the bands in halves)")
         if self.channels < 1 or self.n_blocks < 1 or self.latent_dim < 1:
             raise ConfigError("channels, n_blocks and latent_dim must be positive")
+        if self.upsample not in UPSAMPLE_MODES:
+            modes = ", ".join(UPSAMPLE_MODES)
+            raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")
 
 
 @dataclass
 class TrainConfig:
-    """WGAN-GP training settings (SPEC §5). Defaults follow the original code."""
+    """Training settings (docs/training.md). Defaults follow the original code: WGAN-GP with drift,
+    2 D steps per G step, Adam(1e-4, 0.5, 0.9) for both networks."""
 
     batch_size: int = 8
     lr: float = 1e-4
@@ -97,6 +110,35 @@ class TrainConfig:
     noise_sigma: float = 1 / 6
     ema: bool = True
     ema_decay: float = 0.999
+    # the recipe (docs/training.md#recipes): "wgan-gp" (paper), "ns-r1" (non-saturating + R1),
+    # "rpgan-r1r2" (relativistic pairing + R1 + R2, as R3GAN)
+    loss: str = "wgan-gp"
+    r1_gamma: float = 1.0  # γ of the zero-centred penalties: γ/2 · E‖∇D‖²
+    reg_every: int = 1  # lazy regularisation: the penalty every k D steps, scaled by k (StyleGAN2)
+    lr_g: float | None = None  # None = lr
+    lr_d: float | None = None
+    betas_g: tuple[float, float] | None = None  # None = betas
+    betas_d: tuple[float, float] | None = None
+    warmup_steps: int = 0  # linear learning-rate warm-up over this many D steps
+    augment: float = 0.0  # probability of each augmentation (time shift, gain, L/R swap) per clip, before D
+    ema_half_life: float = 0.0  # clips; 0 = the fixed ema_decay
+    ema_rampup: float = 0.0  # half-life at most this fraction of the clips seen so far (0 = no ramp)
+
+    def adam(self, net: str) -> tuple[float, tuple[float, float]]:
+        """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
+        lr, betas = (self.lr_g, self.betas_g) if net == "G" else (self.lr_d, self.betas_d)
+        return (self.lr if lr is None else lr), tuple(self.betas if betas is None else betas)  # type: ignore[return-value]
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.reg_every < 1 or self.n_critic < 1 or self.batch_size < 1:
+            raise ConfigError("train.reg_every, train.n_critic and train.batch_size must be at least 1")
+        if not 0.0 <= self.augment <= 1.0:
+            raise ConfigError(f"train.augment is a probability in [0, 1], got {self.augment}")
+        if min(self.ema_half_life, self.ema_rampup, self.r1_gamma, self.warmup_steps) < 0:
+            raise ConfigError("train.ema_half_life, ema_rampup, r1_gamma and warmup_steps must be >= 0")
+
     seed: int = 0
     max_steps: int = 750_000
     ckpt_every: int = 1000
@@ -136,14 +178,19 @@ class Config:
         try:
             model = ModelConfig(**d.get("model", {}))
             tr = dict(d.get("train", {}))
-            if "betas" in tr:
-                tr["betas"] = tuple(tr["betas"])
+            for key in ("betas", "betas_g", "betas_d"):
+                if tr.get(key) is not None:
+                    tr[key] = tuple(tr[key])
             train = TrainConfig(**tr)
         except TypeError as e:
             raise ConfigError(f"unknown or invalid config field: {e}") from None
         cfg = cls(name=d.get("name", "custom"), version=version, model=model, train=train)
-        cfg.model.validate()
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML for a .yaml/.yml path), atomically."""
@@ -194,8 +241,14 @@ class Config:
             except json.JSONDecodeError:
                 value = raw
             current = getattr(section, parts[1])
-            if isinstance(current, tuple):
-                value = tuple(value)
+            if parts[1].startswith("betas") and value is not None:
+                if not isinstance(value, list) or len(value) != 2:
+                    raise ConfigError(f"{key} expects [beta1, beta2], got {raw!r}")
+                value = tuple(float(v) for v in value)
+            elif current is None or (parts[1] in ("lr_g", "lr_d") and value is None):
+                if value is not None and not isinstance(value, (int, float)):
+                    raise ConfigError(f"{key} expects a number or null, got {raw!r}")
+                value = None if value is None else float(value)
             elif isinstance(current, bool):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{key} expects true/false, got {raw!r}")
@@ -204,7 +257,7 @@ class Config:
             elif isinstance(current, float):
                 value = float(value)
             setattr(section, parts[1], value)
-        cfg.model.validate()
+        cfg.validate()
         return cfg
 
 

@@ -1,5 +1,6 @@
 """Training data: ``prepare`` turns a folder of audio files into int16 PCM shards plus a manifest, and
-:class:`ClipDataset` / :class:`CropSampler` serve random clips from the memory-mapped shards (SPEC §6).
+:class:`ClipDataset` / :class:`CropSampler` serve random clips from the memory-mapped shards
+(docs/training.md#data).
 
 On-disk layout of a prepared dataset (``OUT_DIR``)::
 
@@ -22,6 +23,7 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mp3net import audio
-from mp3net.utils import MP3NetError, atomic_write_text
+from mp3net.utils import MP3NetError, atomic_write_text, derive_seed
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -53,7 +55,7 @@ AUDIO_EXTENSIONS = frozenset(
         ".caf",
     }
 )
-PEAK = audio.PEAK  # per-track peak after normalisation (SPEC §6)
+PEAK = audio.PEAK  # per-track peak after normalisation (docs/training.md#data)
 SILENCE_PEAK = 10 ** (audio.SILENCE_DB / 20)  # a track whose peak is below -80 dBFS is treated as silent
 DEFAULT_SHARD_BYTES = 512 * 2**20
 
@@ -83,7 +85,7 @@ def _process_file(job: tuple[str, int, int, int]) -> _FileResult:
         msg = str(e).replace(f"{path}: ", "").replace(f"{path} ", "")  # the report lists the path already
         res.reason = "cannot decode: " + msg.removeprefix("cannot read").lstrip(": ")
         return res
-    except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+    except Exception as e:  # any decoder failure means "skip this file"
         res.reason = (
             f"cannot decode: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
         )
@@ -161,10 +163,11 @@ class _ShardWriter:
     """Appends tracks to ``shard-XXXXX.i16.tmp``; ``close()`` fsyncs and renames it into place."""
 
     def __init__(self, root: Path, index: int) -> None:
-        self.index, self.frames, self.tracks = index, 0, []
+        self.index, self.frames = index, 0
+        self.tracks: list[dict[str, Any]] = []
         self.path = root / _shard_name(index)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.f = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self.f = open(self.tmp, "wb")  # closed in close()/abort()
 
     def add(self, pcm: np.ndarray, track: dict[str, Any]) -> None:
         self.f.write(pcm.astype("<i2", copy=False).tobytes())
@@ -222,104 +225,16 @@ def prepare(
     if not src.is_dir():
         raise MP3NetError(f"source folder {src} does not exist or is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    if (out / MANIFEST).exists():
-        m = load_manifest(out)
-        if m["sample_rate"] != sample_rate or m["channels"] != channels:
-            raise MP3NetError(
-                f"{out} holds {m['sample_rate']} Hz / {m['channels']}-channel data; this preset needs "
-                f"{sample_rate} Hz / {channels} channels: use another OUT_DIR"
-            )
-    else:
-        m = {
-            "version": MANIFEST_VERSION,
-            "sample_rate": sample_rate,
-            "channels": channels,
-            "shards": [],
-            "tracks": [],
-            "skipped": [],
-        }
-    # drop whatever an interrupted run left behind: temp files and shards the manifest does not list
-    listed = {s["file"] for s in m["shards"]}
-    for p in out.iterdir():
-        if p.name.startswith(SHARD_PREFIX) and (p.name.endswith(".tmp") or p.name not in listed):
-            p.unlink()
-    known = {t["source"] for t in m["tracks"]}
+    m = _open_manifest(out, sample_rate, channels)
+    _remove_unlisted_shards(out, m)
     report = PrepareReport()
-    files = []
-    for p in find_audio_files(src, exclude=out.resolve()):
-        key = str(p.resolve())
-        if key in known:
-            report.already += 1
-        else:
-            files.append(key)
+    files = _files_to_add(src, out, m, report)
     if not files and not m["tracks"]:
         raise MP3NetError(
             f"no audio files ({', '.join(sorted({'.wav', '.flac', '.ogg', '.mp3'}))}) found under {src}"
         )
-
     jobs = [(f, sample_rate, channels, min_samples) for f in files]
-    next_index = (
-        max((int(s["file"][len(SHARD_PREFIX) : -len(SHARD_SUFFIX)]) for s in m["shards"]), default=-1) + 1
-    )
-    writer: _ShardWriter | None = None
-    pool = None
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), unit="file", disable=not progress or not jobs, dynamic_ncols=True)
-    hours = 0.0
-
-    def finish_shard() -> None:
-        nonlocal writer
-        if writer is None:
-            return
-        writer.close()
-        m["shards"].append({"file": writer.path.name, "frames": writer.frames})
-        m["tracks"] += writer.tracks
-        _write_manifest(out, m)
-        writer = None
-
-    try:
-        if workers > 1 and len(jobs) > 1:
-            # spawn: the parent may hold torch threads, which fork would copy in a broken state
-            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
-            results: Iterator[_FileResult] = pool.imap(_process_file, jobs)
-        else:
-            results = map(_process_file, jobs)
-        for res in results:
-            bar.update(1)
-            if res.pcm is None:
-                report.skipped.append((res.source, res.reason or "unusable"))
-                continue
-            if writer is None:
-                writer = _ShardWriter(out, next_index)
-                next_index += 1
-            n = res.pcm.shape[0]
-            writer.add(
-                res.pcm,
-                {
-                    "source": res.source,
-                    "duration": n / sample_rate,
-                    "frames": n,
-                    "source_rate": res.source_rate,
-                    "source_channels": res.source_channels,
-                },
-            )
-            report.added += 1
-            report.added_seconds += n / sample_rate
-            hours += n / sample_rate / 3600
-            bar.set_postfix_str(f"{hours:.2f} h audio")
-            if writer.frames * channels * 2 >= shard_bytes:
-                finish_shard()
-        finish_shard()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    _add_tracks(out, m, jobs, report, workers, shard_bytes, progress)
     m["skipped"] = [{"source": s, "reason": r} for s, r in report.skipped]
     m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write_manifest(out, m)
@@ -329,6 +244,136 @@ def prepare(
         why = "; ".join(f"{Path(s).name}: {r}" for s, r in report.skipped[:5])
         raise MP3NetError(f"no usable audio under {src} ({len(report.skipped)} files skipped: {why})")
     return report
+
+
+def _open_manifest(out: Path, sample_rate: int, channels: int) -> dict[str, Any]:
+    """The manifest of the dataset in ``out`` (checked to have this format), or a new empty one."""
+    if not (out / MANIFEST).exists():
+        return {
+            "version": MANIFEST_VERSION,
+            "sample_rate": sample_rate,
+            "channels": channels,
+            "shards": [],
+            "tracks": [],
+            "skipped": [],
+        }
+    m = load_manifest(out)
+    if m["sample_rate"] != sample_rate or m["channels"] != channels:
+        raise MP3NetError(
+            f"{out} holds {m['sample_rate']} Hz / {m['channels']}-channel data; this preset needs "
+            f"{sample_rate} Hz / {channels} channels: use another OUT_DIR"
+        )
+    return m
+
+
+def _remove_unlisted_shards(out: Path, m: dict[str, Any]) -> None:
+    """Drop what an interrupted run left behind: temp files and shards the manifest does not list."""
+    listed = {s["file"] for s in m["shards"]}
+    for p in out.iterdir():
+        if p.name.startswith(SHARD_PREFIX) and (p.name.endswith(".tmp") or p.name not in listed):
+            p.unlink()
+
+
+def _files_to_add(src: Path, out: Path, m: dict[str, Any], report: PrepareReport) -> list[str]:
+    """Resolved paths of the audio files under ``src`` the dataset does not hold yet (counted in
+    ``report.already`` otherwise)."""
+    known = {t["source"] for t in m["tracks"]}
+    files = []
+    for p in find_audio_files(src, exclude=out.resolve()):
+        key = str(p.resolve())
+        if key in known:
+            report.already += 1
+        else:
+            files.append(key)
+    return files
+
+
+class _ShardSequence:
+    """Fills shards one after another; each finished shard is listed in the manifest, which is rewritten."""
+
+    def __init__(self, root: Path, m: dict[str, Any], shard_bytes: int) -> None:
+        self.root, self.m, self.shard_bytes = root, m, shard_bytes
+        self.writer: _ShardWriter | None = None
+        indices = (int(s["file"][len(SHARD_PREFIX) : -len(SHARD_SUFFIX)]) for s in m["shards"])
+        self.next_index = max(indices, default=-1) + 1
+
+    def add(self, pcm: np.ndarray, track: dict[str, Any]) -> None:
+        if self.writer is None:
+            self.writer = _ShardWriter(self.root, self.next_index)
+            self.next_index += 1
+        self.writer.add(pcm, track)
+        if self.writer.frames * self.m["channels"] * 2 >= self.shard_bytes:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.m["shards"].append({"file": self.writer.path.name, "frames": self.writer.frames})
+        self.m["tracks"] += self.writer.tracks
+        _write_manifest(self.root, self.m)
+        self.writer = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+@contextmanager
+def _decoded(jobs: list[tuple[str, int, int, int]], workers: int) -> Iterator[Iterator[_FileResult]]:
+    """The decoded files in job order, from ``workers`` processes (terminated on exit) or this one."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield map(_process_file, jobs)
+        return
+    # spawn: the parent may hold torch threads, which fork would copy in a broken state
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
+    try:
+        yield pool.imap(_process_file, jobs)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _add_tracks(
+    out: Path,
+    m: dict[str, Any],
+    jobs: list[tuple[str, int, int, int]],
+    report: PrepareReport,
+    workers: int,
+    shard_bytes: int,
+    progress: bool,
+) -> None:
+    """Decode the jobs and append the usable tracks to new shards; a failure discards the open shard."""
+    from tqdm import tqdm
+
+    sample_rate = m["sample_rate"]
+    shards = _ShardSequence(out, m, shard_bytes)
+    bar = tqdm(total=len(jobs), unit="file", disable=not progress or not jobs, dynamic_ncols=True)
+    try:
+        with _decoded(jobs, workers) as results:
+            for res in results:
+                bar.update(1)
+                if res.pcm is None:
+                    report.skipped.append((res.source, res.reason or "unusable"))
+                    continue
+                n = res.pcm.shape[0]
+                track = {
+                    "source": res.source,
+                    "duration": n / sample_rate,
+                    "frames": n,
+                    "source_rate": res.source_rate,
+                    "source_channels": res.source_channels,
+                }
+                shards.add(res.pcm, track)
+                report.added += 1
+                report.added_seconds += n / sample_rate
+                bar.set_postfix_str(f"{report.added_seconds / 3600:.2f} h audio")
+        shards.finish()
+    except BaseException:
+        shards.abort()
+        raise
+    finally:
+        bar.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -406,10 +451,6 @@ class ClipDataset:
         return d
 
 
-def _batch_seed(seed: int, rank: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, rank, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class CropSampler:
     """Infinite batch sampler of clip indices for :class:`ClipDataset` (``DataLoader(batch_sampler=...)``).
 
@@ -430,7 +471,7 @@ class CropSampler:
     def batch(self, index: int) -> list[int]:
         import torch
 
-        g = torch.Generator().manual_seed(_batch_seed(self.seed, self.rank, index))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, index))
         return torch.randint(self.n_clips, (self.batch_size,), generator=g).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mp3net import demo_html
+from mp3net.demo_html import Track
 from mp3net.synth import Note, render
 from mp3net.utils import MP3NetError, atomic_write_text
 
@@ -31,7 +34,6 @@ def default_cache_dir() -> Path:
 
 def _music21():
     try:
-        import music21  # noqa: F401
         from music21 import corpus
     except ImportError:
         raise MP3NetError(
@@ -208,81 +210,36 @@ def read_tonality_curve(run: Path) -> dict[str, list[float]]:
     return curve
 
 
-def plot_tonality_curve(curve: dict[str, list[float]], path: Path, title: str = "") -> Path:
-    """Paper figure 5: tonality of generated (left) and real (right) clips over D iterations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mp3net.utils import atomic_write
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-    for ax, key, colour in ((axes[0], "fake", "tab:orange"), (axes[1], "real", "tab:blue")):
-        ax.plot(curve["step"], [100 * v for v in curve[key]], ".-", color=colour, ms=3, lw=1)
-        ax.set_xlabel("discriminator iteration")
-        ax.set_title(f"tonality of {'generated' if key == 'fake' else 'real'} clips")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean tonality τ (%)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return path
-
-
-def _html_escape(s: str) -> str:
-    import html
-
-    return html.escape(str(s))
-
-
-def _track_cards(items: list[tuple[str, str, str]]) -> str:
-    """(title, audio path, spectrogram path) → HTML cards."""
-    cards = []
-    for title, audio, image in items:
-        cards.append(
-            f'<div class="card"><h4>{_html_escape(title)}</h4>'
-            f'<audio controls preload="none" src="{_html_escape(audio)}"></audio>'
-            f'<a href="{_html_escape(image)}"><img src="{_html_escape(image)}" alt="spectrogram of '
-            f'{_html_escape(title)}"></a></div>'
-        )
-    return '<div class="grid">' + "\n".join(cards) + "</div>"
-
-
-def _table_html(report) -> str:
-    rows = "".join(
-        f"<tr><td>{_html_escape(a)}</td><td>{_html_escape(b)}</td><td>{_html_escape(c)}</td></tr>"
-        for a, b, c in report.rows()
-    )
-    return f"<table><tr><th>metric</th><th>real</th><th>fake</th></tr>{rows}</table>"
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:1em}
-.card{border:1px solid #ddd;border-radius:6px;padding:.6em}.card h4{margin:.2em 0 .4em}
-.card img{width:100%}audio{width:100%}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}td:first-child{text-align:left}
-code{background:#f4f4f4;padding:0 .3em}.note{color:#555}
-"""
-
-
-def _write_tracks(audio, sr: int, n_bands: int, folder: Path, prefix: str, titles: list[str]):
-    from mp3net.analysis import analyze_signal, plot_spectrogram
+def _write_tracks(audio, sr: int, n_bands: int, folder: Path, prefix: str, titles: list[str]) -> list[Track]:
+    """Write each ``[C, T]`` clip as ``folder/prefix-i.wav`` with its spectrogram ``prefix-i.png``."""
     from mp3net.audio import write_audio
+    from mp3net.plots import write_spectrogram
 
     folder.mkdir(parents=True, exist_ok=True)
-    items = []
+    tracks = []
     for i, (x, title) in enumerate(zip(audio, titles, strict=True)):
         x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
         wav = folder / f"{prefix}-{i}.wav"
         png = folder / f"{prefix}-{i}.png"
         write_audio(wav, x, sr)
-        plot_spectrogram(analyze_signal(x, sr, n_bands), png, title=title)
-        items.append((title, f"{folder.name}/{wav.name}", f"{folder.name}/{png.name}"))
-    return items
+        write_spectrogram(x, sr, n_bands, png, title=title)
+        tracks.append(Track(title, f"{folder.name}/{wav.name}", f"{folder.name}/{png.name}"))
+    return tracks
+
+
+@dataclass
+class DemoSettings:
+    """What :func:`run_demo` was asked for."""
+
+    out: Path
+    minutes: float = DEFAULT_MINUTES
+    chorales: int | None = DEFAULT_CHORALES
+    cache: Path | None = None
+    max_steps: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    n_tracks: int = 4
+    n_eval: int = 32
+    quiet: bool = False
 
 
 def run_demo(
@@ -298,149 +255,127 @@ def run_demo(
 ) -> Path:
     """Chorales → synth → cache → prepare → train ``tiny`` for ``minutes`` → generate → ``out/report.html``.
 
-    A second run with the same ``out`` continues training the same run for another ``minutes``.
-    Returns the report's path.
+    ``n_tracks`` generated and real clips are shown, ``n_eval`` clips per side are evaluated. A second run
+    with the same ``out`` continues training the same run for another ``minutes``. Returns the report's path.
     """
     import torch
 
+    settings = DemoSettings(
+        Path(out),
+        minutes,
+        chorales,
+        Path(cache) if cache else None,
+        max_steps,
+        list(overrides or []),
+        n_tracks,
+        n_eval,
+        quiet,
+    )
     before = torch.get_num_threads()
     try:
         _log(f"using {_pick_threads()} torch thread(s)", quiet)
-        return _run_demo(out, minutes, chorales, cache, max_steps, overrides, n_tracks, n_eval, quiet)
+        return _run_demo(settings)
     finally:
         torch.set_num_threads(before)
 
 
-def _run_demo(
-    out: str | Path,
-    minutes: float,
-    chorales: int | None,
-    cache: str | Path | None,
-    max_steps: int | None,
-    overrides: list[str] | None,
-    n_tracks: int,
-    n_eval: int,
-    quiet: bool,
-) -> Path:
+def _run_demo(s: DemoSettings) -> Path:
     from mp3net import generate as gen
     from mp3net.config import preset
-    from mp3net.data import prepare
     from mp3net.evaluate import evaluate_clips, load_real_clips
+    from mp3net.plots import save_png, tonality_curve_figure
 
     t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = preset("tiny").override(overrides or [])
+    s.out.mkdir(parents=True, exist_ok=True)
+    cfg = preset("tiny").override(s.overrides)
     m = cfg.model
-    progress = not quiet
+    data, dataset_summary = _dataset(s, m)
+    run = s.out / "run"
+    _log(f"[3/5] train the tiny model for {s.minutes:g} min → {run}", s.quiet)
+    steps = train_for(cfg, data, run, s.minutes * 60, s.max_steps, not s.quiet).step
 
-    _log(f"[1/5] Bach chorales → piano synth ({m.sample_rate} Hz)", quiet)
-    cache_dir = Path(cache) / f"chorales-{m.sample_rate}Hz-v{CACHE_VERSION}" if cache else None
-    src = render_chorales(cache_dir, m.sample_rate, limit=chorales, progress=progress)
-
-    _log(f"[2/5] prepare {src} → {out / 'dataset'}", quiet)
-    data = out / "dataset"
-    rep = prepare(src, data, m.sample_rate, m.channels, m.clip_samples, workers=1, progress=progress)
-    if not quiet:
-        print(rep.summary())
-
-    run = out / "run"
-    _log(f"[3/5] train the tiny model for {minutes:g} min → {run}", quiet)
-    trainer = train_for(cfg, data, run, minutes * 60, max_steps, progress)
-    steps = trainer.step
-
-    _log("[4/5] generate and evaluate", quiet)
+    _log("[4/5] generate and evaluate", s.quiet)
     G, _ = gen.load_generator(run)
+    generated = _generated_tracks(G, m, s.out / "generated", s.n_tracks, long_seconds=4 * m.clip_seconds)
+    reals, _ = load_real_clips(data, s.n_eval, m.clip_samples, seed=1)
+    titles = [f"real clip {i}" for i in range(min(s.n_tracks, len(reals)))]
+    real = _write_tracks(reals[: s.n_tracks], m.sample_rate, m.n_bands, s.out / "real", "real", titles)
+    fakes, sr = gen.generate(G, list(range(s.n_eval)), batch_size=8)
+    report = evaluate_clips(reals, list(fakes), sr)
+    curve = read_tonality_curve(run)
+    save_png(tonality_curve_figure(curve, f"this demo run ({steps} iterations)"), s.out / "tonality.png", 100)
+    pretrained = _pretrained_section(s, data, reals, sr)
+
+    _log("[5/5] report", s.quiet)
+    page = demo_html.page(
+        dataset=dataset_summary,
+        model=m,
+        steps=steps,
+        minutes=s.minutes,
+        elapsed_minutes=(time.perf_counter() - t_start) / 60,
+        out=s.out,
+        generated=generated,
+        real=real,
+        rows=report.rows(),
+        n_fake=report.n_fake,
+        n_real=report.n_real,
+        pretrained=pretrained,
+    )
+    report_path = s.out / "report.html"
+    atomic_write_text(report_path, page)
+    atomic_write_text(s.out / "evaluate.json", report.to_json() + "\n")
+    return report_path
+
+
+def _dataset(s: DemoSettings, m) -> tuple[Path, str]:
+    """Steps 1-2: render the chorales (cached) and prepare them into ``out/dataset``; returns the dataset
+    folder and the prepare summary."""
+    from mp3net.data import prepare
+
+    _log(f"[1/5] Bach chorales → piano synth ({m.sample_rate} Hz)", s.quiet)
+    cache_dir = s.cache / f"chorales-{m.sample_rate}Hz-v{CACHE_VERSION}" if s.cache else None
+    src = render_chorales(cache_dir, m.sample_rate, limit=s.chorales, progress=not s.quiet)
+    data = s.out / "dataset"
+    _log(f"[2/5] prepare {src} → {data}", s.quiet)
+    rep = prepare(src, data, m.sample_rate, m.channels, m.clip_samples, workers=1, progress=not s.quiet)
+    _log(rep.summary(), s.quiet)
+    return data, rep.summary()
+
+
+def _generated_tracks(G, m, folder: Path, n_tracks: int, long_seconds: float) -> list[Track]:
+    """Tracks of seeds 0..n_tracks-1 (one clip each) and one long track of seed 0."""
+    from mp3net import generate as gen
+
     seeds = list(range(n_tracks))
     audio, sr = gen.generate(G, seeds)
-    long_audio, _ = gen.generate(G, [0], duration=4 * m.clip_seconds)
-    gen_items = _write_tracks(audio, sr, m.n_bands, out / "generated", "seed", [f"seed {s}" for s in seeds])
-    gen_items += _write_tracks(
-        long_audio,
-        sr,
-        m.n_bands,
-        out / "generated",
-        "long",
-        [f"seed 0, {4 * m.clip_seconds:.0f} s (4 clips)"],
-    )
-    reals, _ = load_real_clips(data, n_eval, m.clip_samples, seed=1)
-    real_items = _write_tracks(
-        reals[:n_tracks],
-        sr,
-        m.n_bands,
-        out / "real",
-        "real",
-        [f"real clip {i}" for i in range(min(n_tracks, len(reals)))],
-    )
-    fakes_eval, _ = gen.generate(G, list(range(n_eval)), batch_size=8)
-    report = evaluate_clips(reals, list(fakes_eval), sr)
-    curve = read_tonality_curve(run)
-    plot_tonality_curve(curve, out / "tonality.png", title=f"this demo run ({steps} iterations)")
+    long_audio, _ = gen.generate(G, [0], duration=long_seconds)
+    tracks = _write_tracks(audio, sr, m.n_bands, folder, "seed", [f"seed {i}" for i in seeds])
+    long_title = f"seed 0, {long_seconds:.0f} s ({long_seconds / m.clip_seconds:.0f} clips)"
+    return tracks + _write_tracks(long_audio, sr, m.n_bands, folder, "long", [long_title])
 
-    pre_html = ""
-    if "tiny-chorales" in gen.pretrained_names():
-        try:
-            Gp, cfg_p = gen.load_generator("pretrained")
-            pa, psr = gen.generate(Gp, seeds)
-            plong, _ = gen.generate(Gp, [0], duration=30.0)
-            pitems = _write_tracks(
-                pa, psr, cfg_p.model.n_bands, out / "pretrained", "seed", [f"seed {s}" for s in seeds]
-            )
-            pitems += _write_tracks(
-                plong, psr, cfg_p.model.n_bands, out / "pretrained", "long", ["seed 0, 30 s"]
-            )
-            pf, _ = gen.generate(Gp, list(range(n_eval)), batch_size=8)
-            preal = reals if psr == sr else load_real_clips(data, n_eval, cfg_p.model.clip_samples, psr)[0]
-            prep = evaluate_clips(preal, list(pf), psr)
-            pcurve_img = ""
-            card = gen.PRETRAINED_DIR / "tiny-chorales" / "tonality.png"
-            if card.exists():
-                import shutil
 
-                shutil.copy(card, out / "pretrained" / "tonality.png")
-                pcurve_img = (
-                    '<img src="pretrained/tonality.png" alt="tonality over training of the shipped model">'
-                )
-            pre_html = (
-                "<h2>The shipped pretrained model (<code>mp3net generate pretrained</code>)</h2>"
-                "<p class='note'>The same tiny model trained on the same chorales for longer; see "
-                "<code>src/mp3net/pretrained/tiny-chorales/README.md</code>.</p>"
-                + _track_cards(pitems)
-                + "<h3>Its evaluation against the chorales</h3>"
-                + _table_html(prep)
-                + pcurve_img
-            )
-        except MP3NetError as e:
-            pre_html = f"<p>The shipped model could not be loaded: {_html_escape(e)}</p>"
+def _pretrained_section(s: DemoSettings, data: Path, reals: list, sr: int) -> str:
+    """HTML on the shipped model (its tracks, evaluation and training curve); "" if none is shipped."""
+    import shutil
 
-    _log("[5/5] report", quiet)
-    elapsed = time.perf_counter() - t_start
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mp3net demo</title>
-<style>{_CSS}</style></head><body>
-<h1>mp3net demo: Bach chorales</h1>
-<p>{rep.summary() if hasattr(rep, "summary") else ""}<br>
-Model: <code>tiny</code> preset ({m.sample_rate} Hz, {m.channels} ch, {m.n_bands} bands, clips of
-{m.clip_seconds:.2f} s); trained here for {steps} discriminator iterations ({minutes:g} min budget);
-this report took {elapsed / 60:.1f} min. Run <code>mp3net demo --out {_html_escape(out)}</code> again to
-train further.</p>
-<h2>Generated by this run</h2>
-{_track_cards(gen_items)}
-<h2>Real clips (the training data)</h2>
-{_track_cards(real_items)}
-<h2>Tonality over training (paper figure 5)</h2>
-<p class="note">Mean tonality τ (eq. 13) of the un-noised MDCT of generated and real training clips, as
-logged during training. The paper reports 40–45 % for its fakes and 72–73 % for MAESTRO.</p>
-<img src="tonality.png" alt="tonality of fakes and reals over training">
-<h2>Evaluation ({report.n_fake} generated vs {report.n_real} real clips)</h2>
-{_table_html(report)}
-<p class="note">Tonality of both sides measured the same way; Fréchet distance on hand-made audio features
-(Bark-band levels, chroma, onset strength, tonality, stereo width) with two halves of the real clips as its
-noise floor; memorisation: nearest real clip of each fake versus real-to-real. See
-<code>mp3net evaluate --help</code>.</p>
-{pre_html}
-</body></html>
-"""
-    report_path = out / "report.html"
-    atomic_write_text(report_path, page)
-    atomic_write_text(out / "evaluate.json", report.to_json() + "\n")
-    return report_path
+    from mp3net import generate as gen
+    from mp3net.evaluate import evaluate_clips, load_real_clips
+
+    if "tiny-chorales" not in gen.pretrained_names():
+        return ""
+    try:
+        Gp, cfg_p = gen.load_generator("pretrained")
+        mp = cfg_p.model
+        folder = s.out / "pretrained"
+        tracks = _generated_tracks(Gp, mp, folder, s.n_tracks, long_seconds=30.0)
+        fakes, psr = gen.generate(Gp, list(range(s.n_eval)), batch_size=8)
+        preal = reals if psr == sr else load_real_clips(data, s.n_eval, mp.clip_samples, psr)[0]
+        report = evaluate_clips(preal, list(fakes), psr)
+    except MP3NetError as e:
+        return demo_html.pretrained_error(e)
+    card = gen.PRETRAINED_DIR / "tiny-chorales" / "tonality.png"
+    curve_image = None
+    if card.exists():
+        shutil.copy(card, folder / "tonality.png")
+        curve_image = "pretrained/tonality.png"
+    return demo_html.pretrained_section(tracks, report.rows(), curve_image)

@@ -5,8 +5,8 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 
 * **Tonality** (paper eq. 13, the paper's figure-5 metric): the un-noised MDCT of the waveform with
   86 Hz bands (N = sample_rate / 172, the paper's band width), τ per frame and channel, averaged over
-  frames, channels and clips. The same tonality after the psychoacoustic noise layer (σ of SPEC §3, a
-  fixed noise seed) is reported beside it, again for both sides alike.
+  frames, channels and clips. The same tonality after the noise layer (docs/psychoacoustics.md#noise-layer,
+  its default σ, a fixed noise seed) is reported beside it, again for both sides alike.
 
 * **Fréchet audio-feature distance (FD)**: no embedding network can be downloaded here, so each
   clip is cut into half-overlapping windows of ``WINDOW_FRAMES`` MDCT frames (≈0.37 s) and each window
@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, tonality
+from mp3net.model import NoiseLayer
 
 
 def _single_thread(fn: Callable) -> Callable:
@@ -108,13 +109,15 @@ def mean_tonality(
 ) -> float:
     """Mean τ (eq. 13) over clips, frames and channels of un-noised (or, with ``noised``, noise-layered)
     MDCTs. Each clip is ``[C, T]``. Frames of digital silence are left out (their τ is undefined)."""
-    pm = PsychoacousticModel(sample_rate, analysis_bands(sample_rate)) if noised else None
+    noise = (
+        NoiseLayer(PsychoacousticModel(sample_rate, analysis_bands(sample_rate)), sigma) if noised else None
+    )
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for clip in clips:
         A = clip_mdct(clip, sample_rate)
-        if pm is not None:
-            A = pm.add_noise(A, sigma, generator=gen)
+        if noise is not None:
+            A = noise(A, generator=gen)
         tau = tonality(A)
         live = (A * A).sum(-1) > 0
         total += float(tau[live].sum())
@@ -207,20 +210,23 @@ def clip_features(clips: Sequence[torch.Tensor], sample_rate: int) -> list[torch
 
 
 @_single_thread
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def frechet_distance(
+    mu1: np.ndarray | torch.Tensor,
+    sigma1: np.ndarray | torch.Tensor,
+    mu2: np.ndarray | torch.Tensor,
+    sigma2: np.ndarray | torch.Tensor,
+) -> float:
     """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) for Gaussians N(μ1, Σ1), N(μ2, Σ2).
 
     Tr((Σ1Σ2)^½) is computed as Σ √λ of the symmetric PSD matrix Σ1^½ Σ2 Σ1^½ (same eigenvalues as
     Σ1Σ2), which stays real and stable when the covariances are singular.
     """
-    mu1, mu2, s1, s2 = (
-        torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (mu1, mu2, sigma1, sigma2)
-    )
+    m1, m2, s1, s2 = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (mu1, mu2, sigma1, sigma2))
     w, V = torch.linalg.eigh((s1 + s1.T) / 2)
     r1 = (V * w.clamp_min(0).sqrt()) @ V.T
     m = r1 @ s2 @ r1
     tr_covmean = float(torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum())
-    diff = mu1 - mu2
+    diff = m1 - m2
     return float(diff @ diff + s1.trace() + s2.trace() - 2 * tr_covmean)
 
 
@@ -261,8 +267,8 @@ def feature_distance(
     R, O = [scale(f.numpy()) for f in ref], [scale(f.numpy()) for f in other]
 
     def fd(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-        a, b = torch.from_numpy(np.concatenate(a)), torch.from_numpy(np.concatenate(b))
-        return frechet_distance(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+        x, y = torch.from_numpy(np.concatenate(a)), torch.from_numpy(np.concatenate(b))
+        return frechet_distance(x.mean(0), torch.cov(x.T), y.mean(0), torch.cov(y.T))
 
     if not extrapolate:
         return fd(R, O)
@@ -309,6 +315,42 @@ def memorisation(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor]) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
+# spectral level and hum
+
+HUM_PERIODS = (2, 4, 8)  # frames: the periods G's stride-2 time upsamplings imprint on the output
+
+
+def bark_levels(clips: Sequence[torch.Tensor], sample_rate: int) -> np.ndarray:
+    """Mean level per Bark band in dB ``[24]`` over clips ``[C, T]``: the band intensities of the
+    psychoacoustic model (paper eq. 10) averaged over channels, frames and clips."""
+    n = analysis_bands(sample_rate)
+    pm = PsychoacousticModel(sample_rate, n)
+    total = None
+    for c in clips:
+        A = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate)
+        mean = pm.band_intensity(A).mean(dim=(0, 1))  # [24]
+        total = mean if total is None else total + mean
+    if total is None:
+        raise ValueError("bark_levels needs at least one clip")
+    return 10 * np.log10(total.numpy() / len(clips) + 1e-20)
+
+
+def hum_share(clips: Sequence[torch.Tensor], sample_rate: int, periods: Sequence[int] = HUM_PERIODS) -> float:
+    """Mean share of the frame-to-frame modulation energy at the given periods: per clip, the log energy
+    of each MDCT frame (mean removed) → power spectrum over frames → the power at 1/p cycles per frame
+    for each p, over the total. Upsampling checkerboards show as peaks at these periods."""
+    shares = []
+    for c in clips:
+        A = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate)  # [C, F, N]
+        e = torch.log10(A.square().sum(-1).mean(0) + _LOG_FLOOR)  # [F]
+        P = torch.fft.rfft(e - e.mean()).abs().square()
+        f = e.shape[0]
+        bins = sorted({round(f / p) for p in periods if round(f / p) < P.shape[0]})
+        shares.append(float(P[bins].sum() / P[1:].sum().clamp_min(1e-30)))
+    return float(np.mean(shares))
+
+
+# ---------------------------------------------------------------------------------------------------
 # report
 
 
@@ -326,13 +368,27 @@ class EvalReport:
     fd_real_halves: float
     fd_plain: float
     memorisation: dict[str, float] = field(default_factory=dict)
+    bark_db_real: list[float] = field(default_factory=list)
+    bark_db_fake: list[float] = field(default_factory=list)
+    hum_real: float = math.nan
+    hum_fake: float = math.nan
+
+    @property
+    def bark_error_db(self) -> np.ndarray:
+        """Fake minus real mean level per Bark band, dB ``[24]``."""
+        return np.asarray(self.bark_db_fake) - np.asarray(self.bark_db_real)
+
+    @property
+    def hum_db(self) -> float:
+        """Fakes' modulation energy at the upsampling periods against the reals', dB (0 = as real)."""
+        return 10 * math.log10(self.hum_fake / self.hum_real) if self.hum_real > 0 else math.nan
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     def rows(self) -> list[tuple[str, str, str]]:
         m = self.memorisation
-        return [
+        rows = [
             ("clips (real / fake)", f"{self.n_real}", f"{self.n_fake}"),
             ("tonality, un-noised MDCT", f"{self.tonality_real:.1%}", f"{self.tonality_fake:.1%}"),
             (
@@ -349,6 +405,11 @@ class EvalReport:
             ("memorisation ratio (≈1 fine, ≪1 copies)", "", f"{m.get('ratio', math.nan):.3f}"),
             ("fakes closer than real 5th pct", "", f"{m.get('fake_share_below_real_p5', math.nan):.1%}"),
         ]
+        if self.bark_db_real:
+            err = np.abs(self.bark_error_db)
+            rows.append(("Bark-band level error, mean / max", "", f"{err.mean():.1f} / {err.max():.1f} dB"))
+            rows.append(("hum (modulation at upsampling periods)", "", f"{self.hum_db:+.1f} dB"))
+        return rows
 
     def table(self) -> str:
         rows = [("metric", "real", "fake"), *self.rows()]
@@ -384,6 +445,10 @@ def evaluate_clips(
         fd_real_halves=feature_distance(fr_a, fr_b),
         fd_plain=feature_distance(fr, ff, extrapolate=False),
         memorisation=memorisation(fr, ff),
+        bark_db_real=bark_levels(real, sample_rate).tolist(),
+        bark_db_fake=bark_levels(fake, sample_rate).tolist(),
+        hum_real=hum_share(real, sample_rate),
+        hum_fake=hum_share(fake, sample_rate),
     )
 
 
@@ -439,19 +504,20 @@ def load_real_clips(
     files = find_audio_files(root)
     if not files:
         raise MP3NetError(f"no audio files under {root}")
-    sr = sample_rate
+    rate = sample_rate  # None: the first file's rate
     pieces: list[torch.Tensor] = []
     for f in files:
-        x, sr_f = load_audio(f, sample_rate=sr, channels=channels, allow_silent=True)
-        sr = sr or sr_f
-        want = clip_samples or 3 * sr
+        x, sr_f = load_audio(f, sample_rate=rate, channels=channels, allow_silent=True)
+        rate = rate or sr_f
+        want = clip_samples or 3 * rate
         for a in range(0, x.shape[-1] - want + 1, want):
             pieces.append(torch.from_numpy(np.ascontiguousarray(x[:, a : a + want])))
+    assert rate is not None  # files is not empty
     if not pieces:
         raise MP3NetError(
-            f"no file under {root} is at least one clip ({(clip_samples or 3 * sr) / sr:.2f} s) long"
+            f"no file under {root} is at least one clip ({(clip_samples or 3 * rate) / rate:.2f} s) long"
         )
-    return [pieces[i] for i in _pick(len(pieces), n, seed)], int(sr)
+    return [pieces[i] for i in _pick(len(pieces), n, seed)], int(rate)
 
 
 def load_fake_clips(
@@ -467,12 +533,13 @@ def load_fake_clips(
     is_model = not path.exists() or any((path / m).exists() for m in ("config.json", "export", "checkpoints"))
     files = find_audio_files(path) if path.is_dir() and not is_model else []
     if files:
-        clips, sr = [], None
+        clips, rate = [], None
         for f in [files[i] for i in _pick(len(files), n, seed)]:
-            x, sr_f = load_audio(f, sample_rate=sr, allow_silent=True)
-            sr = sr or sr_f
+            x, sr_f = load_audio(f, sample_rate=rate, allow_silent=True)
+            rate = rate or sr_f
             clips.append(torch.from_numpy(x))
-        return clips, int(sr)
+        assert rate is not None  # files is not empty
+        return clips, rate
     from mp3net import generate as gen
 
     try:

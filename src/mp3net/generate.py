@@ -32,6 +32,7 @@ from mp3net import ops
 from mp3net.config import Config, ConfigError
 from mp3net.dsp import imdct
 from mp3net.model import Generator
+from mp3net.train.checkpoint import load_export, load_latest
 from mp3net.utils import MP3NetError, first_line
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -61,30 +62,10 @@ def resolve_model_path(model: str | Path) -> Path:
     raise MP3NetError(f"model {model} not found: give an export or run directory, or one of: {known}")
 
 
-def _weights_from_export(folder: Path) -> tuple[Config, dict[str, torch.Tensor]]:
-    cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise MP3NetError(f"{folder} is not a complete exported model: {p.name} is missing")
-    try:
-        cfg = Config.load(cfg_path)
-    except ConfigError as e:
-        raise MP3NetError(f"{cfg_path}: {e}") from None
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        weights = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise MP3NetError(f"{w_path} is corrupt or unreadable: {first_line(e)}") from None
-    return cfg, weights
-
-
 def _weights_from_run(run: Path) -> tuple[Config, dict[str, torch.Tensor]]:
     export = run / "export"
     if (export / "model.safetensors").exists():
-        return _weights_from_export(export)
-    from mp3net.train.checkpoint import load_latest
+        return load_export(export)
 
     found = load_latest(run)
     if found is None:
@@ -120,11 +101,11 @@ def load_generator(model: str | Path, device: str | torch.device | None = None) 
         and not (path / "checkpoints").is_dir()
         and not (path / "export").is_dir()
     ):
-        cfg, weights = _weights_from_export(path)
+        cfg, weights = load_export(path)
     elif (path / "export").is_dir() or (path / "checkpoints").is_dir():
         cfg, weights = _weights_from_run(path)
     elif (path / "model.safetensors").exists():
-        cfg, weights = _weights_from_export(path)  # reports the missing config.json
+        cfg, weights = load_export(path)  # reports the missing config.json
     else:
         raise MP3NetError(
             f"{path} is neither an exported model (config.json + model.safetensors) nor a run directory"

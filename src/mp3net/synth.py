@@ -170,3 +170,24 @@ def random_music(seconds: float, seed: int = 0, sample_rate: int = 22016, tempo:
             notes.append(Note(b * beat, dur * 0.95, int(p), float(rng.uniform(0.45, 0.8))))
     x = render(notes, sample_rate, tail=0.0)
     return x[:, : int(seconds * sample_rate)]
+
+
+EXAMPLE_CHORDS = ((48, 60, 64, 67), (43, 59, 62, 67), (45, 60, 64, 69), (41, 60, 65, 69))  # I–V–vi–IV in C
+EXAMPLE_MELODY = (76, 74, 72, 74, 76, 76, 76, 74, 74, 76, 79, 79, 76, 74, 72, 74)
+
+
+def example_score(seconds: float = 8.0) -> list[Note]:
+    """Four bars of I–V–vi–IV in C, a whole-bar chord under a melody of quarter notes, in ``seconds``."""
+    beat = seconds / 16
+    notes = []
+    for bar, chord in enumerate(EXAMPLE_CHORDS):
+        notes += [Note(bar * 4 * beat, 4 * beat, p, 0.5) for p in chord]
+        notes += [Note((bar * 4 + i) * beat, beat, EXAMPLE_MELODY[bar * 4 + i], 0.7) for i in range(4)]
+    return notes
+
+
+def example_signal(seconds: float = 8.0, sample_rate: int = 22016) -> np.ndarray:
+    """The built-in example (``mp3net analyze --example``): :func:`example_score` rendered, cut to
+    ``seconds``. ``[2, seconds·sample_rate]`` float32, peak 0.9, deterministic."""
+    x = render(example_score(seconds), sample_rate, tail=0.0)[:, : int(seconds * sample_rate)]
+    return (0.9 * x / np.abs(x).max()).astype(np.float32)

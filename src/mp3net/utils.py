@@ -1,4 +1,4 @@
-"""Small shared helpers: the user-facing error type and atomic file writes."""
+"""Small shared helpers: the user-facing error type, atomic file writes and seed derivation."""
 
 from __future__ import annotations
 
@@ -12,13 +12,25 @@ class MP3NetError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits with code 1."""
 
 
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (a base seed, a rank, a step, ...) by numpy's SeedSequence.
+
+    Different tuples give statistically independent seeds, the same tuple always the same seed; every
+    seeded stream of the project (data batches, trainer generators) is derived this way, so a resumed
+    run re-derives exactly the streams it had.
+    """
+    import numpy as np  # here, not at the top: `mp3net --help` imports this module
+
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if empty), for one-line errors."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
     A crash (or kill -9) at any point leaves either the old file or the new one, never half of one.

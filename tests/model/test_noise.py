@@ -1,20 +1,21 @@
-"""The psychoacoustic noise layer (SPEC §3) and the generator → inverse MDCT round trip."""
+"""The noise layer (docs/psychoacoustics.md#noise-layer) and the generator → inverse MDCT round trip."""
 
 import pytest
 import torch
 
 from mp3net.config import preset
-from mp3net.dsp import imdct, mdct
+from mp3net.dsp import PsychoacousticModel, imdct, mdct
 from mp3net.model import Generator, NoiseLayer
+from mp3net.synth import random_music
 
 
 def music_like(cfg, frames: int, seed: int = 0) -> torch.Tensor:
-    """MDCT of a few decaying tones plus a little noise, ``[1, C, frames, K]``."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange((frames - 1) * cfg.n_bands) / cfg.sample_rate
-    x = 0.01 * torch.randn(cfg.channels, t.numel(), generator=g)
-    for f in (220.0, 330.0, 1250.0):
-        x = x + 0.2 * torch.sin(2 * torch.pi * f * t) * torch.exp(-t)
+    """MDCT of piano chords (:func:`mp3net.synth.random_music`) plus a little noise, ``[1, C, frames, K]``."""
+    n = (frames - 1) * cfg.n_bands
+    x = 0.5 * torch.from_numpy(
+        random_music(n / cfg.sample_rate + 0.01, seed, cfg.sample_rate)[: cfg.channels, :n]
+    )
+    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     return mdct(x, cfg.n_bands)[None].float()
 
 
@@ -54,6 +55,25 @@ def test_noise_zero_sigma_is_identity():
     cfg = preset("tiny").model
     A = music_like(cfg, 4)
     assert torch.equal(NoiseLayer(cfg, 0.0)(A), A)
+
+
+def test_noise_on_a_given_psychoacoustic_model_is_seeded_and_scales_with_sigma():
+    pm = PsychoacousticModel(22016, 128)
+    x = torch.from_numpy(random_music(0.5, seed=0, sample_rate=22016)[0, : 85 * 128])
+    A = mdct(x, 128)
+    thr = pm.threshold(A)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    y1 = NoiseLayer(pm, 1 / 6)(A, generator=g1)
+    y2 = NoiseLayer(pm, 1 / 6)(A, generator=g2)
+    assert torch.equal(y1, y2)  # same generator seed, same noise
+    z = (y1 - A) / thr
+    assert abs(z.std().item() - 1 / 6) < 0.01
+    assert abs(z.mean().item()) < 0.01
+    y3 = NoiseLayer(pm, 0.5)(A, generator=torch.Generator().manual_seed(7), threshold=thr)
+    assert torch.allclose((y3 - A), 3 * (y1 - A), atol=1e-6)
+    B = mdct(x[: 10 * 128], 128).requires_grad_()
+    NoiseLayer(pm)(B, generator=torch.Generator().manual_seed(0)).sum().backward()
+    assert B.grad is not None and torch.isfinite(B.grad).all() and B.grad.abs().sum() > 0
 
 
 def test_tiny_generator_imdct_round_trip_length():

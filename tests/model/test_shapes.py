@@ -48,7 +48,7 @@ def test_block_shapes_match_forward():
             dgot.append(tuple(h.shape[1:]))
     assert got == [s for _, s in G.block_shapes()[:-1]]
     assert dgot == [s for _, s in D.block_shapes()[: len(dgot)]]
-    # SPEC §4 table for the 95 s generator
+    # the 95 s generator's table in docs/networks.md#channel-rule
     assert got[1:] == [
         (512, 16, 4),
         (512, 64, 8),

@@ -1,4 +1,4 @@
-"""Checkpoint files: kill -9 in the middle of a write, export round trip, keep_last."""
+"""Checkpoint files: kill -9 in the middle of a write, export round trip and errors, keep_last."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import FAST, fast_config
 
+from mp3net import preset
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.loop import train
+from mp3net.utils import MP3NetError
 
 # a training process whose second checkpoint write (step 4) stops half way, as if the machine died there
 HANGING_WRITER = """
@@ -88,3 +91,20 @@ def test_keep_last(tmp_path):
     for step in range(1, 6):
         ckpt.save_checkpoint(tmp_path, state, step * 10, keep_last=2)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [40, 50]
+
+
+def test_load_export_round_trip_and_one_line_errors(tmp_path):
+    cfg = preset("tiny")
+    weights = {"a.weight": torch.randn(3, 4), "b.bias": torch.zeros(2)}
+    out = ckpt.export_generator(tmp_path / "export", cfg, weights, step=5)
+    for where in (out, out / "model.safetensors"):  # the folder or its weights file
+        got_cfg, got = ckpt.load_export(where)
+        assert got_cfg.to_json() == cfg.to_json()
+        assert got.keys() == weights.keys() and all(torch.equal(got[k], weights[k]) for k in weights)
+    (out / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(MP3NetError, match="corrupt or unreadable") as e:
+        ckpt.load_export(out)
+    assert "\n" not in str(e.value)
+    (out / "config.json").unlink()
+    with pytest.raises(MP3NetError, match="config.json is missing"):
+        ckpt.load_export(out)

@@ -1,4 +1,4 @@
-"""WGAN-GP losses (SPEC §5): the gradient penalty against finite differences, the loss composition."""
+"""WGAN-GP losses (docs/training.md#wgan-gp): the penalty against finite differences, the loss composition."""
 
 import copy
 

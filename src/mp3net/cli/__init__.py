@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "Train MP3net (WGAN-GP), resumable, with TensorBoard logs",
     "generate": "Generate tracks from a trained or exported model",
     "evaluate": "Compare generated and real audio (tonality, Frechet distance, memorisation)",
+    "serve": "Serve a local web page to generate, audition, interpolate and download tracks",
     "info": "Show a preset's or run's config, block shapes, parameter counts and FLOPs",
     "demo": "Render a built-in dataset, train the tiny model on it and write an HTML report",
 }
@@ -42,12 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mp3net {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"mp3net.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"mp3net.cli.{name}":
-                continue  # command not built into this version
-            raise
+        module = importlib.import_module(f"mp3net.cli.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.register(p)
     return parser

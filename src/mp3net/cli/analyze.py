@@ -35,15 +35,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mp3net import analysis  # noqa: PLC0415 - keeps `mp3net --help` fast (matplotlib, torch)
-    from mp3net.audio import audio_info, check_not_silent, load_audio  # noqa: PLC0415
-    from mp3net.utils import MP3NetError  # noqa: PLC0415
+    # imported here, not at the top: keeps `mp3net --help` fast (matplotlib, torch)
+    from mp3net import analysis, plots
+    from mp3net.audio import audio_info, check_not_silent, load_audio
+    from mp3net.synth import example_signal
+    from mp3net.utils import MP3NetError
 
     sr = analysis.SAMPLE_RATE
     if args.example or args.audio is None:
         if args.audio is not None:
             raise MP3NetError("give either AUDIO or --example, not both")
-        x = analysis.example_signal(sample_rate=sr)
+        x = example_signal(sample_rate=sr)
         if args.start is not None or args.duration is not None:
             first = int(round((args.start or 0.0) * sr))
             last = None if args.duration is None else first + int(round(args.duration * sr))
@@ -90,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"inaudible share:  {100 * an.inaudible_share:.1f} % of MDCT coefficients below the masking threshold"
     )
-    for path in analysis.write_figures(an, out_dir, name, title=name, frame=frame):
+    for path in plots.write_figures(an, out_dir, name, title=name, frame=frame):
         print(f"wrote {path}")
     return 0

@@ -52,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if args.tracks < 1 or args.eval_clips < 2:
         raise MP3NetError("--tracks must be >= 1 and --eval-clips >= 2")
     path = run_demo(
-        args.out, args.minutes, args.chorales or None, args.cache, args.steps, args.override, quiet=args.quiet
+        args.out,
+        args.minutes,
+        chorales=args.chorales or None,
+        cache=args.cache,
+        max_steps=args.steps,
+        overrides=args.override,
+        n_tracks=args.tracks,
+        n_eval=args.eval_clips,
+        quiet=args.quiet,
     )
     print(f"report: {path.resolve()}")
     return 0

@@ -131,11 +131,9 @@ def run(args: argparse.Namespace) -> int:
     for name, x in zip(names, audio, strict=True):
         write_audio(out / f"{name}.{fmt}", x, sr, format=fmt)
         if args.spectrogram:
-            from mp3net.analysis import analyze_signal, plot_spectrogram
+            from mp3net.plots import write_spectrogram
 
-            plot_spectrogram(
-                analyze_signal(x.numpy(), sr, cfg.model.n_bands), out / f"{name}.png", title=name
-            )
+            write_spectrogram(x, sr, cfg.model.n_bands, out / f"{name}.png", title=name)
     seconds = audio.shape[0] * audio.shape[-1] / sr
     print(
         f"wrote {len(names)} track(s) of {audio.shape[-1] / sr:.2f} s, {sr} Hz, {audio.shape[1]} ch to {out}/"

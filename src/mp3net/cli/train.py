@@ -48,6 +48,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="train only the K shallowest blocks of G and D (paper §4.3.1 fine-tuning; K default 2)",
     )
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_OR_RUN",
+        help="fine-tune: a new run starts from this run directory's latest checkpoint (G, EMA G and D) or "
+        "from an exported generator / `pretrained` (G only, D fresh); the model configs must match",
+    )
+    parser.add_argument(
+        "--init-optimizer",
+        action="store_true",
+        help="with --init-from a run directory: also take its optimiser state (Adam moments)",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument(
         "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
@@ -62,6 +73,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     saved = Path(args.run) / "config.json"
     if args.config:
         cfg = Config.load(args.config)
+    elif args.init_from and not args.preset and not saved.exists():
+        cfg = _config_of(args.init_from)
     elif args.preset:
         cfg = preset(args.preset)
     elif saved.exists():
@@ -74,9 +87,24 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return cfg.override(overrides)
 
 
+def _config_of(source: str) -> Config:
+    """The config a fine-tuning run inherits from the run or export it starts from."""
+    from mp3net.generate import resolve_model_path
+
+    path = resolve_model_path(source)
+    for candidate in (path / "config.json", path / "export" / "config.json"):
+        if candidate.exists():
+            return Config.load(candidate)
+    raise MP3NetError(f"--init-from {source}: no config.json there (not a run directory or an export)")
+
+
 def run(args: argparse.Namespace) -> int:
     from mp3net.train.loop import RUN_INFO, train
 
+    if args.steps is not None and args.steps < 1:
+        raise MP3NetError(f"--steps must be a positive number of D iterations, got {args.steps}")
+    if args.init_optimizer and not args.init_from:
+        raise MP3NetError("--init-optimizer needs --init-from RUN_DIR")
     cfg = resolve_config(args)
     data = args.data
     if data is None:
@@ -92,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         require_checkpoint=args.resume,
         progress=not args.quiet,
+        init_from=args.init_from,
+        init_optimizer=args.init_optimizer,
     )
     if trainer.is_main:
         print(

@@ -1,4 +1,5 @@
-"""Signal core: MDCT (SPEC §1) and the psychoacoustic model (SPEC §2-3). Pure tensor functions."""
+"""Signal core, pure tensor functions: the MDCT (docs/mdct.md) and the psychoacoustic model
+(docs/psychoacoustics.md)."""
 
 from mp3net.dsp.mdct import imdct, mdct, vorbis_window
 from mp3net.dsp.psycho import PsychoacousticModel, tonality

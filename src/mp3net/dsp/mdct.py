@@ -1,4 +1,4 @@
-"""MDCT and inverse MDCT with the convention of SPEC §1 (paper §2.1).
+"""MDCT and inverse MDCT with the convention of docs/mdct.md (paper §2.1).
 
 Forward, for frame m = 0..T/N (one block of N zeros padded at each end of the signal):
 
@@ -20,12 +20,13 @@ leading dimensions and device-agnostic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
 
-# the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) of SPEC §1 the inverse
-# is 2√2 (checked by exact reconstruction in tests/dsp/test_mdct.py)
+# the windowed TDAC pair needs forward·inverse = 2/N, so with the forward 1/(√2·N) the inverse is 2√2
+# (docs/mdct.md#inverse; checked by exact reconstruction in tests/dsp/test_mdct.py)
 _INV_SCALE = 2.0 * math.sqrt(2.0)
 # elements (rows x frames x N) processed per chunk: ~1 MB of float32 per intermediate, cache-sized (2^17 and
 # 2^19 measured 10 % slower on this AMD EPYC)
@@ -42,7 +43,8 @@ def vorbis_window(
 
 
 def _real_dtype(t: torch.Tensor) -> torch.dtype:
-    # half precisions are computed in float32: float16 underflows, bfloat16 is too coarse (SPEC §2)
+    # half precisions run in float32: float16 underflows, bfloat16 is coarse
+    # (docs/psychoacoustics.md#precision)
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
@@ -141,7 +143,7 @@ def _imdct_chunk(Ab: torch.Tensor, tables: tuple[torch.Tensor, ...]) -> torch.Te
 
 
 class _Workspace:
-    """Named scratch buffers reused across chunks, so that the no-grad path allocates (and page-faults)
+    """Named scratch buffers reused across chunks, so that the no-grad inverse allocates (and page-faults)
     its intermediates once per call instead of once per chunk."""
 
     def __init__(self, like: torch.Tensor) -> None:
@@ -157,29 +159,7 @@ class _Workspace:
         return buf[:numel].view(shape)
 
 
-def _mdct_chunk_nograd(
-    xb: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
-) -> None:
-    """:func:`_mdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
-    ce, co, pre, post = tables[:4]
-    B, nb, N = xb.shape
-    n, h, q = nb - 1, N // 2, N // 4
-    pairs = xb.reshape(B, nb, h, 2)  # [..., 0] even samples, [..., 1] odd samples
-    zy = ws.get("zy", (B, nb, 2, h))
-    torch.mul(ce, pairs[..., 0].unsqueeze(2), out=zy)
-    zy.addcmul_(co, pairs[..., 1].flip(-1).unsqueeze(2))
-    re = zy[:, :, 0].reshape(B, nb * h)[:, q : q + n * h].view(B, n, h)
-    y = zy[:, :, 1]
-    im = ws.get("im", (B, n, h))
-    torch.cat([y[:, 1:, q:], y[:, :-1, :q]], dim=-1, out=im)
-    t = ws.get("t", (B, n, h), complex_=True)
-    torch.complex(re, im, out=t).mul_(pre)
-    c = ws.get("c", (B, n, h), complex_=True)
-    torch.fft.ifft(t, norm="forward", out=c).mul_(post)
-    torch.complex(c.real, c.flip(-1).imag, out=torch.view_as_complex(out.view(B, n, h, 2)))
-
-
-def _imdct_chunk_nograd(
+def _imdct_chunk_into(
     Ab: torch.Tensor, tables: tuple[torch.Tensor, ...], ws: _Workspace, out: torch.Tensor
 ) -> None:
     """:func:`_imdct_chunk` writing into ``out`` ([B, n, N] view) with reused buffers (no autograd)."""
@@ -198,13 +178,23 @@ def _imdct_chunk_nograd(
     torch.mul(unfold[2], v[:, 1:, :h], out=second).addcmul_(unfold[3], vr[:, :-1, :h])
 
 
-def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks;
-    without autograd, ``fn_nograd`` writes straight into the output with reused scratch buffers."""
+def _chunked(
+    fn: Callable[[torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+    rows: torch.Tensor,
+    n_out: int,
+    tables: tuple[torch.Tensor, ...],
+    fn_into: Callable[..., None] | None = None,
+) -> torch.Tensor:
+    """Run ``fn`` over the zero-padded ``rows`` ([B, L, N], n_out = L + 1 outputs) in cache-sized chunks.
+
+    Without autograd, ``fn_into`` (if given) writes straight into the output with reused scratch buffers.
+    Only the inverse has one: for the forward, a second kernel did not pay for itself (benchmarks/README.md,
+    "MDCT no-grad kernels").
+    """
     B, _, N = rows.shape
     # each intra-op thread works on its share of a chunk, so the chunk grows with the thread count
     step = max(1, _CHUNK * torch.get_num_threads() // max(1, B * N))
-    if torch.is_grad_enabled() and rows.requires_grad:
+    if fn_into is None or (torch.is_grad_enabled() and rows.requires_grad):
         if step >= n_out:
             return fn(_padded_rows(rows, 0, n_out + 1), tables)
         out = rows.new_empty(B, n_out, N)
@@ -216,7 +206,7 @@ def _chunked(fn, fn_nograd, rows: torch.Tensor, n_out: int, tables: tuple[torch.
     ws = _Workspace(rows)
     for s in range(0, n_out, step):
         e = min(n_out, s + step)
-        fn_nograd(_padded_rows(rows, s, e + 1), tables, ws, out[:, s:e])
+        fn_into(_padded_rows(rows, s, e + 1), tables, ws, out[:, s:e])
     return out
 
 
@@ -225,7 +215,7 @@ def _generic_tables(N: int, dtype: torch.dtype, device: torch.device) -> tuple[t
     """Twiddles of the 2N-point FFT version (any even N)."""
     n = torch.arange(2 * N, dtype=torch.float64)
     k = torch.arange(N, dtype=torch.float64)
-    n0 = 0.5 - N / 2  # phase term -N/2 (SPEC §1)
+    n0 = 0.5 - N / 2  # phase term -N/2 (docs/mdct.md#forward-transform-and-phase)
     w = vorbis_window(N)
     # forward: Σ_n y_n e^{-iπ(n+n0)(k+½)/N} = e^{-iπ n0 (k+½)/N} · FFT_{2N}(y_n e^{-iπ n/(2N)})[k]
     pre_f = torch.polar(w / (math.sqrt(2.0) * N), -math.pi * n / (2 * N))
@@ -278,11 +268,7 @@ def mdct(x: torch.Tensor, n_bands: int = 128) -> torch.Tensor:
         return x.new_zeros(*lead, M + 1, N)
     if N % 4 == 0:
         out = _chunked(
-            _mdct_chunk,
-            _mdct_chunk_nograd,
-            x.reshape(math.prod(lead), M, N),
-            M + 1,
-            _fast_tables(N, x.dtype, x.device),
+            _mdct_chunk, x.reshape(math.prod(lead), M, N), M + 1, _fast_tables(N, x.dtype, x.device)
         )
         return out.reshape(*lead, M + 1, N)
     return _mdct_fft2n(x.reshape(math.prod(lead), T), N).reshape(*lead, M + 1, N)
@@ -309,10 +295,10 @@ def imdct(A: torch.Tensor, trim: bool = False) -> torch.Tensor:
     elif N % 4 == 0:
         out = _chunked(
             _imdct_chunk,
-            _imdct_chunk_nograd,
             A.reshape(math.prod(lead), F, N),
             F + 1,
             _fast_tables(N, A.dtype, A.device),
+            fn_into=_imdct_chunk_into,
         )
     else:
         out = _imdct_fft2n(A.reshape(math.prod(lead), F, N))

@@ -1,4 +1,5 @@
-"""Psychoacoustic model of SPEC §2 (paper §2.2, eq. 8-13) and the noise layer of SPEC §3.
+"""Psychoacoustic model (paper §2.2, eq. 8-13): docs/psychoacoustics.md. The noise layer built on it
+is :class:`mp3net.model.NoiseLayer`.
 
 Amplitudes are calibrated so that |A| = 1 is 120 dB; intensities are A². All functions are
 vectorised over any leading dimensions ``[..., F, N]`` (batch, channels, frames) with no Python loops,
@@ -8,6 +9,7 @@ differentiable, and computed in float32 (or float64 when given float64).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -43,7 +45,7 @@ def spreading_db(dz: torch.Tensor) -> torch.Tensor:
 
 
 def tonality(A: torch.Tensor) -> torch.Tensor:
-    """Tonality τ per frame from the spectral flatness of the intensities (paper eq. 13, SPEC §2).
+    """Tonality τ per frame: flatness of the intensities (paper eq. 13; docs/psychoacoustics.md#tonality).
 
     Args:
         A: ``[..., F, N]`` MDCT amplitudes.
@@ -51,14 +53,18 @@ def tonality(A: torch.Tensor) -> torch.Tensor:
         ``[..., F]`` τ in [0, 1]: ≈1 for a pure tone, ≈0 for white noise.
     """
     I = A.to(torch.float64 if A.dtype == torch.float64 else torch.float32) ** 2
-    log_geo = torch.log(I.clamp_min(EPS)).mean(dim=-1)
-    arith = I.mean(dim=-1) + EPS
-    sfm_db = (10.0 / math.log(10.0)) * (log_geo - torch.log(arith))
+    return _tonality_from_means(torch.log(I.clamp_min(EPS)).mean(dim=-1), I.mean(dim=-1))
+
+
+def _tonality_from_means(log_geo: torch.Tensor, arith: torch.Tensor) -> torch.Tensor:
+    """τ = min(SFM_dB / -60, 1) (eq. 13) from the log of the geometric mean of the floored intensities and
+    their arithmetic mean (any matching shapes); SFM_dB = 10·log10(geometric / arithmetic mean)."""
+    sfm_db = (10.0 / math.log(10.0)) * (log_geo - torch.log(arith + EPS))
     return (sfm_db / -60.0).clamp(max=1.0)
 
 
 class PsychoacousticModel(nn.Module):
-    """Masking threshold of MDCT amplitudes (SPEC §2).
+    """Masking threshold of MDCT amplitudes (paper eq. 8-12; docs/psychoacoustics.md).
 
     The bin↔Bark-band matrices, absolute threshold and spreading matrix are buffers, so the model
     moves with ``.to(device)``.
@@ -113,6 +119,12 @@ class PsychoacousticModel(nn.Module):
             return {k: v.to(x.device) for k, v in self._f64.items()}
         return {k: getattr(self, k) for k in self._f64}
 
+    def absolute_threshold(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``[N]`` amplitudes of the absolute threshold of hearing spread over the bins (eq. 9): the
+        masking threshold of silence."""
+        buf = self._buffers_like(torch.empty(0, dtype=dtype, device=cast(torch.Tensor, self.quiet).device))
+        return torch.sqrt(buf["quiet"] @ buf["W_inv"])
+
     def band_intensity(self, A: torch.Tensor) -> torch.Tensor:
         """``[..., F, N]`` amplitudes → ``[..., F, n_bark]`` Bark-band intensities Σ_i W[i, j]·A_i²."""
         A = A.to(torch.float64 if A.dtype == torch.float64 else torch.float32)
@@ -164,9 +176,7 @@ class PsychoacousticModel(nn.Module):
         floored = I.clamp_min(EPS)
         # in place when no gradient is needed (log's backward needs its input)
         log_i = floored.log() if torch.is_grad_enabled() and floored.requires_grad else floored.log_()
-        log_geo = log_i.mean(dim=-1, keepdim=True)
-        arith = band_mean[:, nb : nb + 1] + EPS
-        tau = ((10.0 / math.log(10.0)) * (log_geo - torch.log(arith)) / -60.0).clamp(max=1.0)  # [R, 1]
+        tau = _tonality_from_means(log_i.mean(dim=-1, keepdim=True), band_mean[:, nb : nb + 1])  # [R, 1]
         offset_db = tau * (buf["z_off"] + 9.0) + 5.5  # eq. 12, [R, n_bark]
         # eq. 10: (Σ_i I_i^α S_ij)^(1/α) · 10^(-O_j/10) (the offset factor does not depend on i), with the
         # powers as exp/log: a float exponent in torch.pow is several times slower than vectorised exp and log
@@ -175,22 +185,6 @@ class PsychoacousticModel(nn.Module):
         I_glob = torch.maximum(I_mask, buf["quiet"])
         spread_bins = I_glob @ buf["W_inv"] if out is None else torch.matmul(I_glob, buf["W_inv"], out=out)
         return spread_bins.clamp_min_(EPS).sqrt_()
-
-    def add_noise(
-        self,
-        A: torch.Tensor,
-        sigma: float = 1 / 6,
-        generator: torch.Generator | None = None,
-        threshold: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The psychoacoustic noise layer (SPEC §3): A + thr(A) ⊙ ε, ε ~ N(0, σ²).
-
-        The threshold is computed in-graph (gradients flow through it) unless one is given.
-        Returns a tensor shaped like ``A`` in A's dtype (float32 for half inputs).
-        """
-        thr = self.threshold(A) if threshold is None else threshold
-        eps = torch.randn(thr.shape, generator=generator, dtype=thr.dtype, device=thr.device)
-        return torch.addcmul(A.to(thr.dtype), thr, eps, value=sigma)
 
     def inaudible_share(self, A: torch.Tensor) -> float:
         """Share of coefficients with |A| below the masking threshold (the part MP3 would drop)."""

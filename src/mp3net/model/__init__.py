@@ -1,4 +1,4 @@
-"""The networks of MP3net (SPEC §3–4): generator, discriminator and the psychoacoustic noise layer.
+"""The networks of MP3net (docs/networks.md): generator, discriminator and the psychoacoustic noise layer.
 
 This package knows nothing of training or devices: layers hand their maths to :mod:`mp3net.ops`, which
 picks the device-specific implementation. Losses and loops live in :mod:`mp3net.train`.

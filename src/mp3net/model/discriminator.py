@@ -1,4 +1,4 @@
-"""The MP3net discriminator (SPEC §4, paper §3.1–3.2): the generator's blocks mirrored.
+"""The MP3net discriminator (paper §3.1–3.2; docs/networks.md#discriminator): the generator's blocks mirrored.
 
 Each block halves the time resolution twice and removes the top octave: the top half of the bands is
 downsampled in time and frequency and added onto the upper half of the lower octave.

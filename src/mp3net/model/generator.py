@@ -1,4 +1,4 @@
-"""The MP3net generator (SPEC §4, paper §3.1 and figure 3).
+"""The MP3net generator (paper §3.1 and figure 3; docs/networks.md#generator).
 
 Each block quadruples the number of time frames M and adds an octave: the new top octave is made from the
 top half of the input bands by a transposed conv with stride 2 in time and frequency, the existing octaves are
@@ -15,7 +15,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.model.layers import Block, Conv1, Conv3, ConvT3, LeakyReLU, init_weights
+from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, upsample3
 from mp3net.ops import ExecutionPlan, TileLevel
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
@@ -28,16 +28,18 @@ TILE_HALO = 2
 class GeneratorBlock(Block):
     """One generator block: ``[B, cin, M, K]`` → ``[B, out, 4M, 2K]``."""
 
-    def __init__(self, cin: int, mid: int, out: int, slope: float = 0.2) -> None:
+    def __init__(
+        self, cin: int, mid: int, out: int, slope: float = 0.2, upsample: str = "transposed"
+    ) -> None:
         super().__init__()
         self.act = LeakyReLU(slope)
-        self.high_up = ConvT3(cin, mid, (2, 2))  # top octave → new octave, twice the frames
+        self.high_up = upsample3(cin, mid, (2, 2), upsample)  # top octave → new octave, twice the frames
         self.high_conv = Conv3(mid, mid)
-        self.low_up = ConvT3(cin, mid, (2, 1))  # all existing octaves, twice the frames
+        self.low_up = upsample3(cin, mid, (2, 1), upsample)  # all existing octaves, twice the frames
         self.low_conv = Conv3(mid, mid)
         self.high_balance = Conv1(mid, mid)
         self.low_balance = Conv1(mid, mid)
-        self.up = ConvT3(mid, out, (2, 1))
+        self.up = upsample3(mid, out, (2, 1), upsample)
         self.conv = Conv3(out, out)
 
     def new_octave(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,8 @@ class Generator(nn.Module):
         self.act = LeakyReLU(cfg.leaky_slope)
         self.dense = nn.Linear(cfg.latent_dim, cfg.dense_channels * cfg.start_frames * cfg.start_bands)
         self.blocks = nn.ModuleList(
-            GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope) for i in range(cfg.n_blocks)
+            GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
+            for i in range(cfg.n_blocks)
         )
         self.to_out = Conv1(cfg.block_channels(cfg.n_blocks - 1)[2], cfg.channels)
         init_weights(self)
@@ -100,7 +103,8 @@ class Generator(nn.Module):
         return self.act(h)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        with ops.full_precision(x.device):  # the output layer and tanh in float32, even under autocast
+        # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
+        with ops.full_precision(x.device):
             return torch.tanh_(self.to_out(x.float()))
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):

@@ -1,4 +1,4 @@
-"""Layers shared by generator and discriminator (SPEC §4).
+"""Layers shared by generator and discriminator (docs/networks.md#common-rules).
 
 Every convolution is 3×3 (or 1×1 for the octave-balancing and output layers), has a bias, Glorot-uniform
 weights and a zero bias; activations are LeakyReLU(0.2); there are no normalisation layers.
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+import torch.nn.functional as F
 
 from mp3net import ops
 
@@ -55,6 +57,36 @@ class ConvT3(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         return ops.conv_t3(x, self.weight, self.bias, self.stride)
+
+
+class ResizeConv3(nn.Conv2d):
+    """Nearest-neighbour upsampling by ``stride`` followed by a 3×3 conv (stride 1, 'same' padding):
+    ``[B, cin, H, W]`` → ``[B, cout, s_h·H, s_w·W]``. Every output pixel sees the same number of input taps,
+    so it has no checkerboard (docs/training.md#upsampling)."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int]) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+        self.scale = tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != (1, 1):
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return ops.conv3(x, self.weight, self.bias, (1, 1))
+
+
+def upsample3(cin: int, cout: int, stride: tuple[int, int], mode: str = "transposed") -> nn.Module:
+    """A layer that multiplies each spatial length by its stride (1 or 2) exactly, as ``mode`` says:
+    "transposed" (:class:`ConvT3`, the paper's), "kernel4" (a transposed conv with 4 taps along each
+    stride-2 axis: the kernel divisible by the stride; PyTorch's own, plain path) or "resize"
+    (:class:`ResizeConv3`)."""
+    if mode == "transposed" or tuple(stride) == (1, 1):
+        return ConvT3(cin, cout, stride)
+    if mode == "kernel4":
+        kernel = tuple(4 if s == 2 else 3 for s in stride)
+        return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1)
+    if mode == "resize":
+        return ResizeConv3(cin, cout, stride)
+    raise ValueError(f"unknown upsampling mode {mode!r}")
 
 
 class Conv1(nn.Conv2d):

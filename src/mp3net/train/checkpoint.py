@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from mp3net.config import Config, ConfigError
-from mp3net.utils import MP3NetError, atomic_write
+from mp3net.utils import MP3NetError, atomic_write, first_line
 
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -84,7 +84,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep_
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+    except Exception as e:  # a truncated or foreign file
         raise MP3NetError(
             f"cannot load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}"
         ) from None
@@ -155,18 +155,29 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
 
 
 def load_export(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
-    """Read an export folder (or its ``model.safetensors``): the config and the generator state dict."""
+    """Read an export folder (or its ``model.safetensors``): the config and the generator state dict.
+
+    Every problem (a missing file, an unreadable config, corrupt weights) is a one-line
+    :class:`MP3NetError`.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
-        raise MP3NetError(f"{folder} is not an exported model (needs config.json and model.safetensors)")
+    cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise MP3NetError(f"{folder} is not a complete exported model: {p.name} is missing")
     try:
-        cfg = Config.load(folder / "config.json")
+        cfg = Config.load(cfg_path)
     except ConfigError as e:
-        raise MP3NetError(str(e)) from None
-    return cfg, load_file(folder / "model.safetensors")
+        raise MP3NetError(f"{cfg_path}: {e}") from None
+    try:
+        weights = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise MP3NetError(f"{w_path} is corrupt or unreadable: {first_line(e)}") from None
+    return cfg, weights
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -1,6 +1,7 @@
 """Run logging without a cloud account: TensorBoard event files (``RUN_DIR/tb``), the same scalars as JSON
 lines in ``RUN_DIR/metrics.jsonl``, and periodic samples (stereo WAV, MDCT amplitude and spectrogram
-images) both in TensorBoard and as files under ``RUN_DIR/samples/step-XXXXXXXX/``.
+images drawn by :mod:`mp3net.plots`) both in TensorBoard and as files under
+``RUN_DIR/samples/step-XXXXXXXX/``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,68 +44,12 @@ def _stereo_wav(x: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
-def mdct_figure(A: torch.Tensor, title: str):
-    """Image of MDCT amplitudes ``[C, M, K]`` (time → right, frequency ↑), signed, symmetric log colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import SymLogNorm
-
-    A = A.detach().float().cpu().numpy()
-    fig, axes = plt.subplots(A.shape[0], 1, figsize=(8, 1.6 * A.shape[0] + 0.6), squeeze=False)
-    for c, ax in enumerate(axes[:, 0]):
-        im = ax.imshow(
-            A[c].T, origin="lower", aspect="auto", cmap="RdBu_r", norm=SymLogNorm(1e-4, vmin=-1, vmax=1)
-        )
-        ax.set_ylabel(f"band (ch {c})")
-    axes[-1, 0].set_xlabel("MDCT block")
-    axes[0, 0].set_title(title)
-    fig.colorbar(im, ax=axes[:, 0].tolist())
-    return fig
-
-
-def spectrogram_figure(x: torch.Tensor, sample_rate: int, title: str):
-    """Log-magnitude STFT of the channel mean of ``[C, T]`` audio."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mono = x.detach().float().cpu().mean(0)
-    n_fft = 512
-    win = torch.hann_window(n_fft)
-    S = torch.stft(mono, n_fft, hop_length=n_fft // 4, window=win, return_complex=True).abs()
-    db = 20 * torch.log10(S + 1e-6)
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.imshow(
-        db.numpy(),
-        origin="lower",
-        aspect="auto",
-        cmap="magma",
-        vmin=float(db.max()) - 90,
-        vmax=float(db.max()),
-        extent=(0, mono.numel() / sample_rate, 0, sample_rate / 2000),
-    )
-    ax.set_xlabel("s")
-    ax.set_ylabel("kHz")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
 class RunLogger:
     """Scalars and samples of one run. Only the writing rank creates one with ``enabled=True``."""
 
     def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
-        self.tb = None
+        self.tb: Any = None  # a torch.utils.tensorboard.SummaryWriter while enabled and open
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +58,7 @@ class RunLogger:
 
         # purge_step hides events a crashed run logged after the checkpoint we resume from
         self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-        self._jsonl = open(self.run_dir / METRICS, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self._jsonl = open(self.run_dir / METRICS, "a", buffering=1)  # closed in close()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -123,18 +69,15 @@ class RunLogger:
                 self.tb.add_scalar(k, v, step)
         self._jsonl.write(json.dumps({"step": step, "time": round(time.time(), 3), **clean}) + "\n")
 
-    def text(self, step: int, tag: str, message: str) -> None:
-        if self.enabled:
-            self.tb.add_text(tag, message, step)
-
     def samples(
         self, step: int, A: torch.Tensor, audio: torch.Tensor, sample_rate: int, tag: str = "fake"
     ) -> Path | None:
         """Log ``A`` ``[n, C, M, K]`` and its audio ``[n, C, T]``: WAV + images to TensorBoard and files."""
         if not self.enabled:
             return None
-        import matplotlib.pyplot as plt
         from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from mp3net.plots import mdct_figure, png_bytes, spectrogram_figure
 
         out = self.run_dir / "samples" / f"step-{step:08d}"
         out.mkdir(parents=True, exist_ok=True)
@@ -151,13 +94,10 @@ class RunLogger:
                 content_type="audio/wav",
             )
             writer.add_summary(Summary(value=[Summary.Value(tag=f"audio/{tag}_{i}", audio=au)]), step)
-            for kind, fig in (
-                ("mdct", mdct_figure(A[i], f"{tag} {i} MDCT amplitudes, step {step}")),
-                ("spectrogram", spectrogram_figure(audio[i], sample_rate, f"{tag} {i}, step {step}")),
-            ):
-                atomic_write_bytes(out / f"{tag}-{i}-{kind}.png", _png(fig))
+            for kind, draw in (("mdct", mdct_figure), ("spectrogram", spectrogram_figure)):
+                fig = draw(A[i], sample_rate, f"{tag} {i}, step {step}")
+                atomic_write_bytes(out / f"{tag}-{i}-{kind}.png", png_bytes(fig))
                 self.tb.add_figure(f"{kind}/{tag}_{i}", fig, step, close=False)
-                plt.close(fig)
         self.tb.flush()
         return out
 

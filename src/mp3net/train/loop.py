@@ -1,4 +1,4 @@
-"""The MP3net training loop (SPEC §5, paper §3.2 and §4.2).
+"""The MP3net training loop (paper §3.2 and §4.2; docs/training.md#the-iteration).
 
 One iteration = one discriminator step on a fresh batch of real clips; after every ``n_critic`` D steps a
 generator step follows. Both take fresh latents, and both reals and fakes pass the psychoacoustic noise layer
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import signal
 import sys
 import time
@@ -40,81 +39,16 @@ from mp3net.data import ClipDataset, CropSampler
 from mp3net.dsp import imdct, mdct, tonality
 from mp3net.model import Discriminator, Generator, NoiseLayer
 from mp3net.train import checkpoint as ckpt
+from mp3net.train import distributed as ddp
+from mp3net.train.augment import augment
+from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
-from mp3net.train.losses import d_loss, g_loss
+from mp3net.train.losses import d_loss, g_loss, penalty
 from mp3net.utils import MP3NetError, keep_freed_memory
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
 MAX_ROLLBACKS = 3  # rollbacks before giving up
 RUN_INFO = "run.json"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# distributed helpers
-# ---------------------------------------------------------------------------------------------------------
-def _dist() -> Any:
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Initialises the process group when launched by torchrun."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise MP3NetError("--device cuda requested but no CUDA device is available")
-    if world > 1:
-        if want.startswith("cuda"):
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        else:
-            dev = torch.device(want)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        return rank, world, dev
-    return 0, 1, torch.device(want)
-
-
-def _allreduce_grads(params: list[nn.Parameter], world: int) -> None:
-    """Average the gradients of ``params`` over ranks (one flat all-reduce)."""
-    dist = _dist()
-    if dist is None or world == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
-
-
-def _allreduce_mean(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
-    dist = _dist()
-    if dist is None or world == 1:
-        return values
-    keys = sorted(values)
-    # collectives run on the training device (NCCL only reduces CUDA tensors)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
-
-
-def _broadcast_module(m: nn.Module) -> None:
-    dist = _dist()
-    if dist is None:
-        return
-    for t in list(m.parameters()) + list(m.buffers()):
-        dist.broadcast(t.data, src=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -160,6 +94,17 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
+# the stats of the losses under the names they are logged with
+_STAT_NAMES = {"d_real": "score/real", "d_fake": "score/fake"}
+
+
+def _resolve_amp(setting: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: ``auto`` = on CUDA, off elsewhere."""
+    if setting not in ("auto", "bf16", "off"):
+        raise MP3NetError(f"train.amp must be auto, bf16 or off, got {setting!r}")
+    return setting == "bf16" or (setting == "auto" and device.type == "cuda")
+
+
 def _grad_norm(params: list[nn.Parameter]) -> float:
     norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
@@ -192,39 +137,75 @@ class Trainer:
         require_checkpoint: bool = False,
         progress: bool = True,
         hooks: list[Callable[[Trainer], None]] | None = None,
+        init_from: str | Path | None = None,
+        init_optimizer: bool = False,
     ) -> None:
         self.cfg, self.run_dir, self.data_dir = cfg, Path(run_dir), Path(data_dir)
         self.rank, self.world, self.device = init_distributed(device)
         self.is_main = self.rank == 0
         self.progress, self.hooks = progress and self.is_main, list(hooks or [])
-        tc, mc = cfg.train, cfg.model
-        amp = tc.amp if tc.amp != "auto" else ("bf16" if self.device.type == "cuda" else "off")
-        if amp not in ("bf16", "off"):
-            raise MP3NetError(f"train.amp must be auto, bf16 or off, got {tc.amp!r}")
-        self.amp = amp == "bf16"
+        self.amp = _resolve_amp(cfg.train.amp, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in afresh
-
-        # data (fails early, before the models are built, on a wrong or empty dataset)
+        # data first: a wrong or empty dataset fails before the models are built
+        mc = cfg.model
         self.dataset = ClipDataset(self.data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
+        self._build_models()
+        self._build_optimizers()
+        self._build_rng()
+        self.last: dict[str, float] = {}
+        self._stop = False
+        self._loader = None
+        self._last_ckpt_step = -1
+        self.resumed_from: Path | None = None
+        self.initialised_from: Path | None = None
 
-        # models: identical initialisation on every rank (same seed), then broadcast to be sure
+        if self.is_main:
+            ckpt.remove_partial(self.run_dir)
+        self._resume(require_checkpoint)
+        if self.resumed_from is None and init_from is not None:
+            self._init_from(init_from, init_optimizer)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.json")
+            ckpt.write_json(
+                self.run_dir / RUN_INFO, {"data": str(self.data_dir.resolve()), "world_size": self.world}
+            )
+        self.logger = RunLogger(self.run_dir, self.step, enabled=self.is_main)
+
+    def _build_models(self) -> None:
+        """G, D, the EMA copy of G and the noise layer: the same initialisation on every rank."""
+        tc, mc = self.cfg.train, self.cfg.model
         torch.manual_seed(tc.seed)
         self.G = Generator(mc).to(self.device)
         self.D = Discriminator(mc).to(self.device)
-        _broadcast_module(self.G)
-        _broadcast_module(self.D)
+        ddp.broadcast_module(self.G)
+        ddp.broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if tc.ema else None
         if tc.grad_checkpoint:
             enable_grad_checkpoint(self.G.blocks)
             enable_grad_checkpoint(self.D.blocks)
         self.noise = NoiseLayer(mc, tc.noise_sigma).to(self.device)
         self.g_params, self.d_params = trainable_parameters(self.G, self.D, tc.freeze_deep)
-        # the optimisers hold every parameter, so a frozen run resumes a full one (and back): frozen
-        # parameters get no gradient and Adam leaves them, and their moments, untouched
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=tc.lr, betas=tuple(tc.betas))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=tc.lr, betas=tuple(tc.betas))
 
+    def _build_optimizers(self) -> None:
+        """One Adam per network over all its parameters (a frozen run resumes a full one and back: frozen
+        parameters get no gradient, so Adam leaves them and their moments untouched)."""
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **self._adam("G"))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **self._adam("D"))
+
+    def _adam(self, net: str, warmup: float = 1.0) -> dict[str, Any]:
+        """Adam's lr and betas for ``net``: D's compensated for lazy regularisation's extra steps
+        (StyleGAN2: with a penalty step every k steps, lr·r and β^r, r = k/(k+1))."""
+        tc = self.cfg.train
+        lr, (b1, b2) = tc.adam(net)
+        k = tc.reg_every
+        r = k / (k + 1) if net == "D" and k > 1 else 1.0
+        return {"lr": lr * r * warmup, "betas": (b1**r, b2**r)}
+
+    def _build_rng(self) -> None:
+        """The step counters and every random stream (docs/training.md#exact-resume)."""
+        tc, mc = self.cfg.train, self.cfg.model
         self.step = 0  # D iterations done
         self.g_steps = 0
         self.consumed = 0  # data batches consumed by this rank
@@ -235,22 +216,49 @@ class Trainer:
         self.sampler = CropSampler(len(self.dataset), tc.batch_size, seed=tc.seed, rank=self.rank)
         zg = torch.Generator().manual_seed(_seed(tc.seed, 2**31 - 1))
         self.z_fixed = torch.randn(tc.n_samples, mc.latent_dim, generator=zg).to(self.device)
-        self.last: dict[str, float] = {}
-        self._stop = False
-        self._loader = None
-        self._last_ckpt_step = -1
-        self.resumed_from: Path | None = None
 
-        if self.is_main:
-            ckpt.remove_partial(self.run_dir)
-        self._resume(require_checkpoint)
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.run_dir / "config.json")
-            ckpt.write_json(
-                self.run_dir / RUN_INFO, {"data": str(self.data_dir.resolve()), "world_size": self.world}
-            )
-        self.logger = RunLogger(self.run_dir, self.step, enabled=self.is_main)
+    def _init_from(self, source: str | Path, with_optimizer: bool) -> None:
+        """Fine-tuning: a new run starts from another run's latest checkpoint (G, G_ema, D and, with
+        ``with_optimizer``, the optimisers) or from an exported generator (G only; D stays fresh)."""
+        from mp3net.generate import resolve_model_path
+
+        path = resolve_model_path(source)
+        if (path / ckpt.CKPT_DIR).is_dir():
+            found = ckpt.load_latest(path, map_location=self.device)
+            if found is None:
+                raise MP3NetError(f"--init-from {source}: no readable checkpoint in {path / ckpt.CKPT_DIR}")
+            state, where = found
+            ckpt.check_compatible(state["config"], self.cfg, where)
+            self._load_weights(state["G"], state.get("G_ema") or state["G"], state["D"], where)
+            if with_optimizer:
+                self._load_optimizers(state, where)
+        else:
+            saved, weights = ckpt.load_export(path / "export" if (path / "export").is_dir() else path)
+            ckpt.check_compatible(saved.to_dict(), self.cfg, path)
+            self._load_weights(weights, weights, None, path)
+            where = path
+        self.initialised_from = Path(where)
+
+    def _load_weights(self, g: dict, g_ema: dict, d: dict | None, where: str | Path) -> None:
+        try:
+            self.G.load_state_dict(g)
+            if self.G_ema is not None:
+                self.G_ema.load_state_dict(g_ema)
+            if d is not None:
+                self.D.load_state_dict(d)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+
+    def _load_optimizers(self, state: dict[str, Any], where: str | Path) -> None:
+        try:
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+        # a changed lr/betas in the config wins over the checkpoint's
+        for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            for group in opt.param_groups:
+                group.update(self._adam(net))
 
     # ---- state -----------------------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, Any]:
@@ -262,13 +270,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state. Collective under torchrun: every rank must call it."""
-        rng = [self._rng_state()]
-        dist = _dist()
-        if dist is not None and self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            mine = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in rng[0].items()}
-            dist.all_gather_object(gathered, mine)
-            rng = gathered
+        mine = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self._rng_state().items()}
         return {
             "format": "mp3net-train",
             "step": self.step,
@@ -281,27 +283,18 @@ class Trainer:
             "G_ema": _state_of(self.G_ema) if self.G_ema is not None else None,
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
-            "rng": rng,
+            "rng": ddp.gather_objects(mine, self.world),
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str | Path) -> None:
         if state.get("format") != "mp3net-train":
             raise MP3NetError(f"{where} is not an mp3net training checkpoint")
         ckpt.check_compatible(state["config"], self.cfg, where)
-        try:
-            self.G.load_state_dict(state["G"])
-            self.D.load_state_dict(state["D"])
-            if self.G_ema is not None:
-                self.G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
-            self.opt_G.load_state_dict(state["opt_G"])
-            self.opt_D.load_state_dict(state["opt_D"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+        g_ema = state["G_ema"] if state.get("G_ema") is not None else state["G"]
+        self._load_weights(state["G"], g_ema, state["D"], where)
+        self._load_optimizers(state, where)
         self.step, self.g_steps = int(state["step"]), int(state["g_steps"])
         self.rollbacks = int(state.get("rollbacks", 0))
-        for opt in (self.opt_G, self.opt_D):  # a changed lr/betas in the config wins over the checkpoint's
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = self.cfg.train.lr, tuple(self.cfg.train.betas)
         rngs = state["rng"]
         if self.rank < len(rngs) and len(rngs) == self.world:
             r = rngs[self.rank]
@@ -413,24 +406,42 @@ class Trainer:
 
     def _apply(self, opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> tuple[float, bool]:
         """Average gradients over ranks; step unless loss or gradients are not finite. (grad norm, ok)."""
-        _allreduce_grads(params, self.world)
+        ddp.allreduce_grads(params, self.world)
         gn = _grad_norm(params)
-        ok = math.isfinite(gn) and math.isfinite(float(loss.detach()))
-        dist = _dist()
-        if dist is not None and self.world > 1:  # every rank must take the same decision
-            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
-            dist.all_reduce(flag)
-            ok = float(flag) == 0.0
+        ok = ddp.all_agree(math.isfinite(gn) and math.isfinite(float(loss.detach())), self.device)
         if ok:
             opt.step()
         opt.zero_grad(set_to_none=True)
         return gn, ok
 
+    def _set_lr(self) -> None:
+        """The learning rates of this step: the linear warm-up of ``train.warmup_steps``."""
+        w = self.cfg.train.warmup_steps
+        if w <= 0:
+            return
+        f = min(1.0, (self.step + 1) / w)
+        for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            lr = self._adam(net, warmup=f)["lr"]
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def _ema_beta(self) -> float:
+        """The EMA decay of this G step: a half-life in clips (ramped up with the clips seen, as in
+        StyleGAN2-ADA), or ``ema_decay`` with a short warm-up so early samples do not average over the
+        random initialisation."""
+        tc = self.cfg.train
+        if tc.ema_half_life <= 0:
+            return min(tc.ema_decay, (1 + self.g_steps) / (10 + self.g_steps))
+        per_step = tc.batch_size * self.world
+        half_life = tc.ema_half_life
+        if tc.ema_rampup > 0:
+            half_life = min(half_life, self.g_steps * per_step * tc.ema_rampup)
+        return 0.5 ** (per_step / max(half_life, 1e-8))
+
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        # short warm-up so early samples do not average over the random initialisation
-        decay = min(self.cfg.train.ema_decay, (1 + self.g_steps) / (10 + self.g_steps))
+        decay = self._ema_beta()
         with torch.no_grad():
             ema = list(self.G_ema.parameters())
             cur = [p.detach() for p in self.G.parameters()]
@@ -438,70 +449,89 @@ class Trainer:
             for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
                 be.copy_(b)
 
+    def _to_d(self, A: torch.Tensor) -> torch.Tensor:
+        """What D sees of amplitudes ``[B, C, M, K]``: augmented (``train.augment``), then noised
+        (paper §3.2; the threshold in-graph, so G's gradient flows through it), channels-last."""
+        A = augment(A, self.cfg.train.augment, generator=self.gen)
+        return self.noise(A, generator=self.gen).contiguous(memory_format=torch.channels_last)
+
+    def _fakes(self, grad: bool) -> torch.Tensor:
+        """A batch of fakes ``[B, C, M, K]`` float32 from fresh latents; without ``grad`` through the
+        inference path's time tiles (on CPU they keep the widest blocks' activations in cache)."""
+        tiles = None if grad or self.device.type != "cpu" else 64
+        with torch.set_grad_enabled(grad), self._autocast():
+            return self.G(self._z(), tile_frames=tiles).float()
+
+    def d_step(self, real: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, bool]:
+        """One D update on reals ``[B, C, M, K]`` and fresh fakes (with the penalty on every
+        ``reg_every``-th step: joined to this update when ``reg_every`` is 1, else its own update scaled
+        by the interval, StyleGAN2's lazy regularisation). Returns (stats, D's noised reals, ok)."""
+        tc = self.cfg.train
+        self._phase(train_g=False)
+        fake = self._fakes(grad=False)
+        real_n, fake_n = self._to_d(real), self._to_d(fake)
+        lazy = tc.reg_every > 1
+        reg_now = self.step % tc.reg_every == 0
+        with self._autocast():  # backpropagated term by term inside: one graph alive at a time
+            loss, st = d_loss(
+                self.D, real_n, fake_n, tc.gp_lambda, tc.drift, self.gen, backward=True,
+                loss=tc.loss, r1_gamma=tc.r1_gamma, reg_scale=0.0 if lazy else 1.0,
+            )  # fmt: skip
+        gn, ok = self._apply(self.opt_D, self.d_params, loss)
+        if lazy and reg_now:
+            with self._autocast():
+                reg, reg_st = penalty(self.D, real_n, fake_n, tc.loss, tc.gp_lambda, tc.r1_gamma, self.gen)
+                reg = reg * tc.reg_every
+            with torch.autocast(self.device.type, enabled=False):
+                reg.backward()
+            _, ok_reg = self._apply(self.opt_D, self.d_params, reg)
+            ok = ok and ok_reg
+            st.update(reg_st)
+        stats = {"loss/d": float(st["d_loss"]), "grad_norm/d": gn}
+        stats.update({_STAT_NAMES.get(k, k): float(v) for k, v in st.items() if k != "d_loss"})
+        # tonality of fakes and reals alike, un-noised (docs/differences.md#logging-and-evaluation)
+        with torch.no_grad():
+            stats["tonality/fake"] = float(tonality(fake).mean())
+            stats["tonality/real"] = float(tonality(real).mean())
+        return stats, real_n.detach(), ok
+
+    def g_step(self, real_n: torch.Tensor) -> tuple[dict[str, float], bool]:
+        """One G update through D (frozen) on fresh fakes; ``real_n``: D's noised reals of this iteration
+        (the relativistic loss scores them)."""
+        tc = self.cfg.train
+        self._phase(train_g=True)
+        fake_n = self._to_d(self._fakes(grad=True))
+        with self._autocast():
+            loss, st = g_loss(self.D, fake_n, tc.loss, real_n)
+        loss.backward()
+        gn, ok = self._apply(self.opt_G, self.g_params, loss)
+        if ok:
+            self.g_steps += 1
+            self._update_ema()
+        return {"loss/g": float(st["g_loss"]), "grad_norm/g": gn}, ok
+
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars."""
         tc = self.cfg.train
         t0 = time.perf_counter()
         real = self._next_real()
         t_data = time.perf_counter() - t0
-        stats: dict[str, float] = {}
-
-        # ---- discriminator
-        self._phase(train_g=False)
-        with torch.no_grad(), self._autocast():
-            # on CPU the inference path's time tiles keep the widest blocks' activations in cache
-            fake = self.G(self._z(), tile_frames=64 if self.device.type == "cpu" else None).float()
-        # D runs channels-last: oneDNN's fast layout, with mp3net.model.conv's weight gradient on CPU
-        real_n = self.noise(real, generator=self.gen).contiguous(memory_format=torch.channels_last)
-        fake_n = self.noise(fake, generator=self.gen).contiguous(memory_format=torch.channels_last)
-        with self._autocast():  # backpropagated term by term inside: one graph alive at a time
-            loss, st = d_loss(self.D, real_n, fake_n, tc.gp_lambda, tc.drift, self.gen, backward=True)
-        gn_d, ok_d = self._apply(self.opt_D, self.d_params, loss)
-        stats.update(
-            {
-                "loss/d": float(st["d_loss"]),
-                "w_distance": float(st["w_distance"]),
-                "gp": float(st["gp"]),
-                "drift": float(st["drift"]),
-                "score/real": float(st["d_real"]),
-                "score/fake": float(st["d_fake"]),
-                "grad_norm/d": gn_d,
-            }
-        )
-        # tonality of fakes and reals measured the same way: both before the noise layer (SPEC §7)
-        with torch.no_grad():
-            stats["tonality/fake"] = float(tonality(fake).mean())
-            stats["tonality/real"] = float(tonality(real).mean())
-        del fake, fake_n, real_n, loss
-        ok = ok_d
-
-        # ---- generator, after every n_critic D steps
-        if (self.step + 1) % max(1, tc.n_critic) == 0:
-            self._phase(train_g=True)
-            with self._autocast():
-                fake = self.G(self._z()).float()
-            fake_n = self.noise(fake, generator=self.gen)  # in-graph threshold: G's gradient flows through it
-            fake_n = fake_n.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                loss_g, st_g = g_loss(self.D, fake_n)
-            loss_g.backward()
-            gn_g, ok_g = self._apply(self.opt_G, self.g_params, loss_g)
-            if ok_g:
-                self.g_steps += 1
-                self._update_ema()
-            stats.update({"loss/g": float(st_g["g_loss"]), "grad_norm/g": gn_g})
+        self._set_lr()
+        stats, real_n, ok = self.d_step(real)
+        if (self.step + 1) % tc.n_critic == 0:
+            g_stats, ok_g = self.g_step(real_n)
+            stats.update(g_stats)
             ok = ok and ok_g
         self._phase(train_g=False)
         self.step += 1
         dt = time.perf_counter() - t0
+        clips = tc.batch_size * self.world
         stats.update(
             {
                 "time/step": dt,
                 "time/data_wait": t_data,
-                "audio_seconds_per_s": tc.batch_size
-                * self.world
-                * self.cfg.model.clip_seconds
-                / max(dt, 1e-9),
+                "audio_seconds_per_s": clips * self.cfg.model.clip_seconds / max(dt, 1e-9),
+                "clips_seen": float(self.step * clips),
             }
         )
         stats["ok"] = 1.0 if ok else 0.0
@@ -519,12 +549,7 @@ class Trainer:
             tqdm.write(msg, file=sys.stderr)
 
     def _should_stop(self) -> bool:
-        dist = _dist()
-        if dist is None or self.world == 1:
-            return self._stop
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
-        dist.all_reduce(flag)
-        return float(flag) > 0
+        return ddp.any_rank(self._stop, self.device)
 
     def sample(self) -> None:
         """Fixed-seed fakes of the EMA generator → audio and images in the logs (rank 0)."""
@@ -566,7 +591,7 @@ class Trainer:
                         self._rollback()
                     continue
                 self.bad_steps = 0
-                stats = _allreduce_mean(stats, self.world, self.device)
+                stats = ddp.allreduce_mean(stats, self.world, self.device)
                 self.last.update(stats)
                 if bar is not None:
                     bar.update(1)
@@ -599,10 +624,8 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         self._loader = None
-        dist = _dist()
-        if dist is not None and self.world > 1:
-            dist.barrier()
-            dist.destroy_process_group()
+        if self.world > 1:
+            ddp.close()
 
     @staticmethod
     def _in_main_thread() -> bool:
@@ -629,9 +652,11 @@ def train(
     require_checkpoint: bool = False,
     progress: bool = True,
     hooks: list[Callable[[Trainer], None]] | None = None,
+    init_from: str | Path | None = None,
+    init_optimizer: bool = False,
 ) -> Trainer:
-    """Build a :class:`Trainer` (resuming from ``run_dir`` when it holds a checkpoint), train to ``steps``
-    D iterations, checkpoint, and return it."""
+    """Build a :class:`Trainer` (resuming from ``run_dir`` when it holds a checkpoint, else starting from
+    ``init_from`` when given), train to ``steps`` D iterations, checkpoint, and return it."""
     trainer = Trainer(
         cfg,
         data_dir,
@@ -640,6 +665,8 @@ def train(
         require_checkpoint=require_checkpoint,
         progress=progress,
         hooks=hooks,
+        init_from=init_from,
+        init_optimizer=init_optimizer,
     )
     try:
         trainer.run(steps)

@@ -1,19 +1,32 @@
-"""WGAN-GP losses with a drift term (SPEC §5, paper §3.2).
+"""GAN objectives (docs/training.md#recipes): the paper's WGAN-GP with drift, and two zero-centred recipes.
 
-D_loss = mean D(fake~) − mean D(real~) + λ·GP + ε·mean D(real~)²,   G_loss = −mean D(fake~),
-where ~ marks tensors after the psychoacoustic noise layer. Defaults follow the original code
-(λ = 3, ε = 0.1); the paper/ProGAN variant is λ = 10, ε = 0.001
-(``TrainConfig.gp_lambda``, ``TrainConfig.drift``).
+With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softplus(t) = log(1 + eᵗ):
 
-Stats are returned as detached 0-d tensors (no device sync); call ``.item()`` when logging.
+- ``"wgan-gp"`` (paper §3.2, with the original code's defaults λ = 3, ε = 0.1):
+  D: mean D(fake~) − mean D(real~) + ε·mean D(real~)² + λ·mean (‖∇D(x̂)‖ − 1)², x̂ between real~ and fake~;
+  G: −mean D(fake~).
+- ``"ns-r1"`` (non-saturating, StyleGAN2): D: softplus(D(fake~)) + softplus(−D(real~)) + γ/2·‖∇D(real~)‖²;
+  G: softplus(−D(fake~)).
+- ``"rpgan-r1r2"`` (relativistic pairing, R3GAN): D: softplus(D(fake~) − D(real~)) + γ/2·(‖∇D(real~)‖² +
+  ‖∇D(fake~)‖²); G: softplus(D(real~) − D(fake~)).
+
+The penalties are taken on the noised inputs, the ones D sees. Stats are detached 0-d tensors (no device
+sync); call ``.item()`` when logging.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mp3net.model import Discriminator
+
+
+def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖g‖² ``[B]`` of ``[B, C, M, K]``, summed in float32 at least."""
+    grad = grad if grad.dtype == torch.float64 else grad.float()
+    return grad.square().flatten(1).sum(dim=1)
 
 
 def gradient_penalty(
@@ -22,9 +35,8 @@ def gradient_penalty(
     """Mean over the batch of (‖∇D(x̂)‖ − 1)², x̂ = α·real + (1 − α)·fake with α ~ U(0, 1) per sample.
 
     The norm is over the whole sample, √(Σ g² + 1e-8). ∇D comes from :meth:`Discriminator.input_gradient`
-    (autograd's ``create_graph`` gradient, computed without backpropagating through the forward graph where
-    that contributes nothing), so the penalty trains D. Both inputs are detached: the penalty is a D-only
-    term.
+    (autograd's ``create_graph`` gradient without the zero pass back through the forward graph), so the
+    penalty trains D. Both inputs are detached: it is a D-only term.
 
     Args:
         real, fake: ``[B, C, M, K]`` noised amplitudes.
@@ -35,31 +47,80 @@ def gradient_penalty(
     real, fake = real.detach(), fake.detach()
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     alpha = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
-    x_hat = alpha * real + (1 - alpha) * fake
-    _, grad = D.input_gradient(x_hat)
-    grad = grad if grad.dtype == torch.float64 else grad.float()  # the sum of squares in float32 at least
-    norm = torch.sqrt(grad.square().flatten(1).sum(dim=1) + 1e-8)
-    return (norm - 1).square().mean()
+    _, grad = D.input_gradient(alpha * real + (1 - alpha) * fake)
+    return (torch.sqrt(_sq_norms(grad) + 1e-8) - 1).square().mean()
+
+
+def r1_penalty(D: Discriminator, x: torch.Tensor) -> torch.Tensor:
+    """Zero-centred gradient penalty mean over the batch of ‖∇D(x)‖² (R1 on reals, R2 on fakes), a D-only
+    term (``x`` is detached), differentiable in D's weights. ``x``: ``[B, C, M, K]``; returns a 0-d tensor."""
+    _, grad = D.input_gradient(x.detach())
+    return _sq_norms(grad).mean()
+
+
+def penalty(
+    D: Discriminator,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    loss: str = "wgan-gp",
+    gp_lambda: float = 3.0,
+    r1_gamma: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The recipe's weighted regulariser of D on the noised ``real``/``fake`` ``[B, C, M, K]``:
+    λ·GP, γ/2·R1, or γ/2·(R1 + R2). Returns (term, stats with ``gp`` or ``r1``/``r2`` un-weighted)."""
+    if loss == "wgan-gp":
+        gp = gradient_penalty(D, real, fake, generator=generator) if gp_lambda else real.new_zeros(())
+        return gp_lambda * gp, {"gp": gp.detach()}
+    r1 = r1_penalty(D, real)
+    if loss == "ns-r1":
+        return 0.5 * r1_gamma * r1, {"r1": r1.detach()}
+    r2 = r1_penalty(D, fake)
+    return 0.5 * r1_gamma * (r1 + r2), {"r1": r1.detach(), "r2": r2.detach()}
+
+
+def adversarial_d(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor, drift: float = 0.1) -> torch.Tensor:
+    """D's adversarial term from scores ``[B, 1]`` (drift only in WGAN-GP)."""
+    if loss == "wgan-gp":
+        return d_fake.mean() - d_real.mean() + drift * d_real.square().mean()
+    if loss == "ns-r1":
+        return F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+    return F.softplus(d_fake - d_real).mean()
+
+
+def adversarial_g(loss: str, d_fake: torch.Tensor, d_real: torch.Tensor | None = None) -> torch.Tensor:
+    """G's adversarial term from scores ``[B, 1]``; the relativistic loss also needs the reals' scores."""
+    if loss == "wgan-gp":
+        return -d_fake.mean()
+    if loss == "ns-r1":
+        return F.softplus(-d_fake).mean()
+    if d_real is None:
+        raise ValueError("the relativistic loss needs the reals' scores")
+    return F.softplus(d_real.detach() - d_fake).mean()
 
 
 def d_loss(
     D: Discriminator,
     real_noised: torch.Tensor,
     fake_noised: torch.Tensor,
-    gp_lambda: float,
-    drift: float,
+    gp_lambda: float = 3.0,
+    drift: float = 0.1,
     generator: torch.Generator | None = None,
     backward: bool = False,
+    loss: str = "wgan-gp",
+    r1_gamma: float = 1.0,
+    reg_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Critic loss. ``fake_noised`` is detached here: this loss only trains D.
+    """D's loss: the adversarial term plus ``reg_scale`` × the penalty (0 skips it: lazy regularisation's
+    plain steps; k on its regularisation steps). ``fake_noised`` is detached: this loss only trains D.
 
-    With ``backward``, the loss is also backpropagated, term by term as soon as each is built: the
-    Wasserstein and drift terms, then the penalty. The gradients are the loss's, but only one of the
-    graphs is alive at a time, which lowers the peak memory (the returned loss is then detached).
+    With ``backward``, each term is backpropagated as soon as it is built (the adversarial term, then the
+    penalty): the gradients are the loss's, but only one graph is alive at a time, which lowers the peak
+    memory (the returned loss is then detached).
 
     Returns:
-        (loss, stats) with stats ``w_distance`` (mean D(real~) − mean D(fake~)), ``d_real``, ``d_fake``,
-        ``gp`` (un-weighted penalty), ``drift`` (un-weighted mean D(real~)²), ``d_loss``.
+        (loss, stats) with ``d_loss``, ``d_real``, ``d_fake`` (mean scores), ``w_distance`` (their
+        difference), ``drift`` (mean D(real~)²) and the penalty's stats (``gp`` or ``r1``/``r2``).
     """
 
     def backprop(term: torch.Tensor) -> torch.Tensor:
@@ -71,32 +132,36 @@ def d_loss(
 
     d_real = D(real_noised)
     d_fake = D(fake_noised.detach())
-    drift_term = d_real.square().mean()
-    w = d_real.mean() - d_fake.mean()
-    w_loss = backprop(-w + drift * drift_term)
-    gp = (
-        gradient_penalty(D, real_noised, fake_noised, generator=generator)
-        if gp_lambda
-        else d_real.new_zeros(())
-    )
-    loss = w_loss + backprop(gp_lambda * gp)
+    total = backprop(adversarial_d(loss, d_real, d_fake, drift))
     stats = {
-        "d_loss": loss.detach(),
-        "w_distance": w.detach(),
+        "w_distance": (d_real.mean() - d_fake.mean()).detach(),
         "d_real": d_real.mean().detach(),
         "d_fake": d_fake.mean().detach(),
-        "gp": gp.detach(),
-        "drift": drift_term.detach(),
+        "drift": d_real.square().mean().detach(),
     }
-    return loss, stats
+    if reg_scale:
+        reg, reg_stats = penalty(D, real_noised, fake_noised, loss, gp_lambda, r1_gamma, generator)
+        total = total + backprop(reg_scale * reg)
+        stats.update(reg_stats)
+    elif loss == "wgan-gp":
+        stats["gp"] = d_real.new_zeros(())
+    stats["d_loss"] = total.detach()
+    return total, stats
 
 
-def g_loss(D: nn.Module, fake_noised: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Generator loss −mean D(fake~); gradients flow through D (its parameters are not stepped) into G.
+def g_loss(
+    D: nn.Module, fake_noised: torch.Tensor, loss: str = "wgan-gp", real_noised: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's loss; gradients flow through D (its parameters are not stepped) into G. The relativistic loss
+    scores ``real_noised`` too (no gradient).
 
     Returns:
         (loss, stats) with stats ``g_loss`` and ``d_fake``.
     """
     d_fake = D(fake_noised)
-    loss = -d_fake.mean()
-    return loss, {"g_loss": loss.detach(), "d_fake": d_fake.mean().detach()}
+    d_real = None
+    if loss == "rpgan-r1r2":
+        with torch.no_grad():
+            d_real = D(real_noised)
+    out = adversarial_g(loss, d_fake, d_real)
+    return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}

@@ -1,0 +1,83 @@
+"""Configs: the recipe options round-trip through config.json, old files still load, bad values are errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mp3net.config import Config, ConfigError, preset
+
+RECIPE = [
+    "train.loss=rpgan-r1r2",
+    "train.r1_gamma=0.5",
+    "train.reg_every=8",
+    "train.lr_g=3e-4",
+    "train.lr_d=1e-4",
+    "train.betas_g=[0.0, 0.99]",
+    "train.betas_d=[0.1, 0.9]",
+    "train.warmup_steps=50",
+    "train.augment=0.3",
+    "train.ema_half_life=2500",
+    "train.ema_rampup=0.05",
+    "model.upsample=resize",
+    "model.min_channels=16",
+]
+
+
+def test_recipe_options_round_trip_through_config_json(tmp_path):
+    cfg = preset("tiny").override(RECIPE)
+    cfg.save(tmp_path / "config.json")
+    back = Config.load(tmp_path / "config.json")
+    assert back == cfg
+    assert back.train.betas_g == (0.0, 0.99) and isinstance(back.train.betas_d, tuple)
+    assert back.train.adam("G") == (3e-4, (0.0, 0.99))
+    assert back.train.adam("D") == (1e-4, (0.1, 0.9))
+
+
+def test_unset_rates_and_betas_fall_back_to_the_shared_ones():
+    tc = preset("95s").train
+    assert tc.adam("G") == tc.adam("D") == (1e-4, (0.5, 0.9))
+    tc = preset("95s").override(["train.lr=3e-4", "train.lr_d=null"]).train
+    assert tc.adam("D") == (3e-4, (0.5, 0.9))
+
+
+def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
+    d = preset("tiny").to_dict()
+    for key in ("loss", "r1_gamma", "reg_every", "lr_g", "lr_d", "betas_g", "betas_d", "warmup_steps"):
+        del d["train"][key]
+    for key in ("augment", "ema_half_life", "ema_rampup"):
+        del d["train"][key]
+    del d["model"]["upsample"], d["model"]["min_channels"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    cfg = Config.load(tmp_path / "old.json")
+    assert cfg.train.loss == "wgan-gp" and cfg.model.upsample == "transposed" and cfg.model.min_channels == 0
+    assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
+
+
+def test_the_paper_recipe_stays_the_default_of_the_big_presets():
+    for name in ("95s", "5s"):
+        tc = preset(name).train
+        assert (tc.loss, tc.n_critic, tc.lr, tc.betas, tc.reg_every) == ("wgan-gp", 2, 1e-4, (0.5, 0.9), 1)
+        assert preset(name).model.upsample == "transposed"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.loss=hinge",
+        "train.reg_every=0",
+        "train.augment=1.5",
+        "model.upsample=bilinear",
+        "train.betas_g=[1]",
+    ],
+)
+def test_bad_recipe_values_are_config_errors(item):
+    with pytest.raises(ConfigError):
+        preset("tiny").override([item])
+
+
+def test_min_channels_floors_every_block():
+    m = preset("tiny").override(["model.min_channels=16"]).model
+    assert all(min(m.block_channels(i)) >= 16 for i in range(m.n_blocks))
+    assert m.block_channels(0) == preset("tiny").model.block_channels(0)

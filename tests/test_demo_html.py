@@ -1,0 +1,40 @@
+"""mp3net.demo_html: the report page holds every track and table row, with every value escaped."""
+
+from __future__ import annotations
+
+import re
+
+from mp3net import demo_html
+from mp3net.config import preset
+from mp3net.demo_html import Track
+
+
+def test_page_lists_every_track_and_row_escaped() -> None:
+    gen = [Track(f"seed {i}", f"generated/seed-{i}.wav", f"generated/seed-{i}.png") for i in range(3)]
+    real = [Track("real <clip> & co", "real/real-0.wav", "real/real-0.png")]
+    rows = [("tonality", "0.70", "0.40"), ("FD <features>", "1.0", "9.0")]
+    pre = demo_html.pretrained_section(gen[:1], rows[:1], "pretrained/tonality.png")
+    m = preset("tiny").model
+    page = demo_html.page(
+        dataset="added 2 tracks & more",
+        model=m,
+        steps=12,
+        minutes=0.5,
+        elapsed_minutes=1.25,
+        out="demo<out>",
+        generated=gen,
+        real=real,
+        rows=rows,
+        n_fake=3,
+        n_real=1,
+        pretrained=pre,
+    )
+    assert page.count("<audio ") == len(gen) + len(real) + 1
+    srcs = re.findall(r'<audio controls preload="none" src="([^"]+)"', page)
+    assert srcs == [t.audio for t in gen + real + gen[:1]]
+    assert "real &lt;clip&gt; &amp; co" in page and "<clip>" not in page
+    assert "FD &lt;features&gt;" in page and page.count("<tr><td>") == len(rows) + 1
+    assert "added 2 tracks &amp; more" in page and "demo&lt;out&gt;" in page
+    assert f"{m.sample_rate} Hz" in page and "12 discriminator iterations" in page
+    assert 'src="pretrained/tonality.png"' in page
+    assert "could not be loaded: a &lt;b&gt;" in demo_html.pretrained_error("a <b>")
