@@ -16,9 +16,8 @@ gradient for an output gradient ``g``, differentiable in the weights (D's gradie
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from mp3net import ops
 
