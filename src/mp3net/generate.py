@@ -35,6 +35,7 @@ from mp3net.model import Generator
 from mp3net.train.checkpoint import load_export, load_latest
 from mp3net.utils import MP3NetError, first_line
 
+PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED_ALIASES = {"pretrained": "tiny-chorales"}
 
