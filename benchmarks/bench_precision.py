@@ -67,16 +67,16 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
     out: dict = {"preset": name, "threads": torch.get_num_threads(), "mm_fp32": gemm_rate(torch.float32)}
     out["mm_bf16"] = gemm_rate(torch.bfloat16)
 
-    def track(dtype: torch.dtype) -> float:
-        t = time.perf_counter()
+    def track(dtype: torch.dtype) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
         with torch.no_grad(), autocast(dtype):
             A = G.generate(z)
         imdct(A, trim=True)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
 
-    def d_step(dtype: torch.dtype) -> float:
+    def d_step(dtype: torch.dtype) -> tuple[float, float]:
         real = torch.rand(1, m.channels, m.n_frames, m.n_bands, generator=gen) * 0.05
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with torch.no_grad(), autocast(dtype):
             fake = G(torch.randn(1, m.latent_dim, generator=gen), tile_frames=64).float()
         cl = torch.channels_last
@@ -86,7 +86,7 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
             d_loss(D, real_n, fake_n, tc.gp_lambda, tc.drift, gen, backward=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
 
     for p in precisions:
         track(dtypes[p])  # warm-up
@@ -95,7 +95,8 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
         for p in precisions:
             times[p].append(track(dtypes[p]))
     for p in precisions:
-        out[f"track_{p}"] = statistics.median(times[p])
+        out[f"track_{p}"] = statistics.median(w for w, _ in times[p])
+        out[f"track_cpu_{p}"] = statistics.median(c for _, c in times[p])
     if d_reps:
         for p in precisions:
             d_step(dtypes[p])  # warm-up: oneDNN primitives, allocator
@@ -104,7 +105,8 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
             for p in precisions:
                 dtimes[p].append(d_step(dtypes[p]))
         for p in precisions:
-            out[f"d_{p}"] = statistics.median(dtimes[p])
+            out[f"d_{p}"] = statistics.median(w for w, _ in dtimes[p])
+            out[f"d_cpu_{p}"] = statistics.median(c for _, c in dtimes[p])
     out["mm_fp32_end"], out["mm_bf16_end"] = gemm_rate(torch.float32), gemm_rate(torch.bfloat16)
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
@@ -141,16 +143,20 @@ def render(new: dict, old: dict | None, before: str | None, reps: int, d_reps: i
 
     def row(label: str, r: dict, p: str) -> str:
         mm = r[f"mm_{p}"]
-        d = f"{r[f'd_{p}']:.1f}" if f"d_{p}" in r else "—"
-        return f"| {label} | {r[f'track_{p}']:.2f} | {d} | {mm:.0f} |"
+        d = f"{r[f'd_{p}']:.1f} ({r[f'd_cpu_{p}']:.1f})" if f"d_{p}" in r else "—"
+        return f"| {label} | {r[f'track_{p}']:.2f} ({r[f'track_cpu_{p}']:.2f}) | {d} | {mm:.0f} |"
 
     if old:
         rows.append(row(f"before ({before}), fp32", old, "fp32"))
     rows.append(row("now, fp32", new, "fp32"))
     rows.append(row("now, bf16 autocast", new, "bf16"))
-    ratio_d = f"{new['d_bf16'] / new['d_fp32']:.2f}" if "d_bf16" in new and "d_fp32" in new else "—"
+    ratio_d = "—"
+    if "d_bf16" in new and "d_fp32" in new:
+        ratio_d = f"{new['d_bf16'] / new['d_fp32']:.2f} ({new['d_cpu_bf16'] / new['d_cpu_fp32']:.2f})"
+    ratio_t = new["track_bf16"] / new["track_fp32"]
+    ratio_tc = new["track_cpu_bf16"] / new["track_cpu_fp32"]
     rows.append(
-        f"| ratio bf16 / fp32 (same process) | {new['track_bf16'] / new['track_fp32']:.2f} | {ratio_d} "
+        f"| ratio bf16 / fp32 (same process) | {ratio_t:.2f} ({ratio_tc:.2f}) | {ratio_d} "
         f"| {new['mm_bf16'] / new['mm_fp32']:.2f} (bf16 / fp32 GEMM) |"
     )
     lines = [
@@ -168,6 +174,7 @@ def render(new: dict, old: dict | None, before: str | None, reps: int, d_reps: i
         "|---|---|---|---|",
         *rows,
         "",
+        "Cells: wall seconds (process CPU seconds, summed over threads: less sensitive to other jobs). "
         f"GEMM column: the precision's own rate (fp32 rows: fp32; bf16 row: bf16). Peak RSS of the process "
         f"running both precisions: {new['peak_rss_gib']:.1f} GiB.",
         "",
