@@ -40,13 +40,15 @@ FAST = [
     "train.ema_half_life=2500",
     "train.ema_rampup=0.05",
 ]
+# the paper's recipe, pinned (the tiny preset's own defaults may differ)
+PAPER = ["train.loss=wgan-gp", "train.n_critic=2", "train.lr=1e-4", "train.betas=[0.5, 0.9]"]
+PAPER += ["train.reg_every=1", "train.ema_half_life=0"]
 WIDE = ["model.min_channels=16"]  # the redesigned tiny: 16 channels in the last block (was 16 → 8 → 4)
 CELLS: dict[str, list[str]] = {
     # the paper's recipe on the old tiny widths: the baseline
-    "paper": [
-        *["model.min_channels=0", "model.upsample=transposed", "train.loss=wgan-gp", "train.n_critic=2"],
-        *["train.lr=1e-4", "train.betas=[0.5, 0.9]", "train.reg_every=1", "train.ema_half_life=0"],
-    ],
+    "paper": [*PAPER, "model.min_channels=0", "model.upsample=transposed"],
+    # the paper's recipe on the redesigned widths with resize-conv upsampling
+    "paper-wide": [*PAPER, *WIDE, "model.upsample=resize"],
     "ns-r1": [*FAST, *WIDE, "model.upsample=resize", "train.loss=ns-r1"],
     "rpgan": [*FAST, *WIDE, "model.upsample=resize", "train.loss=rpgan-r1r2"],
     "ns-r1-transposed": [*FAST, *WIDE, "model.upsample=transposed", "train.loss=ns-r1"],
@@ -93,27 +95,14 @@ def train_cell(name: str, data: Path, run: Path, seconds: float, seed: int) -> N
 
 
 def spectrogram_row(clips: list, sr: int, path: Path, title: str) -> None:
-    """A row of log-MDCT spectrograms (channel mean, dB) of up to 4 clips ``[C, T]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A row of log-MDCT spectrograms of up to 4 clips ``[C, T]``."""
     import torch
 
     from mp3net.evaluate import clip_mdct
+    from mp3net.plots import save_png, spectrogram_row_figure
 
-    fig, axes = plt.subplots(1, len(clips), figsize=(3 * len(clips), 2.2), squeeze=False)
-    for ax, c in zip(axes[0], clips, strict=True):
-        A = clip_mdct(c.to(torch.float64), sr)
-        db = 10 * torch.log10(A.square().mean(0) + 1e-10).numpy()
-        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-90, vmax=-10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].set_ylabel(title, fontsize=8)
-    fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    save_png(spectrogram_row_figure([clip_mdct(c.to(torch.float64), sr) for c in clips], title), path, 70)
 
 
 def evaluate_cell(name: str, data: Path, run: Path) -> dict:
