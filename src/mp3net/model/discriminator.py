@@ -165,10 +165,15 @@ class Discriminator(nn.Module):
         x = ops.prepare_for(x.device).layout(x)
         x = first = self.act(self.from_in(x))
         blocks = []
-        for block in self.blocks:
+        for block in self.d_blocks:
             x, acts = block.record(x)
             blocks.append(acts)
         return x, Activations(first, tuple(blocks))
+
+    @property
+    def d_blocks(self) -> list[DiscriminatorBlock]:
+        """The blocks, typed (``nn.ModuleList`` iterates as plain modules)."""
+        return [b for b in self.blocks if isinstance(b, DiscriminatorBlock)]
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Features ``[B, ch, M/4^n, K/2^n]`` → score ``[B, 1]``: minibatch stddev, dense, score."""
@@ -207,7 +212,7 @@ class Discriminator(nn.Module):
         with torch.enable_grad():  # ∂head/∂h by autograd, even when called without grad mode
             score = self.head(h)
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
-        for block, block_acts in zip(reversed(self.blocks), reversed(acts.blocks), strict=True):
+        for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
         g = self.from_in.adjoint(self.act.adjoint(g, acts.input))
         return score.detach(), g

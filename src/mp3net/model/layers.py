@@ -51,7 +51,7 @@ class ConvT3(nn.ConvTranspose2d):
     ``[B, cin, H, W]`` → ``[B, cout, s_h·H, s_w·W]``."""
 
     def __init__(self, cin: int, cout: int, stride: tuple[int, int]) -> None:
-        output_padding = tuple(s - 1 for s in stride)
+        output_padding = (stride[0] - 1, stride[1] - 1)
         super().__init__(cin, cout, 3, stride=stride, padding=1, output_padding=output_padding)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -81,7 +81,7 @@ def upsample3(cin: int, cout: int, stride: tuple[int, int], mode: str = "transpo
     if mode == "transposed" or tuple(stride) == (1, 1):
         return ConvT3(cin, cout, stride)
     if mode == "kernel4":
-        kernel = tuple(4 if s == 2 else 3 for s in stride)
+        kernel = (4 if stride[0] == 2 else 3, 4 if stride[1] == 2 else 3)
         return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1)
     if mode == "resize":
         return ResizeConv3(cin, cout, stride)

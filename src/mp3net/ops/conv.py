@@ -113,14 +113,14 @@ def _weight_grad_stride1(x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
     o = go.shape[1]
     xf = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
     gf = go.permute(0, 2, 3, 1).reshape(b, h * w, o)
-    taps = []
+    taps: list[torch.Tensor] = []
     for kh in range(3):
         lo, hi = max(0, 1 - kh) * w, min(h, h + 1 - kh) * w  # output rows whose row i + kh − 1 exists
         for kw in range(3):
             d = (kh - 1) * w + kw - 1
             # the range's first (kw = 0) or last (kw = 2) pixel would index outside x: it is an edge pixel
             a, z = lo + (kw == 0), hi - (kw == 2)
-            tap = None
+            tap: torch.Tensor | None = None
             for i in range(b):
                 t = _gram(gf[i, a:z], xf[i, a + d : z + d])
                 if kw != 1:  # the remaining edge pixels of the range, one per row
@@ -128,6 +128,7 @@ def _weight_grad_stride1(x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
                     last = hi if kw == 0 else hi - 1
                     t = t - (gf[i, first:last:w].t() @ xf[i, first + d : last + d : w]).to(t.dtype)
                 tap = t if tap is None else tap + t
+            assert tap is not None  # b ≥ 1
             taps.append(tap)
     return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
 
