@@ -4,9 +4,13 @@ Each case runs in its own subprocess (so its peak RSS is its own): build the gen
 ``--reps`` timed runs of forward pass + inverse MDCT + writing a 16-bit WAV. Reported: median wall time and
 its parts, real-time factor, peak RSS, achieved GFLOP/s (FLOPs counted from the conv shapes) next to this
 machine's float32 matmul GFLOP/s measured in the same process, and the time of a matmul with the same FLOP
-count. Baselines in the same run: plain NCHW, channels-last untiled; "fast" = ``Generator.generate``
-(channels-last, 1×1 convs as GEMMs, the two widest blocks in 256-frame time tiles). A per-block profile of the
-fast 95 s pass follows. Then the ``mp3net generate`` path (shipped or tiny model): load, clip, batch, 5 min.
+count. Baselines in the same run: plain NCHW (``mp3net.ops.enabled(False)``), channels-last untiled; "fast" =
+``Generator.generate``, the one inference path (channels-last, 1×1 convs as GEMMs, the device plan's time
+tiles), in float32 and in bf16 (separate processes for their peak RSS, and side by side in the 95 s
+process for the ratio). A per-block profile of the fast 95 s pass follows. Then the audibility of bf16:
+the share of MDCT coefficients where |A_bf16 − A_fp32| exceeds the psychoacoustic masking threshold of the
+fp32 output, for the shipped model and the (random, output-scaled) 95 s model. Then the ``mp3net generate``
+path (shipped or tiny model): load, clip, batch, 5 min, fp32 and auto precision.
 
 Results go into benchmarks/README.md between the ``bench_generate:start`` / ``bench_generate:end`` markers.
 
@@ -40,6 +44,7 @@ CASES = {
     "95s-b1-nchw": ("95s", 1, "nchw"),
     "95s-b1-cl": ("95s", 1, "cl"),
     "95s-b1": ("95s", 1, "fast"),
+    "95s-b1-bf16": ("95s", 1, "bf16"),
     "95s-b4": ("95s", 4, "fast"),
     "5s-b1": ("5s", 1, "fast"),
 }
@@ -49,10 +54,50 @@ NOTES = [
     "≈310 GFLOP/s. Judge the forward pass by its share of a same-FLOP matmul. Channels-last is 1.5× "
     "faster than NCHW (oneDNN's native layout); 1×1 convs went to PyTorch's slow im2col path and now run "
     "as one GEMM each; `torch.compile` (inductor, freezing) gained 5 % for a 46 s compile and is not used; "
-    "`Generator.generate` runs the two widest blocks in 64-frame tiles (cache locality and bounded "
-    "memory; on a heavily shared CPU larger tiles lose less to thread barriers).",
+    "`Generator.generate` (also what `mp3net generate` and the trainer's fakes run) tiles by "
+    "`mp3net.ops.prepare_for(device).tiling`: on CPU the two widest blocks in 64-frame tiles (cache "
+    "locality) inside tiles of 16384 output frames (bounded memory for any duration).",
 ]
-MODE_TEXT = {"nchw": "NCHW, untiled", "cl": "channels-last, untiled", "fast": "fast (channels-last, tiled)"}
+MODE_TEXT = {
+    "nchw": "NCHW, untiled",
+    "cl": "channels-last, untiled",
+    "fast": "fast (channels-last, tiled), fp32",
+    "bf16": "fast, bf16 autocast",
+}
+BF16 = torch.bfloat16
+
+
+def matmul_gflops_bf16(n: int = 2048, reps: int = 5) -> float:
+    """Median bf16 GEMM rate of this process."""
+    a, b = torch.randn(n, n, dtype=BF16), torch.randn(n, n, dtype=BF16)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
+
+
+def audible_share(G, z: torch.Tensor) -> float:
+    """Share of MDCT coefficients where bf16 generation differs from fp32 by more than the masking threshold
+    of the fp32 output (:class:`mp3net.dsp.PsychoacousticModel`): the bf16 error our own model hears."""
+    from mp3net.dsp import PsychoacousticModel
+
+    a32 = G.generate(z, dtype=torch.float32)
+    a16 = G.generate(z, dtype=BF16)
+    thr = PsychoacousticModel(G.cfg.sample_rate, G.cfg.n_bands).threshold(a32)
+    return float(((a16 - a32).abs() > thr).float().mean())
+
+
+def scale_output_to(G, z: torch.Tensor, rms: float) -> None:
+    """Scale a random generator's output layer so its output has the given RMS (Glorot init leaves the raw
+    output near 1e-6, far below the absolute threshold of hearing, which would make any error inaudible)."""
+    with torch.no_grad():
+        for _ in range(3):
+            cur = float(G.generate(z[:1], dtype=torch.float32).square().mean().sqrt())
+            G.to_out.weight.mul_(rms / cur)
+            G.to_out.bias.mul_(rms / cur)
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -91,6 +136,7 @@ def forward_flops(cfg) -> tuple[float, list[float]]:
 def worker(case: str, reps: int) -> dict:
     import soundfile as sf
 
+    from mp3net import ops
     from mp3net.config import preset
     from mp3net.dsp import imdct
     from mp3net.model import Generator
@@ -105,10 +151,10 @@ def worker(case: str, reps: int) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="mp3net-bench-"))
 
     def forward() -> torch.Tensor:
-        if mode == "fast":
-            return G.generate(z)
-        with torch.inference_mode():
-            return G.synthesize(G.head(z), channels_last=(mode == "cl")).contiguous()
+        if mode in ("fast", "bf16"):
+            return G.generate(z, dtype=BF16 if mode == "bf16" else torch.float32)
+        with torch.inference_mode(), ops.enabled(mode == "cl"):
+            return G.synthesize(G.head(z)).contiguous()
 
     def once() -> tuple[float, float, float]:
         t0 = time.perf_counter()
@@ -146,14 +192,36 @@ def worker(case: str, reps: int) -> dict:
     }
     if case == "95s-b1":
         res["blocks"] = block_profile(G, z, block_flops, reps)
+        res["precision"] = precision_side_by_side(G, z, reps)
+        scale_output_to(G, z, REFERENCE_RMS)
+        res["audible_95s"] = audible_share(G, z)
     for f in out_dir.iterdir():
         f.unlink()
     out_dir.rmdir()
     return res
 
 
+# RMS of the shipped tiny model's MDCT output (8 seeds): the level the random 95 s model is scaled to
+REFERENCE_RMS = 0.0098
+
+
+def precision_side_by_side(G, z: torch.Tensor, reps: int) -> dict:
+    """Forward time in fp32 and bf16, interleaved in this process, with both GEMM rates."""
+    ts = {"fp32": [], "bf16": []}
+    for _ in range(reps):
+        for key, dtype in (("fp32", torch.float32), ("bf16", BF16)):
+            t = time.perf_counter()
+            G.generate(z, dtype=dtype)
+            ts[key].append(time.perf_counter() - t)
+    out = {k: statistics.median(v) for k, v in ts.items()}
+    out["mm_fp32"], out["mm_bf16"] = matmul_gflops(), matmul_gflops_bf16()
+    return out
+
+
 def block_profile(G, z: torch.Tensor, block_flops: list[float], reps: int) -> list[dict]:
     """Median time of each deep block and of the tiled tail (last two blocks + output layer), fast layout."""
+    from mp3net.ops import TileLevel
+
     n = len(G.blocks)
     rows = []
     with torch.inference_mode():
@@ -170,7 +238,7 @@ def block_profile(G, z: torch.Tensor, block_flops: list[float], reps: int) -> li
             ts = []
             for _ in range(reps):
                 t = time.perf_counter()
-                y = G.synthesize(h, tile_frames=tile, tile_blocks=2, first_block=n - 2)
+                y = G.synthesize(h, [TileLevel(2, tile)] if tile else [], first_block=n - 2)
                 ts.append(time.perf_counter() - t)
                 del y
             rows.append(
@@ -207,6 +275,7 @@ def fmt_case(r: dict) -> str:
 def generate_path_rows(rounds: int = 3) -> tuple[str, list[str]]:
     """The ``mp3net generate`` code path: model load, one clip, 8 clips, a 5-minute track (2 threads)."""
     from mp3net import generate as gen
+    from mp3net import ops
     from mp3net.config import preset
     from mp3net.model import Generator
 
@@ -228,15 +297,22 @@ def generate_path_rows(rounds: int = 3) -> tuple[str, list[str]]:
         torch.manual_seed(0)
         G = Generator(preset("tiny").model).eval()
     m = G.cfg
-    gen.generate(G, [0])
-    t_clip = timed(lambda: gen.generate(G, [0]))
-    t_batch = timed(lambda: gen.generate(G, list(range(8)), batch_size=8))
-    t_long = timed(lambda: gen.generate(G, [0], duration=300.0))
-    row = (
-        f"| {t_load:.2f} s | {t_clip * 1000:.0f} ms ({m.clip_seconds / t_clip:.0f}×) "
-        f"| {t_batch:.2f} s ({8 * m.clip_seconds / t_batch:.0f}×) | {t_long:.2f} s ({300 / t_long:.0f}×) |"
-    )
-    return f"{source}, {m.sample_rate} Hz stereo, clip {m.clip_seconds:.2f} s", [row]
+    rows = []
+    for precision in ("fp32", "auto"):
+        gen.generate(G, [0], precision=precision)
+        t_clip = timed(lambda p=precision: gen.generate(G, [0], precision=p))
+        t_batch = timed(lambda p=precision: gen.generate(G, list(range(8)), batch_size=8, precision=p))
+        t_long = timed(lambda p=precision: gen.generate(G, [0], duration=300.0, precision=p))
+        shown = f"auto (= {'bf16' if ops.resolve_precision('auto', 'cpu') == BF16 else 'fp32'})"
+        rows.append(
+            f"| {precision if precision == 'fp32' else shown} | {t_load:.2f} s "
+            f"| {t_clip * 1000:.0f} ms ({m.clip_seconds / t_clip:.0f}×) "
+            f"| {t_batch:.2f} s ({8 * m.clip_seconds / t_batch:.0f}×) "
+            f"| {t_long:.2f} s ({300 / t_long:.0f}×) |"
+        )
+    z = torch.stack([gen.seed_latents(s, 1, m.latent_dim)[0] for s in range(8)])
+    rows.append(f"AUDIBLE {audible_share(G, z)}")
+    return f"{source}, {m.sample_rate} Hz stereo, clip {m.clip_seconds:.2f} s", rows
 
 
 def render(results: list[dict], gen_source: str | None, gen_rows: list[str], reps: int) -> str:
@@ -248,7 +324,7 @@ def render(results: list[dict], gen_source: str | None, gen_rows: list[str], rep
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, Python "
         f"{platform.python_version()}; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         f"(a shared machine: other jobs ran at the same time, so compare rows with the matmul rate measured "
-        f"in the same process). Random weights, float32, {results[0]['threads'] if results else '?'} "
+        f"in the same process). Random weights, {results[0]['threads'] if results else '?'} "
         "threads; "
         f"medians of {reps} runs after one warm-up run.",
         "",
@@ -277,14 +353,42 @@ def render(results: list[dict], gen_source: str | None, gen_rows: list[str], rep
                 for b in prof["blocks"]
             ],
         ]
+    audible = [float(r.split()[1]) for r in gen_rows if r.startswith("AUDIBLE")]
+    gen_rows = [r for r in gen_rows if not r.startswith("AUDIBLE")]
+    prec = next((r for r in results if "precision" in r), None)
+    if prec:
+        pr = prec["precision"]
+        lines += [
+            "",
+            "fp32 vs bf16 autocast, 95 s track, batch 1, side by side in one process (forward pass; "
+            "medians, interleaved):",
+            "",
+            "| precision | forward s | GEMM GFLOP/s in that process | conv GFLOP/s |",
+            "|---|---|---|---|",
+            f"| fp32 | {pr['fp32']:.2f} | {pr['mm_fp32']:.0f} | {prec['gflop'] / pr['fp32']:.0f} |",
+            f"| bf16 | {pr['bf16']:.2f} | {pr['mm_bf16']:.0f} | {prec['gflop'] / pr['bf16']:.0f} |",
+            f"| ratio bf16/fp32 | {pr['bf16'] / pr['fp32']:.2f} | {pr['mm_fp32'] / pr['mm_bf16']:.2f} | |",
+        ]
+    if prec or audible:
+        share_95 = f"{prec['audible_95s']:.2%}" if prec else "not measured"
+        share_tiny = f"{audible[0]:.2%}" if audible else "not measured"
+        lines += [
+            "",
+            "Audibility of bf16 (share of MDCT coefficients where |A_bf16 − A_fp32| exceeds the masking "
+            "threshold `PsychoacousticModel.threshold` of the fp32 output): "
+            f"shipped tiny model, 8 seeds: **{share_tiny}**; 95 s model (random weights, output layer "
+            f"scaled to the shipped model's output RMS {REFERENCE_RMS}), 1 clip: **{share_95}**. Rule: "
+            "`--precision auto` picks bf16 where `mp3net.ops.bf16_is_fast` and while this share stays "
+            "≤ 1 %.",
+        ]
     if gen_source:
         lines += [
             "",
             f"`mp3net generate` path ({gen_source}; 5-minute track = one pass over a latent path with the "
             "widest blocks in tiles):",
             "",
-            "| model load | one clip | 8 clips, batch 8 | 5-minute stereo track |",
-            "|---|---|---|---|",
+            "| precision | model load | one clip | 8 clips, batch 8 | 5-minute stereo track |",
+            "|---|---|---|---|---|",
             *gen_rows,
         ]
     lines += ["", *NOTES, "", "Reproduce: `python benchmarks/bench_generate.py`.", END]

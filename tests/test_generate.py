@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from mp3net import generate as gen
+from mp3net import ops
 from mp3net.cli import main
 from mp3net.config import preset
 from mp3net.dsp import imdct, mdct
@@ -72,13 +73,43 @@ def test_cli_formats_duration_spectrogram(export, cfg, tmp_path):
 
 
 def test_one_clip_equals_forward(G, cfg):
-    audio, sr = gen.generate(G, [5])
+    audio, sr = gen.generate(G, [5], precision="fp32")
     z = gen.seed_latents(5, 1, cfg.model.latent_dim)
     with torch.no_grad():
         ref = imdct(G(z), trim=True)
     assert sr == cfg.model.sample_rate
     assert audio.shape == (1, cfg.model.channels, cfg.model.clip_samples)
     torch.testing.assert_close(audio, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_round_trip(G, cfg, precision, monkeypatch):
+    # bf16 and fp32 are both deterministic and near each other; auto follows bf16_is_fast
+    a, _ = gen.generate(G, [4], precision=precision)
+    b, _ = gen.generate(G, [4], precision=precision)
+    assert torch.equal(a, b) and a.dtype == torch.float32
+    ref, _ = gen.generate(G, [4], precision="fp32")
+    err = (a - ref).norm() / ref.norm()
+    assert err < (1e-6 if precision == "fp32" else 5e-2), err
+    if precision == "bf16":
+        assert err > 0  # bf16 did run
+    monkeypatch.setattr(ops.precision, "bf16_is_fast", lambda device: precision == "bf16")
+    auto, _ = gen.generate(G, [4], precision="auto")
+    assert torch.equal(auto, a)
+
+
+def test_cli_precision_flag(export, tmp_path, capsys):
+    out = {}
+    for p in ("fp32", "bf16"):
+        d = tmp_path / p
+        assert main(["generate", str(export), "--seeds", "1", "--out", str(d), "--precision", p, "-q"]) == 0
+        assert f"in {p}" in capsys.readouterr().out
+        out[p] = sf.read(d / "seed-0001.wav")[0]
+    assert out["fp32"].shape == out["bf16"].shape and (out["fp32"] != out["bf16"]).any()
+    with pytest.raises(SystemExit):
+        main(["generate", str(export), "--precision", "fp16", "--out", str(tmp_path / "x"), "-q"])
+    with pytest.raises(gen.MP3NetError, match="precision"):
+        gen.generate(str(export), [0], precision="half")
 
 
 def test_batch_composition_does_not_change_a_seed(G):
@@ -95,13 +126,13 @@ def _spectral_change(x: torch.Tensor, n_bands: int) -> torch.Tensor:
 
 def test_long_track_has_no_seams(G, cfg, monkeypatch):
     m = cfg.model
-    monkeypatch.setattr(gen, "TILE_OUT_FRAMES", 128)  # many tile boundaries too
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 128)  # many tile boundaries too
     dur = 3 * m.clip_seconds
-    ours, _ = gen.generate(G, [0], dur)
+    ours, _ = gen.generate(G, [0], dur, precision="fp32")
     assert ours.shape[-1] == round(dur * m.sample_rate)
     # tiles are exact: the same track synthesised in one piece
-    monkeypatch.setattr(gen, "TILE_OUT_FRAMES", 10**9)
-    whole, _ = gen.generate(G, [0], dur)
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 10**9)
+    whole, _ = gen.generate(G, [0], dur, precision="fp32")
     torch.testing.assert_close(ours, whole, rtol=0, atol=1e-5)
     # the naive alternative, clips of the three anchor latents glued end to end, has seams
     z = gen.seed_latents(0, 3, m.latent_dim)

@@ -7,8 +7,12 @@ the clip centres, and every start frame takes the spherical interpolation of its
 anchors at its own time coordinate. Because the dense head is linear before its LReLU, each start frame
 is the head's output for its own interpolated latent (frame slot f of a clip uses the dense weights of
 slot f), so a one-clip track is exactly ``G(z)`` and longer tracks morph continuously from one musical
-idea to the next: no crossfades, no seams. The widest blocks run in overlapping time tiles
-(:meth:`Generator.synthesize`), exact in the interior, so memory is bounded by the tile size.
+idea to the next: no crossfades, no seams. Synthesis is :meth:`Generator.render`, the one inference path:
+the widest blocks run in overlapping time tiles chosen by the device's plan
+(:meth:`mp3net.ops.ExecutionPlan.tiling`), exact in the interior, so memory is bounded by the tile size.
+
+Precision: ``auto`` (default) computes in bf16 where :func:`mp3net.ops.bf16_is_fast` and float32
+elsewhere; ``fp32`` and ``bf16`` force one (:func:`mp3net.ops.resolve_precision`).
 
 Determinism: a seed's anchors come from ``torch.Generator().manual_seed(seed)``, and batches are always
 padded to ``batch_size`` (CPU kernels round differently for different batch sizes), so a seed's track
@@ -24,15 +28,16 @@ from pathlib import Path
 
 import torch
 
+from mp3net import ops
 from mp3net.config import Config, ConfigError
 from mp3net.dsp import imdct
 from mp3net.model import Generator
 from mp3net.train.checkpoint import load_export, load_latest
 from mp3net.utils import MP3NetError, first_line
 
+PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED_ALIASES = {"pretrained": "tiny-chorales"}
-TILE_OUT_FRAMES = 16384  # output frames per synthesis tile: bounds memory for any duration
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,22 +215,24 @@ def duration_samples(cfg: Config, duration: float | None) -> int:
     return n
 
 
+def _device_of(G: Generator) -> torch.device:
+    return next(G.parameters()).device
+
+
 @torch.no_grad()
 def synthesize_latents(
-    G: Generator, anchors: torch.Tensor, n_samples: int, tile_out_frames: int | None = None
+    G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto"
 ) -> torch.Tensor:
-    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` (MDCT edge padding trimmed)."""
+    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed)."""
     cfg = G.cfg
     positions, _ = _frames_for(Config(model=cfg), n_samples)
-    dev = next(G.parameters()).device
+    dev = _device_of(G)
+    dtype = ops.resolve_precision(precision, dev)
     zpath = latent_path(anchors[:, :positions].to(dev), positions, cfg.start_frames)
-    x = start_tensor(G, zpath)
-    n_tiled = max(1, cfg.n_blocks - 1)
-    scale = 4**n_tiled
-    deep_frames = x.shape[2] * 4 ** (cfg.n_blocks - n_tiled)
-    tile = max(1, (tile_out_frames or TILE_OUT_FRAMES) // scale)
-    A = G.synthesize(x, tile_frames=tile if deep_frames > tile else None, tile_blocks=n_tiled)
-    return imdct(A.float(), trim=True)[..., :n_samples]
+    with ops.autocast(dev, dtype):
+        x = start_tensor(G, zpath)
+    A = G.render(x, ops.prepare_for(dev), dtype)
+    return imdct(A, trim=True)[..., :n_samples]
 
 
 def _batches(items: Sequence, size: int):
@@ -234,7 +241,12 @@ def _batches(items: Sequence, size: int):
 
 
 def _run_batched(
-    G: Generator, anchor_sets: list[torch.Tensor], n_samples: int, batch_size: int, progress: bool = False
+    G: Generator,
+    anchor_sets: list[torch.Tensor],
+    n_samples: int,
+    batch_size: int,
+    progress: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     outs = []
     from tqdm import tqdm
@@ -245,7 +257,7 @@ def _run_batched(
         pad = batch_size - len(chunk)  # fixed batch shape: results independent of the other seeds
         if pad:
             z = torch.cat([z, torch.zeros(pad, *z.shape[1:])])
-        outs.append(synthesize_latents(G, z, n_samples)[: len(chunk)].cpu())
+        outs.append(synthesize_latents(G, z, n_samples, precision)[: len(chunk)].cpu())
         bar.update(len(chunk))
     bar.close()
     return torch.cat(outs)
@@ -270,6 +282,7 @@ def generate(
     batch_size: int = 1,
     device: str | torch.device | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, int]:
     """Tracks for the given seeds.
 
@@ -280,14 +293,16 @@ def generate(
             clip length (see the module docstring).
         truncation: optional truncation of the latents (see :func:`seed_latents`).
         batch_size: tracks per forward pass (results are bit-identical for the same batch size).
+        precision: ``auto`` | ``fp32`` | ``bf16`` (see the module docstring).
     Returns:
         ``(audio [N, C, T] float32 on the CPU, sample_rate)``.
     """
     G, n, positions = _setup(model, device, duration)
+    ops.resolve_precision(precision, _device_of(G))  # a bad precision fails before any work
     anchors = [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
     if not anchors:
         return torch.zeros(0, G.cfg.channels, n), G.cfg.sample_rate
-    return _run_batched(G, anchors, n, max(1, batch_size), progress), G.cfg.sample_rate
+    return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
 
 
 def interpolate(
@@ -300,6 +315,7 @@ def interpolate(
     batch_size: int = 1,
     device: str | torch.device | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, int]:
     """``steps`` tracks along the slerp from seed A's latents to seed B's (the ends are exactly A and B)."""
     if steps < 2:
@@ -309,7 +325,7 @@ def interpolate(
     zb = seed_latents(seed_b, positions, G.cfg.latent_dim, truncation)
     ts = torch.linspace(0, 1, steps)
     anchors = [slerp(za, zb, t.expand(positions)) for t in ts]
-    return _run_batched(G, anchors, n, max(1, batch_size), progress), G.cfg.sample_rate
+    return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from mp3net import ops
 from mp3net.config import ModelConfig, preset
 from mp3net.model import Discriminator, DiscriminatorBlock, Generator, GeneratorBlock, minibatch_stddev
+from mp3net.ops import TileLevel
 
 
 def small_cfg(**kw) -> ModelConfig:
@@ -137,16 +139,36 @@ def test_tiled_synthesis_is_exact():
     G = Generator(cfg)
     with torch.no_grad():
         h = G.head(torch.randn(1, 2, cfg.latent_dim))
-        full = G.synthesize(h, channels_last=False)
+        with ops.enabled(False):  # the plain path: NCHW
+            full = G.synthesize(h)
         assert full.shape == (1, cfg.channels, 2 * cfg.n_frames, cfg.n_bands)
         tol = 1e-5 * full.abs().max().item()  # float rounding: the conv kernels' blocking depends on the size
         for tile_frames, tile_blocks, cl in [(16, 1, False), (3, 2, False), (1, 4, False), (5, 2, True)]:
-            tiled = G.synthesize(h, tile_frames=tile_frames, tile_blocks=tile_blocks, channels_last=cl)
+            with ops.enabled(cl):
+                tiled = G.synthesize(h, [TileLevel(tile_blocks, tile_frames)])
             torch.testing.assert_close(tiled, full, rtol=0, atol=tol)
+        # nested levels (the inference policy's shape): outer tiles of 3 blocks, inner tiles of 2
+        for tiles in ([TileLevel(3, 1), TileLevel(2, 3)], [TileLevel(4, 1), TileLevel(2, 5)]):
+            torch.testing.assert_close(G.synthesize(h, tiles), full, rtol=0, atol=tol)
         # too little context is wrong near every tile edge: the checks above would notice a wrong halo
-        wrong = G.synthesize(h, tile_frames=3, tile_blocks=2, halo=1)
+        wrong = G.synthesize(h, [TileLevel(2, 3)], halo=1)
         assert (wrong - full).abs().max() > 1e-2 * full.abs().max()
         assert G.generate(torch.randn(2, cfg.latent_dim)).shape == (2, 2, cfg.n_frames, 64)
+        # the inference path: the device plan's tiling, the same values
+        torch.testing.assert_close(G.render(h, dtype=torch.float32), full, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("upsample", ["resize", "kernel4"])
+def test_inference_tiles_are_exact_for_every_upsampling_mode(upsample):
+    cfg = preset("tiny").override([f"model.upsample={upsample}"]).model
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    with torch.no_grad():
+        h = G.head(torch.randn(1, 2, cfg.latent_dim))
+        full = G.synthesize(h)
+        tol = 1e-5 * full.abs().max().item()
+        for tiles in ([TileLevel(2, 3)], [TileLevel(3, 1), TileLevel(2, 3)]):
+            torch.testing.assert_close(G.synthesize(h, tiles), full, rtol=0, atol=tol)
 
 
 def test_generator_is_deterministic_and_latent_tiles_are_consistent():
@@ -160,3 +182,31 @@ def test_generator_is_deterministic_and_latent_tiles_are_consistent():
     for i in range(3):
         f = cfg.start_frames
         assert torch.allclose(h[:, :, i * f : (i + 1) * f], G.head(z[:, i]))
+
+
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_grad_checkpoint_is_a_block_attribute_and_changes_no_gradient(net):
+    from mp3net.model import set_grad_checkpoint
+
+    cfg = small_cfg()
+    torch.manual_seed(0)
+    model = Generator(cfg) if net == "G" else Discriminator(cfg)
+    x = torch.randn(2, cfg.latent_dim) if net == "G" else torch.rand(2, 2, cfg.n_frames, cfg.n_bands)
+    grads, calls = [], []
+    model.blocks[0].conv.register_forward_hook(lambda m, i, o: calls.append(1))
+    for on in (False, True):
+        assert set_grad_checkpoint(model, on) == cfg.n_blocks
+        assert all(b.grad_checkpoint is on for b in model.blocks)
+        model.zero_grad(set_to_none=True)
+        calls.clear()
+        if net == "D":  # the penalty's double backward runs through checkpointed blocks
+            xr = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xr).sum(), xr, create_graph=True)
+            (model(x).sum() + g.square().sum()).backward()
+        else:
+            model(x).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        forwards = 2 if net == "D" else 1
+        assert len(calls) > forwards if on else len(calls) == forwards  # recomputed in the backward pass
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert "grad_checkpoint" not in "".join(model.state_dict())  # the state-dict keys are unchanged

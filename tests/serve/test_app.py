@@ -115,7 +115,7 @@ def test_generate_is_the_api_track_of_that_seed_and_duration(client):
     (t,) = job["tracks"]
     x, sr, headers = client.audio(t["audio"])
     assert sr == SR and x.shape == (2, round(2.5 * SR))
-    ref, _ = gen.generate(gen.from_pretrained(), [5], duration=2.5)
+    ref, _ = gen.generate(gen.from_pretrained(), [5], duration=2.5, precision="fp32")  # the page default
     np.testing.assert_array_equal(x, _wav16(ref[0]))
     status, headers, png = client.request("GET", t["spectrogram"])
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -144,7 +144,7 @@ def test_interpolation_runs_from_seed_a_to_seed_b(client):
     tracks = job["tracks"]
     assert len(tracks) == 4 and tracks[0]["seed"] == 3 and tracks[-1]["seed"] == 8
     xs = [client.audio(t["audio"])[0] for t in tracks]
-    ends, _ = gen.generate(gen.from_pretrained(), [3, 8])
+    ends, _ = gen.generate(gen.from_pretrained(), [3, 8], precision="fp32")  # the page default
     np.testing.assert_array_equal(xs[0], _wav16(ends[0]))
     np.testing.assert_array_equal(xs[-1], _wav16(ends[1]))
     dist = [float(np.abs(x - xs[0]).mean()) for x in xs]
@@ -390,7 +390,7 @@ def test_unknown_model_name_is_an_error_before_serving():
 
 
 def test_precision_is_offered_and_passed_on_once_the_api_has_it(client, monkeypatch):
-    assert client.json("GET", "/api/models")[1]["precisions"] == ["fp32"]  # today's API
+    assert client.json("GET", "/api/models")[1]["precisions"] == list(gen.PRECISIONS)  # API has precision=
     got = []
     real_generate, real_interpolate = gen.generate, gen.interpolate
 
@@ -404,7 +404,7 @@ def test_precision_is_offered_and_passed_on_once_the_api_has_it(client, monkeypa
 
     monkeypatch.setattr(gen, "generate", generate)
     monkeypatch.setattr(gen, "interpolate", interpolate)
-    assert client.json("GET", "/api/models")[1]["precisions"] == ["fp32", "bf16", "auto"]
+    assert client.json("GET", "/api/models")[1]["precisions"] == list(gen.PRECISIONS)
     assert client.run({"model": "pretrained", "seed": 1, "precision": "bf16"})["precision"] == "bf16"
     client.run({"model": "pretrained", "kind": "interpolate", "steps": 2})
     assert got == ["bf16", "fp32"]  # fp32 is asked for explicitly, not left to the API's default

@@ -6,85 +6,96 @@ downsampled in time and frequency and added onto the upper half of the lower oct
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.model.layers import (
-    conv1,
-    conv3,
-    conv3_apply,
-    conv_adjoint,
-    init_weights,
-    lrelu_,
-    lrelu_adjoint,
-    pointwise,
-    split_bands,
-)
+from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights
 
 
-class DiscriminatorBlock(nn.Module):
+class BlockActivations(NamedTuple):
+    """The LeakyReLU results of one :class:`DiscriminatorBlock` forward, named after the conv before each;
+    shapes for a block input ``[B, cin, M, K]``."""
+
+    conv: torch.Tensor  # [B, cin, M, K]
+    down: torch.Tensor  # [B, mid, M/2, K]
+    low_conv: torch.Tensor  # [B, mid, M/2, K/2]
+    low_down: torch.Tensor  # [B, out, M/4, K/2]
+    high_conv: torch.Tensor  # [B, mid, M/2, K/2]
+    high_down: torch.Tensor  # [B, out, M/4, K/4]
+
+
+class Activations(NamedTuple):
+    """The LeakyReLU results of a :meth:`Discriminator.record` pass: the input layer's, then each block's
+    (in ``Discriminator.blocks`` order)."""
+
+    input: torch.Tensor
+    blocks: tuple[BlockActivations, ...]
+
+
+class DiscriminatorBlock(Block):
     """One discriminator block: ``[B, cin, M, K]`` → ``[B, out, M/4, K/2]``.
 
-    Methods that take ``acts`` (a list) also append the LeakyReLU results they produce, in evaluation
-    order; :meth:`adjoint` uses them to backpropagate an input gradient.
+    :meth:`record` is the forward pass that also returns its activations; :meth:`adjoint` takes them to
+    backpropagate an input gradient.
     """
 
     def __init__(self, cin: int, mid: int, out: int, slope: float = 0.2) -> None:
         super().__init__()
-        self.slope = slope
-        self.conv = conv3(cin, cin)
-        self.down = conv3(cin, mid, stride=(2, 1))
-        self.high_conv = conv3(mid, mid)
-        self.high_down = conv3(mid, out, stride=(2, 2))
-        self.low_conv = conv3(mid, mid)
-        self.low_down = conv3(mid, out, stride=(2, 1))
+        self.act = LeakyReLU(slope)
+        self.conv = Conv3(cin, cin)
+        self.down = Conv3(cin, mid, stride=(2, 1))
+        self.high_conv = Conv3(mid, mid)
+        self.high_down = Conv3(mid, out, stride=(2, 2))
+        self.low_conv = Conv3(mid, mid)
+        self.low_down = Conv3(mid, out, stride=(2, 1))
         # the balancing convs come last in D (paper §3.1), right before the octaves are summed
-        self.high_balance = conv1(out, out)
-        self.low_balance = conv1(out, out)
+        self.high_balance = Conv1(out, out)
+        self.low_balance = Conv1(out, out)
 
-    def _act(self, conv: nn.Conv2d, x: torch.Tensor, acts: list[torch.Tensor] | None) -> torch.Tensor:
-        """LeakyReLU(conv(x)), recording the result."""
-        x = lrelu_(conv3_apply(conv, x), self.slope)
-        if acts is not None:
-            acts.append(x)
-        return x
-
-    def top_octave(self, y_high: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The top K/2 bands ``[B, mid, M/2, K/2]`` → ``[B, out, M/4, K/4]``: downsampled in time and
-        frequency."""
-        y = self._act(self.high_down, self._act(self.high_conv, y_high, acts), acts)
-        return pointwise(self.high_balance, y)
-
-    def lower_octaves(self, y_low: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The lower K/2 bands ``[B, mid, M/2, K/2]`` → ``[B, out, M/4, K/2]``: downsampled in time."""
-        y = self._act(self.low_down, self._act(self.low_conv, y_low, acts), acts)
-        return pointwise(self.low_balance, y)
-
-    def forward(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        y = self._act(self.down, self._act(self.conv, x, acts), acts)
-        k = y.shape[-1]
-        y_low, y_high = split_bands(y, [k // 2, k - k // 2])
-        low, high = self.lower_octaves(y_low, acts), self.top_octave(y_high, acts)
+    def record(self, x: torch.Tensor) -> tuple[torch.Tensor, BlockActivations]:
+        """``[B, cin, M, K]`` → (output ``[B, out, M/4, K/2]``, the block's activations)."""
+        conv = self.act(self.conv(x))
+        down = self.act(self.down(conv))
+        k = down.shape[-1]
+        y_low, y_high = ops.split_bands(down, [k // 2, k - k // 2])
+        low_conv = self.act(self.low_conv(y_low))  # the lower K/2 bands: downsampled in time
+        low_down = self.act(self.low_down(low_conv))
+        high_conv = self.act(self.high_conv(y_high))  # the top K/2 bands: downsampled in time and frequency
+        high_down = self.act(self.high_down(high_conv))
+        low = self.low_balance(low_down)
+        high = self.high_balance(high_down)
         # zero-pad the folded top octave on the low side: it lands on the upper half of the lower octave
-        return low + F.pad(high, (low.shape[-1] - high.shape[-1], 0))
+        y = low + F.pad(high, (low.shape[-1] - high.shape[-1], 0))
+        return y, BlockActivations(conv, down, low_conv, low_down, high_conv, high_down)
 
-    def adjoint(self, g: torch.Tensor, acts: list[torch.Tensor]) -> torch.Tensor:
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.record(x)[0]
+
+    def adjoint(self, g: torch.Tensor, acts: BlockActivations) -> torch.Tensor:
         """Input gradient ``[B, cin, M, K]`` for an output gradient ``g`` ``[B, out, M/4, K/2]``, given the
-        six activations :meth:`forward` recorded. Differentiable in the weights; the activations enter
-        only through their (constant) signs."""
-        s = self.slope
-        a_conv, a_down, a_low, a_low_down, a_high, a_high_down = acts
-        g_low = lrelu_adjoint(conv_adjoint(self.low_balance, g), a_low_down, s)
-        g_low = conv_adjoint(self.low_conv, lrelu_adjoint(conv_adjoint(self.low_down, g_low), a_low, s))
+        activations :meth:`record` returned. Differentiable in the weights; the activations enter only
+        through their (constant) signs."""
+        g_low = self.low_balance.adjoint(g)
+        g_low = self.act.adjoint(g_low, acts.low_down)
+        g_low = self.low_down.adjoint(g_low)
+        g_low = self.act.adjoint(g_low, acts.low_conv)
+        g_low = self.low_conv.adjoint(g_low)
         # the top octave was padded onto the upper bands: its gradient is theirs
-        k, k_high = g.shape[-1], a_high_down.shape[-1]
-        g_high = conv_adjoint(self.high_balance, split_bands(g, [k - k_high, k_high])[1])
-        g_high = lrelu_adjoint(g_high, a_high_down, s)
-        g_high = conv_adjoint(self.high_conv, lrelu_adjoint(conv_adjoint(self.high_down, g_high), a_high, s))
-        g_y = lrelu_adjoint(torch.cat([g_low, g_high], dim=-1), a_down, s)
-        return conv_adjoint(self.conv, lrelu_adjoint(conv_adjoint(self.down, g_y), a_conv, s))
+        k, k_high = g.shape[-1], acts.high_down.shape[-1]
+        g_high = self.high_balance.adjoint(ops.split_bands(g, [k - k_high, k_high])[1])
+        g_high = self.act.adjoint(g_high, acts.high_down)
+        g_high = self.high_down.adjoint(g_high)
+        g_high = self.act.adjoint(g_high, acts.high_conv)
+        g_high = self.high_conv.adjoint(g_high)
+        g_y = self.act.adjoint(torch.cat([g_low, g_high], dim=-1), acts.down)
+        g_y = self.down.adjoint(g_y)
+        g_y = self.act.adjoint(g_y, acts.conv)
+        return self.conv.adjoint(g_y)
 
 
 def mbstd_group_size(batch: int, group_size: int) -> int:
@@ -127,9 +138,9 @@ class Discriminator(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.slope = cfg.leaky_slope
         n = cfg.n_blocks
-        self.from_in = conv1(cfg.channels, cfg.block_channels(n - 1)[2])
+        self.act = LeakyReLU(cfg.leaky_slope)
+        self.from_in = Conv1(cfg.channels, cfg.block_channels(n - 1)[2])
         # D block j mirrors G block n-1-j: (in, mid, out)_D = (out, mid, in)_G
         self.blocks = nn.ModuleList()
         for i in reversed(range(n)):
@@ -140,20 +151,34 @@ class Discriminator(nn.Module):
         self.score = nn.Linear(cfg.d_dense, 1)
         init_weights(self)
 
-    def features(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer). With a list,
-        also appends every LeakyReLU result, in evaluation order."""
-        x = lrelu_(pointwise(self.from_in, x), self.slope)
-        if acts is not None:
-            acts.append(x)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer), in the layout of
+        the device's :func:`mp3net.ops.prepare_for` plan."""
+        x = ops.prepare_for(x.device).layout(x)
+        x = self.act(self.from_in(x))
         for block in self.blocks:
-            x = block(x, acts)
+            x = block(x)
         return x
+
+    def record(self, x: torch.Tensor) -> tuple[torch.Tensor, Activations]:
+        """:meth:`features` that also returns every LeakyReLU result (never checkpointed)."""
+        x = ops.prepare_for(x.device).layout(x)
+        x = first = self.act(self.from_in(x))
+        blocks = []
+        for block in self.d_blocks:
+            x, acts = block.record(x)
+            blocks.append(acts)
+        return x, Activations(first, tuple(blocks))
+
+    @property
+    def d_blocks(self) -> list[DiscriminatorBlock]:
+        """The blocks, typed (``nn.ModuleList`` iterates as plain modules)."""
+        return [b for b in self.blocks if isinstance(b, DiscriminatorBlock)]
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Features ``[B, ch, M/4^n, K/2^n]`` → score ``[B, 1]``: minibatch stddev, dense, score."""
         h = minibatch_stddev(h, self.cfg.mbstd_group)
-        h = lrelu_(self.dense(h.flatten(1)), self.slope)
+        h = self.act(self.dense(h.flatten(1)))
         score = self.score(h)
         return score if score.dtype == torch.float64 else score.float()
 
@@ -178,19 +203,18 @@ class Discriminator(nn.Module):
             (score ``[B, 1]``, gradient ``[B, C, M, K]``); the score is detached.
         """
         group = mbstd_group_size(x.shape[0], self.cfg.mbstd_group)
-        acts: list[torch.Tensor] = []
         graph = torch.is_grad_enabled()  # whether the result must be differentiable in the weights
         # with groups of one the head is linear in the features up to its own (constant) mask: no graph needed
         with torch.set_grad_enabled(graph and group > 1):
-            h = self.features(x.detach(), acts)
+            h, acts = self.record(x.detach())
         if not h.requires_grad:
             h = h.detach().requires_grad_(True)
         with torch.enable_grad():  # ∂head/∂h by autograd, even when called without grad mode
             score = self.head(h)
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
-        for i in reversed(range(len(self.blocks))):  # acts: the input layer's, then six per block
-            g = self.blocks[i].adjoint(g, acts[1 + 6 * i : 7 + 6 * i])
-        g = conv_adjoint(self.from_in, lrelu_adjoint(g, acts[0], self.slope))
+        for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
+            g = block.adjoint(g, block_acts)
+        g = self.from_in.adjoint(self.act.adjoint(g, acts.input))
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

@@ -1,4 +1,4 @@
-"""Building blocks shared by generator and discriminator (docs/networks.md#common-rules).
+"""Layers shared by generator and discriminator (docs/networks.md#common-rules).
 
 Every convolution is 3×3 (or 1×1 for the octave-balancing and output layers), has a bias, Glorot-uniform
 weights and a zero bias; activations are LeakyReLU(0.2); there are no normalisation layers.
@@ -7,6 +7,10 @@ Padding is laid out so that shapes scale exactly: a stride-2 transposed conv (ke
 output_padding 1) doubles a length, a stride-2 conv (kernel 3, padding 1) halves it. With this layout the
 centre tap of a frequency-upsampling transposed conv maps input band k to output band 2k, matching
 paper eq. 23 (the new octave's even bands are the doubled frequencies of the top input octave).
+
+The classes subclass PyTorch's own (same parameters, same state-dict keys); their ``forward`` hands the
+maths to :mod:`mp3net.ops`, which picks the device-specific implementation. ``adjoint(g)`` is the input
+gradient for an output gradient ``g``, differentiable in the weights (D's gradient-penalty chain).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mp3net.model.conv import Conv3, Conv3Adjoint, use_fast_conv
+from mp3net import ops
 
 
 def init_weights(module: nn.Module) -> None:
@@ -27,15 +31,31 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def conv3(cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> nn.Conv2d:
-    """3×3 conv, 'same' padding; stride 2 halves the (even) length exactly."""
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+class Conv3(nn.Conv2d):
+    """3×3 conv, 'same' padding: ``[B, cin, H, W]`` → ``[B, cout, H/s, W/s]``; stride 2 halves an even
+    length exactly."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> None:
+        super().__init__(cin, cout, 3, stride=stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.conv3(x, self.weight, self.bias, self.stride)
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """``[B, cout, H/s, W/s]`` → ``[B, cin, H, W]`` (bias plays no part)."""
+        return ops.conv3_adjoint(g, self.weight, self.stride)
 
 
-def conv_t3(cin: int, cout: int, stride: tuple[int, int]) -> nn.ConvTranspose2d:
-    """3×3 transposed conv that multiplies each spatial length by its stride (1 or 2) exactly."""
-    output_padding = tuple(s - 1 for s in stride)
-    return nn.ConvTranspose2d(cin, cout, 3, stride=stride, padding=1, output_padding=output_padding)
+class ConvT3(nn.ConvTranspose2d):
+    """3×3 transposed conv that multiplies each length by its stride (1 or 2) exactly:
+    ``[B, cin, H, W]`` → ``[B, cout, s_h·H, s_w·W]``."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int]) -> None:
+        output_padding = (stride[0] - 1, stride[1] - 1)
+        super().__init__(cin, cout, 3, stride=stride, padding=1, output_padding=output_padding)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return ops.conv_t3(x, self.weight, self.bias, self.stride)
 
 
 class ResizeConv3(nn.Conv2d):
@@ -50,124 +70,78 @@ class ResizeConv3(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale != (1, 1):
             x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        if use_fast_conv(x) and torch.is_grad_enabled():
-            return Conv3.apply(x, self.weight, self.bias, (1, 1))
-        return self._conv_forward(x, self.weight, self.bias)
+        return ops.conv3(x, self.weight, self.bias, (1, 1))
 
 
 def upsample3(cin: int, cout: int, stride: tuple[int, int], mode: str = "transposed") -> nn.Module:
     """A layer that multiplies each spatial length by its stride (1 or 2) exactly, as ``mode`` says:
-    "transposed" (3-tap transposed conv, the paper's), "kernel4" (4 taps along each stride-2 axis: the
-    kernel divisible by the stride) or "resize" (:class:`ResizeConv3`)."""
+    "transposed" (:class:`ConvT3`, the paper's), "kernel4" (a transposed conv with 4 taps along each
+    stride-2 axis: the kernel divisible by the stride; PyTorch's own, plain path) or "resize"
+    (:class:`ResizeConv3`)."""
     if mode == "transposed" or tuple(stride) == (1, 1):
-        return conv_t3(cin, cout, stride)
+        return ConvT3(cin, cout, stride)
     if mode == "kernel4":
-        kernel = tuple(4 if s == 2 else 3 for s in stride)
+        kernel = (4 if stride[0] == 2 else 3, 4 if stride[1] == 2 else 3)
         return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1)
     if mode == "resize":
         return ResizeConv3(cin, cout, stride)
     raise ValueError(f"unknown upsampling mode {mode!r}")
 
 
-def conv1(cin: int, cout: int) -> nn.Conv2d:
-    """1×1 conv (octave balancing, input/output projections)."""
-    return nn.Conv2d(cin, cout, 1)
+class Conv1(nn.Conv2d):
+    """1×1 conv (octave balancing, input/output projections): ``[B, cin, H, W]`` → ``[B, cout, H, W]``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.conv1(x, self.weight, self.bias)
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """``[B, cout, H, W]`` → ``[B, cin, H, W]`` (bias plays no part)."""
+        return ops.conv1_adjoint(g, self.weight)
 
 
-def lrelu_(x: torch.Tensor, slope: float) -> torch.Tensor:
-    """In-place LeakyReLU. Used only on fresh conv outputs: conv backward needs its input, not its output,
-    and LeakyReLU's backward (and double backward, for the gradient penalty) is computed from its result,
-    so in place is safe under autograd and saves one activation-sized tensor per layer."""
-    return F.leaky_relu_(x, slope)
+class LeakyReLU(nn.Module):
+    """In-place LeakyReLU, for fresh conv outputs only (:func:`mp3net.ops.lrelu_`)."""
+
+    def __init__(self, slope: float = 0.2) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.lrelu_(x, self.slope)
+
+    def adjoint(self, g: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Input gradient for output gradient ``g``, given this layer's result ``act`` (same shape)."""
+        return ops.lrelu_adjoint(g, act, self.slope)
+
+    def extra_repr(self) -> str:
+        return f"slope={self.slope}, inplace"
 
 
-def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 1×1 conv. On channels-last input it is one GEMM over the pixels (an ``addmm``): PyTorch's CPU
-    convolution sends 1×1 kernels to a slow im2col path, several times slower than the matmul."""
-    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
-        w = conv.weight.view(conv.out_channels, conv.in_channels)
-        return F.linear(x.permute(0, 2, 3, 1), w, conv.bias).permute(0, 3, 1, 2)
-    return conv(x)
+class Block(nn.Module):
+    """A network block whose activations can be recomputed in the backward pass instead of stored:
+    set ``block.grad_checkpoint = True`` (:func:`set_grad_checkpoint`). Non-reentrant checkpointing, so
+    the gradient penalty's double backward still works. Subclasses define :meth:`body`."""
+
+    grad_checkpoint: bool = False
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self.body, x, use_reentrant=False)
+        return self.body(x)
 
 
-def conv3_apply(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 3×3 conv; a channels-last CPU input that needs gradients takes :class:`Conv3` (fast
-    backward on CPU, see :mod:`mp3net.model.conv`)."""
-    if use_fast_conv(x) and torch.is_grad_enabled():
-        return Conv3.apply(x, conv.weight, conv.bias, conv.stride)
-    return conv(x)
-
-
-def conv_t3_apply(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 3×3 transposed conv; a channels-last CPU input that needs gradients takes
-    :class:`Conv3Adjoint` (the transposed conv is the adjoint of a conv with the same weights)."""
-    if not isinstance(conv, nn.ConvTranspose2d) or conv.kernel_size != (3, 3):
-        return conv(x)
-    if use_fast_conv(x) and torch.is_grad_enabled():
-        y = Conv3Adjoint.apply(x, conv.weight, conv.stride)
-        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
-    return conv(x)
-
-
-def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
-    """The input gradient of ``conv`` for an output gradient ``g``, as a differentiable function of the
-    weights: the transposed convolution with the same weights (bias plays no part).
-
-    For the convs built here (3×3 with padding 1, or 1×1; stride 1 or 2 on even lengths) the adjoint
-    restores the input's length exactly: ``[B, out, H/s, W/s]`` → ``[B, in, H, W]``.
-    """
-    if conv.kernel_size == (1, 1):
-        # a 1×1 adjoint is one GEMM per sample: W^T [in, out] @ g [out, H·W]
-        w = conv.weight.view(conv.out_channels, conv.in_channels)
-        b, c, h, wd = g.shape
-        if g.is_contiguous(memory_format=torch.channels_last) and c > 1:
-            return F.linear(g.permute(0, 2, 3, 1), w.t()).permute(0, 3, 1, 2)
-        return torch.matmul(w.t(), g.reshape(b, c, h * wd)).view(b, conv.in_channels, h, wd)
-    if use_fast_conv(g):
-        return Conv3Adjoint.apply(g, conv.weight, conv.stride)
-    output_padding = tuple(s - 1 for s in conv.stride)
-    return F.conv_transpose2d(
-        g, conv.weight, stride=conv.stride, padding=conv.padding, output_padding=output_padding
-    )
-
-
-def lrelu_adjoint(g: torch.Tensor, act: torch.Tensor, slope: float) -> torch.Tensor:
-    """LeakyReLU's input gradient: ``g`` where the activation's result ``act`` is positive, ``slope·g``
-    elsewhere (PyTorch's own rule, one fused kernel).
-
-    ``act`` enters as a constant (detached): the activation is piecewise linear, so this gradient does not
-    depend on it, and autograd must not send zeros back into the forward graph through it."""
-    return torch.ops.aten.leaky_relu_backward(g, act.detach(), slope, True)
-
-
-class SplitBands(torch.autograd.Function):
-    """Split ``[B, C, M, K]`` along the bands into contiguous pieces of the given widths, in the input's
-    layout (channels-last stays channels-last), and back in the backward pass.
-
-    Slicing with ``x[..., a:b]`` would do, but its backward builds an NCHW zero tensor per slice, which
-    drags the next channels-last ops onto oneDNN's slow mixed-layout path. A missing piece's gradient is
-    zeros."""
-
-    @staticmethod
-    def forward(ctx, x, widths):  # noqa: D102
-        channels_last = x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        ctx.fmt, ctx.widths = fmt, widths
-        return tuple(p.contiguous(memory_format=fmt) for p in x.split(widths, dim=-1))
-
-    @staticmethod
-    def backward(ctx, *grads):  # noqa: D102
-        ref = next(g for g in grads if g is not None)
-        parts = [
-            g.contiguous(memory_format=ctx.fmt)
-            if g is not None
-            else ref.new_zeros(*ref.shape[:-1], w).contiguous(memory_format=ctx.fmt)
-            for g, w in zip(grads, ctx.widths, strict=True)
-        ]
-        return torch.cat(parts, dim=-1), None
-
-
-def split_bands(x: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, ...]:
-    """``[B, C, M, K]`` → pieces ``[B, C, M, w]`` for the widths (summing to K), layout kept
-    (:class:`SplitBands`)."""
-    return SplitBands.apply(x, widths)
+def set_grad_checkpoint(module: nn.Module, on: bool) -> int:
+    """Switch activation checkpointing on or off for every :class:`Block` below ``module`` (G's and D's
+    blocks; D's input-gradient recording pass is never checkpointed). Returns the number of blocks."""
+    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    for b in blocks:
+        b.grad_checkpoint = bool(on)
+    return len(blocks)

@@ -7,10 +7,11 @@ functions keep the activations channels-last and compute the weight gradient the
 over the pixels, one per kernel tap (:func:`conv3_weight_grad`), which beats both of oneDNN's weight
 gradients here except on the thinnest layers, where oneDNN's channels-last one is kept.
 
-They are used only for channels-last CPU tensors (:func:`use_fast_conv`); everything else takes PyTorch's
-own convolution. Both functions are differentiable once; their backward is written with differentiable
-operations, so a second derivative still works (slowly), though the gradient penalty does not need one
-(see :meth:`mp3net.model.Discriminator.input_gradient`).
+They are used only for channels-last CPU tensors with the fast path on (:func:`mp3net.ops.use_fast`);
+everything else takes PyTorch's own convolution. Both functions are differentiable once; their backward
+is written with differentiable operations, so a second derivative still works (slowly), though the
+gradient penalty does not need one (see :meth:`mp3net.model.Discriminator.input_gradient`). Under CPU
+autocast they compute in bf16 and return the weight gradients in the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -22,22 +23,18 @@ import torch.nn.functional as F
 GEMM_MIN_CHANNELS = 24
 
 
-def use_fast_conv(x: torch.Tensor) -> bool:
-    """Whether ``x`` ``[B, C, H, W]`` takes the functions of this module: a CPU tensor laid out
-    channels-last (channels innermost; a slice along H or W counts)."""
-    return x.device.type == "cpu" and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
-
-
 def _gram(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """``a^T b`` for tall ``a`` ``[P, O]`` and ``b`` ``[P, C]`` (rows contiguous). With few columns, MKL
-    runs such a product 15–20 % faster as a batch of ``chunk``-row products summed afterwards."""
+    """``a^T b`` for tall ``a`` ``[P, O]`` and ``b`` ``[P, C]`` (rows contiguous), at least in float32 (bf16
+    products are summed in float32). With few columns, MKL runs such a product 15–20 % faster as a batch of
+    ``chunk``-row products summed afterwards."""
+    acc = torch.promote_types(a.dtype, torch.float32)
     p = a.shape[0]
     n = p // chunk
     if n < 4 or min(a.shape[1], b.shape[1]) > 128:
-        return a.t() @ b
+        return (a.t() @ b).to(acc)
     m = n * chunk
-    out = torch.bmm(a[:m].view(n, chunk, -1).transpose(1, 2), b[:m].view(n, chunk, -1)).sum(0)
-    return out if m == p else out + a[m:].t() @ b[m:]
+    out = torch.bmm(a[:m].view(n, chunk, -1).transpose(1, 2), b[:m].view(n, chunk, -1)).sum(0, dtype=acc)
+    return out if m == p else out + (a[m:].t() @ b[m:]).to(acc)
 
 
 def _phase(x: torch.Tensor, ph: int, pw: int, stride: tuple[int, int], rows: int, cols: int) -> torch.Tensor:
@@ -116,21 +113,22 @@ def _weight_grad_stride1(x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
     o = go.shape[1]
     xf = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
     gf = go.permute(0, 2, 3, 1).reshape(b, h * w, o)
-    taps = []
+    taps: list[torch.Tensor] = []
     for kh in range(3):
         lo, hi = max(0, 1 - kh) * w, min(h, h + 1 - kh) * w  # output rows whose row i + kh − 1 exists
         for kw in range(3):
             d = (kh - 1) * w + kw - 1
             # the range's first (kw = 0) or last (kw = 2) pixel would index outside x: it is an edge pixel
             a, z = lo + (kw == 0), hi - (kw == 2)
-            tap = None
+            tap: torch.Tensor | None = None
             for i in range(b):
                 t = _gram(gf[i, a:z], xf[i, a + d : z + d])
                 if kw != 1:  # the remaining edge pixels of the range, one per row
                     first = lo + w if kw == 0 else lo + w - 1
                     last = hi if kw == 0 else hi - 1
-                    t = t - gf[i, first:last:w].t() @ xf[i, first + d : last + d : w]
+                    t = t - (gf[i, first:last:w].t() @ xf[i, first + d : last + d : w]).to(t.dtype)
                 tap = t if tap is None else tap + t
+            assert tap is not None  # b ≥ 1
             taps.append(tap)
     return torch.stack(taps, dim=1).view(o, 3, 3, c).permute(0, 3, 1, 2)
 
@@ -149,52 +147,79 @@ def _output_padding(stride: tuple[int, int]) -> tuple[int, int]:
     return (stride[0] - 1, stride[1] - 1)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a Function computes in: CPU autocast's (bf16) for float32 inputs under autocast, else
+    the input's own (float64 stays float64, as autocast leaves it)."""
+    if x.dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
 class Conv3(torch.autograd.Function):
-    """``y = conv2d(x, W, b, stride, padding=1)`` for a 3×3 ``W``; ``[B, C, H, W]`` → ``[B, O, H/s, W/s]``."""
+    """``y = conv2d(x, W, b, stride, padding=1)`` for a 3×3 ``W``; ``[B, C, H, W]`` → ``[B, O, H/s, W/s]``.
+
+    Under CPU autocast the inputs and weights are cast to the autocast dtype here (autocast does not look
+    inside a Function) and the weight and bias gradients go back in the parameters' dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride):  # noqa: D102
-        x = x.contiguous(memory_format=torch.channels_last)
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, bias, stride):
+        dt = _compute_dtype(x)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x = x.to(dt).contiguous(memory_format=torch.channels_last)
+        w = weight.to(dt)
+        ctx.save_for_backward(x, w)
         ctx.stride = stride
-        ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, stride, 1)
+        with torch.autocast("cpu", enabled=False):
+            return F.conv2d(x, w, _cast(bias, dt), stride, 1)
 
     @staticmethod
-    def backward(ctx, go):  # noqa: D102
+    def backward(ctx, go):
         x, weight = ctx.saved_tensors
         s = ctx.stride
-        go = go.contiguous(memory_format=torch.channels_last)
+        x_dt, w_dt, b_dt = ctx.dtypes
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = F.conv_transpose2d(go, weight, stride=s, padding=1, output_padding=_output_padding(s))
-        if ctx.needs_input_grad[1]:
-            gw = _weight_grad(x, go, weight, s)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = go.sum(dim=(0, 2, 3))
+        with torch.autocast("cpu", enabled=False):
+            go = go.to(x.dtype).contiguous(memory_format=torch.channels_last)
+            if ctx.needs_input_grad[0]:
+                gx = F.conv_transpose2d(go, weight, stride=s, padding=1, output_padding=_output_padding(s))
+                gx = gx.to(x_dt)
+            if ctx.needs_input_grad[1]:
+                gw = _weight_grad(x, go, weight, s).to(w_dt)
+            if b_dt is not None and ctx.needs_input_grad[2]:
+                gb = go.sum(dim=(0, 2, 3), dtype=torch.promote_types(go.dtype, torch.float32)).to(b_dt)
         return gx, gw, gb, None
 
 
 class Conv3Adjoint(torch.autograd.Function):
     """The input gradient of :class:`Conv3` as a function of (g, W): the transposed convolution
     ``[B, O, H/s, W/s]`` → ``[B, C, H, W]``. Its own gradients are a convolution (for g) and a weight
-    gradient with the roles of the two activations swapped (for W)."""
+    gradient with the roles of the two activations swapped (for W). Autocast as in :class:`Conv3`."""
 
     @staticmethod
-    def forward(ctx, g, weight, stride):  # noqa: D102
-        g = g.contiguous(memory_format=torch.channels_last)
-        ctx.save_for_backward(g, weight)
+    def forward(ctx, g, weight, stride):
+        dt = _compute_dtype(g)
+        ctx.dtypes = (g.dtype, weight.dtype)
+        g = g.to(dt).contiguous(memory_format=torch.channels_last)
+        w = weight.to(dt)
+        ctx.save_for_backward(g, w)
         ctx.stride = stride
-        return F.conv_transpose2d(g, weight, stride=stride, padding=1, output_padding=_output_padding(stride))
+        with torch.autocast("cpu", enabled=False):
+            return F.conv_transpose2d(g, w, stride=stride, padding=1, output_padding=_output_padding(stride))
 
     @staticmethod
-    def backward(ctx, gg):  # noqa: D102
+    def backward(ctx, gg):
         g, weight = ctx.saved_tensors
         s = ctx.stride
-        gg = gg.contiguous(memory_format=torch.channels_last)
+        g_dt, w_dt = ctx.dtypes
         g_g = g_w = None
-        if ctx.needs_input_grad[0]:
-            g_g = F.conv2d(gg, weight, None, s, 1)
-        if ctx.needs_input_grad[1]:
-            g_w = _weight_grad(gg, g, weight, s)
+        with torch.autocast("cpu", enabled=False):
+            gg = gg.to(g.dtype).contiguous(memory_format=torch.channels_last)
+            if ctx.needs_input_grad[0]:
+                g_g = F.conv2d(gg, weight, None, s, 1).to(g_dt)
+            if ctx.needs_input_grad[1]:
+                g_w = _weight_grad(gg, g, weight, s).to(w_dt)
         return g_g, g_w, None
