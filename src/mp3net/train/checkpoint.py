@@ -298,6 +298,10 @@ class CheckpointWriter:
 
     def _failure(self, what: str, step: int, e: Exception) -> MP3NetError:
         reason = (e.strerror if isinstance(e, OSError) else None) or first_line(e)
+        if "inline_container" in reason or "PytorchStreamWriter" in reason:
+            # torch's zip writer reports a short write without its errno
+            free = shutil.disk_usage(self.run_dir).free / 1e9
+            reason = f"the write failed: disk full or a file-size limit, {free:.2f} GB free"
         if what == "checkpoint":
             prev = [p.name for s, p in list_checkpoints(self.run_dir) if s != step]
             kept = f"{prev[-1]} is intact" if prev else "no earlier checkpoint exists"

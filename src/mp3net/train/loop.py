@@ -284,6 +284,7 @@ class Trainer:
                 "opt_G": self.opt_G.state_dict(),
                 "opt_D": self.opt_D.state_dict(),
                 "rng": ddp.gather_objects(mine, self.world),
+                "last_stats": dict(self.last),  # logged rows carry the latest G stats between G steps
             }
         )
 
@@ -296,6 +297,7 @@ class Trainer:
         self._load_optimizers(state, where)
         self.step, self.g_steps = int(state["step"]), int(state["g_steps"])
         self.rollbacks = int(state.get("rollbacks", 0))
+        self.last = {k: float(v) for k, v in (state.get("last_stats") or {}).items()}
         rngs = state["rng"]
         if self.rank < len(rngs) and len(rngs) == self.world:
             r = rngs[self.rank]
@@ -397,6 +399,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if nw else None,
             persistent_workers=False,
+            # its own generator for the workers' base seed: a fresh iterator (each resume) would
+            # otherwise draw from the global RNG, which is part of the checkpointed state
+            generator=torch.Generator().manual_seed(_seed(self.cfg.train.seed, self.rank, self.consumed)),
         )
         return iter(loader)
 
