@@ -38,7 +38,10 @@ def test_streamed_file_equals_the_in_memory_track(G, tmp_path, monkeypatch):
     z = gen.seed_latents(3, 20, G.cfg.latent_dim)[None]
     blocks = list(gen.synthesize_tiles(G, z, round(dur * 11008)))
     assert len(blocks) >= 3
-    assert main(["generate", "pretrained", "--seeds", "3", "--duration", str(dur), "--out", str(tmp_path), "-q"]) == 0
+    assert (
+        main(["generate", "pretrained", "--seeds", "3", "--duration", str(dur), "--out", str(tmp_path), "-q"])
+        == 0
+    )
     monkeypatch.setattr(gen, "TILE_OUT_FRAMES", 10**9)  # the reference: one block
     whole, sr = gen.generate(G, [3], dur)
     write_audio(tmp_path / "ref.wav", whole[0], sr)
@@ -52,7 +55,24 @@ def test_streamed_file_equals_the_in_memory_track(G, tmp_path, monkeypatch):
 def test_formats_and_rf64(tmp_path):
     for fmt, container in (("flac", "FLAC"), ("ogg", "OGG"), ("rf64", "RF64")):
         out = tmp_path / fmt
-        assert main(["generate", "pretrained", "-n", "2", "--duration", "7", "--format", fmt, "--out", str(out), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "pretrained",
+                    "-n",
+                    "2",
+                    "--duration",
+                    "7",
+                    "--format",
+                    fmt,
+                    "--out",
+                    str(out),
+                    "-q",
+                ]
+            )
+            == 0
+        )
         files = sorted(out.iterdir())
         assert [f.name for f in files] == [f"seed-000{i}.{stream.extension(fmt)}" for i in (0, 1)]
         info = sf.info(files[0])
@@ -99,7 +119,9 @@ def test_interrupted_writer_leaves_no_file(tmp_path):
 
 def test_ctrl_c_during_generate_leaves_no_file(tmp_path):
     argv = [sys.executable, "-m", "mp3net", "generate", "pretrained", "-n", "1", "--duration", "20000"]
-    proc = subprocess.Popen([*argv, "--out", str(tmp_path), "-q"], stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [*argv, "--out", str(tmp_path), "-q"], stderr=subprocess.PIPE, text=True, env=_env()
+    )
     try:
         deadline = time.time() + 60
         while not any(p.stat().st_size > 10**6 for p in tmp_path.glob(".seed-0000.wav.*.tmp")):
@@ -120,7 +142,9 @@ def test_full_disk_during_generate_is_one_line_and_leaves_no_file(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 
     argv = [sys.executable, "-m", "mp3net", "generate", "pretrained", "-n", "1", "--duration", "60"]
-    r = subprocess.run([*argv, "--out", str(tmp_path), "-q"], capture_output=True, text=True, env=_env(), preexec_fn=limit)
+    r = subprocess.run(
+        [*argv, "--out", str(tmp_path), "-q"], capture_output=True, text=True, env=_env(), preexec_fn=limit
+    )
     assert r.returncode == 1
     err = r.stderr.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err

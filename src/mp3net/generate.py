@@ -272,7 +272,6 @@ def synthesize_latents(
     return torch.cat(list(synthesize_tiles(G, anchors, n_samples, tile_out_frames)), dim=-1)
 
 
-
 def stream_batches(
     G: Generator, anchor_sets: list[torch.Tensor], n_samples: int, batch_size: int
 ) -> Iterator[tuple[range, Iterator[torch.Tensor]]]:
@@ -376,9 +375,7 @@ def interpolation_anchor_sets(
     return [slerp(za, zb, t.expand(positions)) for t in torch.linspace(0, 1, steps)]
 
 
-def track_plan(
-    G: Generator, duration: float | None
-) -> tuple[int, int]:
+def track_plan(G: Generator, duration: float | None) -> tuple[int, int]:
     """(samples, anchor positions) of a track of ``duration`` seconds from ``G``."""
     cfg = Config(model=G.cfg)
     n = duration_samples(cfg, duration)

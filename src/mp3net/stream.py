@@ -57,8 +57,8 @@ def check_fits(out_dir: str | Path, fmt: str, n_tracks: int, n_samples: int, cha
     seconds = n_samples / sr
     if limit is not None and n_samples * channels * width + 44 > limit:
         raise MP3NetError(
-            f"a {seconds:.0f} s track would be {_gb(n_samples * channels * width)} as {fmt.upper()}, over the "
-            f"format's {_gb(limit)} limit: use --format flac or --format rf64"
+            f"a {seconds:.0f} s track would be {_gb(n_samples * channels * width)} as {fmt.upper()}, over "
+            f"the format's {_gb(limit)} limit: use --format flac or --format rf64"
         )
     need = n_tracks * estimated_bytes(fmt, n_samples, channels)
     free = shutil.disk_usage(out_dir).free
@@ -96,13 +96,15 @@ def write_tracks(
     current = finals[0] if finals else None  # the file being written, for the error message
     try:
         for p in finals:
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(Path(name))
         for block in blocks:
             if not files:  # opened with the first block: it gives the channel count
                 channels = int(block.shape[1])
-                files = [sf.SoundFile(str(t), "w", sample_rate, channels, subtype, format=container) for t in temps]
+                files = [
+                    sf.SoundFile(str(t), "w", sample_rate, channels, subtype, format=container) for t in temps
+                ]
             for i, row in enumerate(block):
                 current = finals[i]
                 files[i].write(_block_frames(row))

@@ -153,7 +153,9 @@ def test_bad_inputs_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_corrupt_mp3_is_one_line_without_decoder_notes(tmp_path: Path) -> None:
     bad_inputs(tmp_path)
     r = subprocess.run(
-        [sys.executable, "-m", "mp3net", "analyze", str(tmp_path / "corrupt.mp3")], capture_output=True, text=True
+        [sys.executable, "-m", "mp3net", "analyze", str(tmp_path / "corrupt.mp3")],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0, r.stderr  # mpg123's "Note: ... resync" lines silenced

@@ -142,11 +142,14 @@ def test_sigkill_at_random_moments_resumes_bit_for_bit(notes_dataset, tmp_path):
     for kind, at in kills:
         env = _env() if kind == "step" else _env(CRASH_PAUSE=kind, CRASH_AT=str(at))
         proc = subprocess.Popen(
-            _argv(notes_dataset, run, TOTAL), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            _argv(notes_dataset, run, TOTAL),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         if kind == "step":  # at a random moment after step `at` was logged
-            logged = lambda: max(_logged_steps(run), default=0) >= at  # noqa: E731
-            _kill_when(proc, logged, delay=rng.uniform(0.0, 0.3))
+            _kill_when(proc, lambda at=at: max(_logged_steps(run), default=0) >= at, rng.uniform(0, 0.3))
         else:
             _kill_when(proc, _paused(proc))
         resumed = _resumed_step(proc.stderr.read())
@@ -197,7 +200,9 @@ def test_resume_drops_tensorboard_events_and_samples_beyond_the_checkpoint(notes
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "r"
-    cfg = fast_config("train.ckpt_every=4", "train.ckpt_minutes=0", "train.log_every=1", "train.sample_every=3")
+    cfg = fast_config(
+        "train.ckpt_every=4", "train.ckpt_minutes=0", "train.log_every=1", "train.sample_every=3"
+    )
     train(cfg, notes_dataset, run, steps=6, progress=False)
     # a run killed after step 6 that had checkpointed at 4 only
     (run / "checkpoints" / "step-00000006.pt").unlink()
@@ -247,7 +252,9 @@ def _size_limited(limit: int):
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(notes_dataset, tmp_path):
     run = tmp_path / "r"
-    train(fast_config("train.ckpt_every=2", "train.ckpt_minutes=0"), notes_dataset, run, steps=2, progress=False)
+    train(
+        fast_config("train.ckpt_every=2", "train.ckpt_minutes=0"), notes_dataset, run, steps=2, progress=False
+    )
     size = ckpt.checkpoint_path(run, 2).stat().st_size
     argv = [sys.executable, "-m", "mp3net", "train", "--run", str(run), "--steps", "4", "-q"]
     for o in (*FAST, "train.ckpt_every=2", "train.ckpt_minutes=0"):

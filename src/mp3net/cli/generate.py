@@ -19,8 +19,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "model.safetensors), a training run folder (its export, else its newest checkpoint's EMA generator) "
         "or the shipped model 'pretrained' (= 'tiny-chorales'). One file per seed, named seed-NNNN; the same "
         "seed gives the same file bit for bit (same device and --batch-size). --duration beyond the training "
-        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track. Files are "
-        "written block by block as they are synthesised (memory does not grow with --duration) under a "
+        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track. Files "
+        "are written block by block as they are synthesised (memory does not grow with --duration) under a "
         "temporary name, renamed when complete."
     )
     parser.add_argument("model", metavar="MODEL", help="export dir, run dir, or 'pretrained'")
@@ -80,13 +80,17 @@ def _check_out_dir(out: Path) -> None:
         raise MP3NetError(f"output folder {out} is not writable")
 
 
+def _advance(bar, tracks: int, sample_rate: int):
+    """``on_block`` for a progress bar in seconds of audio: a block adds ``tracks`` rows of T samples."""
+    return lambda t: bar.update(tracks * t / sample_rate)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from tqdm import tqdm
 
     from mp3net import generate as gen
@@ -130,9 +134,8 @@ def run(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
         for which, blocks in gen.stream_batches(G, anchors, n, batch):
-            done = write_tracks(
-                [paths[i] for i in which], blocks, sr, fmt, on_block=lambda t, k=len(which): bar.update(k * t / sr)
-            )
+            progress = _advance(bar, len(which), sr)
+            done = write_tracks([paths[i] for i in which], blocks, sr, fmt, progress)
             if args.spectrogram:
                 from mp3net.audio import read_audio
                 from mp3net.plots import write_spectrogram
