@@ -93,27 +93,14 @@ def train_cell(name: str, data: Path, run: Path, seconds: float, seed: int) -> N
 
 
 def spectrogram_row(clips: list, sr: int, path: Path, title: str) -> None:
-    """A row of log-MDCT spectrograms (channel mean, dB) of up to 4 clips ``[C, T]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A row of log-MDCT spectrograms of up to 4 clips ``[C, T]``."""
     import torch
 
     from mp3net.evaluate import clip_mdct
+    from mp3net.plots import save_png, spectrogram_row_figure
 
-    fig, axes = plt.subplots(1, len(clips), figsize=(3 * len(clips), 2.2), squeeze=False)
-    for ax, c in zip(axes[0], clips, strict=True):
-        A = clip_mdct(c.to(torch.float64), sr)
-        db = 10 * torch.log10(A.square().mean(0) + 1e-10).numpy()
-        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-90, vmax=-10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].set_ylabel(title, fontsize=8)
-    fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    save_png(spectrogram_row_figure([clip_mdct(c.to(torch.float64), sr) for c in clips], title), path, 70)
 
 
 def evaluate_cell(name: str, data: Path, run: Path) -> dict:

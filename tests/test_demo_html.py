@@ -38,3 +38,24 @@ def test_page_lists_every_track_and_row_escaped() -> None:
     assert f"{m.sample_rate} Hz" in page and "12 discriminator iterations" in page
     assert 'src="pretrained/tonality.png"' in page
     assert "could not be loaded: a &lt;b&gt;" in demo_html.pretrained_error("a <b>")
+
+
+def test_side_by_side_puts_each_clip_index_in_one_row_and_each_model_in_one_column():
+    from mp3net.demo_html import Track, side_by_side
+
+    def tracks(prefix: str, n: int) -> list[Track]:
+        return [Track(f"{prefix} {i}", f"{prefix}/{i}.wav", f"{prefix}/{i}.png") for i in range(n)]
+
+    rows_a = [("tonality", "38%", "20%"), ("FD", "1 (halves)", "90")]
+    rows_b = [("tonality", "38%", "30%"), ("FD", "1 (halves)", "50")]
+    out = side_by_side(
+        {"real": tracks("r", 2), "run": tracks("g", 2), "shipped": tracks("p", 1)},
+        {"run": rows_a, "shipped": rows_b},
+    )
+    table_rows = out.split("<tr>")
+    assert "<th>real</th><th>run</th><th>shipped</th>" in table_rows[1]
+    assert all(x in table_rows[2] for x in ("r/0.wav", "g/0.wav", "p/0.wav"))
+    assert "r/1.wav" in table_rows[3] and "p/" not in table_rows[3]
+    assert "<td>FD</td><td>1 (halves)</td><td>90</td><td>50</td>" in out
+    # a model without tracks gets no column
+    assert "<th>shipped</th>" not in side_by_side({"real": tracks("r", 1), "shipped": []}, {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 import torch
 
 from mp3net import plots
@@ -45,3 +46,17 @@ def test_write_figures_and_tonality_curve_are_pngs(tmp_path) -> None:
     assert np.allclose(fig.axes[1].lines[0].get_ydata(), [70, 70, 72])
     assert plots.save_png(fig, tmp_path / "t.png").stat().st_size > 1000
     assert plots.png_bytes(fig).startswith(b"\x89PNG")
+
+
+def test_spectrogram_row_has_one_panel_per_clip_on_one_colour_scale():
+    from mp3net.plots import spectrogram_row_figure
+
+    quiet, loud = torch.full((2, 16, 8), 1e-4), torch.full((2, 16, 8), 1e-1)
+    fig = spectrogram_row_figure([quiet, loud], "two clips")
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    a, b = (ax.get_images()[0] for ax in axes)
+    assert a.get_clim() == b.get_clim()
+    assert a.get_array().max() == pytest.approx(-80, abs=0.1) and b.get_array().max() == pytest.approx(
+        -20, abs=0.1
+    )

@@ -175,21 +175,11 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool):
-    """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step)."""
-    from mp3net.train.loop import Trainer
+    """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step); the
+    progress bar shows the time budget."""
+    from mp3net.train.loop import train
 
-    deadline = time.monotonic() + seconds
-
-    def stop_at_deadline(trainer: Trainer) -> None:
-        if time.monotonic() >= deadline:
-            trainer.request_stop()
-
-    trainer = Trainer(cfg, data, run, progress=progress, hooks=[stop_at_deadline])
-    try:
-        trainer.run(max_steps if max_steps else cfg.train.max_steps)
-    finally:
-        trainer.close()
-    return trainer
+    return train(cfg, data, run, steps=max_steps or cfg.train.max_steps, progress=progress, seconds=seconds)
 
 
 def read_tonality_curve(run: Path) -> dict[str, list[float]]:
@@ -304,7 +294,11 @@ def _run_demo(s: DemoSettings) -> Path:
     report = evaluate_clips(reals, list(fakes), sr)
     curve = read_tonality_curve(run)
     save_png(tonality_curve_figure(curve, f"this demo run ({steps} iterations)"), s.out / "tonality.png", 100)
-    pretrained = _pretrained_section(s, data, reals, sr)
+    pretrained, pre_tracks, pre_rows = _pretrained_section(s, data, reals, sr)
+    compare = demo_html.side_by_side(
+        {"real": real, "this run": generated[: s.n_tracks], "shipped model": pre_tracks[: s.n_tracks]},
+        {"this run": report.rows(), **({"shipped model": pre_rows} if pre_rows else {})},
+    )
 
     _log("[5/5] report", s.quiet)
     page = demo_html.page(
@@ -320,6 +314,7 @@ def _run_demo(s: DemoSettings) -> Path:
         n_fake=report.n_fake,
         n_real=report.n_real,
         pretrained=pretrained,
+        side_by_side=compare,
     )
     report_path = s.out / "report.html"
     atomic_write_text(report_path, page)
@@ -354,15 +349,18 @@ def _generated_tracks(G, m, folder: Path, n_tracks: int, long_seconds: float) ->
     return tracks + _write_tracks(long_audio, sr, m.n_bands, folder, "long", [long_title])
 
 
-def _pretrained_section(s: DemoSettings, data: Path, reals: list, sr: int) -> str:
-    """HTML on the shipped model (its tracks, evaluation and training curve); "" if none is shipped."""
+def _pretrained_section(
+    s: DemoSettings, data: Path, reals: list, sr: int
+) -> tuple[str, list[Track], list[tuple[str, str, str]]]:
+    """HTML on the shipped model (its tracks, evaluation and training curve; "" if none is shipped), its
+    tracks and its evaluation rows."""
     import shutil
 
     from mp3net import generate as gen
     from mp3net.evaluate import evaluate_clips, load_real_clips
 
     if "tiny-chorales" not in gen.pretrained_names():
-        return ""
+        return "", [], []
     try:
         Gp, cfg_p = gen.load_generator("pretrained")
         mp = cfg_p.model
@@ -372,10 +370,10 @@ def _pretrained_section(s: DemoSettings, data: Path, reals: list, sr: int) -> st
         preal = reals if psr == sr else load_real_clips(data, s.n_eval, mp.clip_samples, psr)[0]
         report = evaluate_clips(preal, list(fakes), psr)
     except MP3NetError as e:
-        return demo_html.pretrained_error(e)
+        return demo_html.pretrained_error(e), [], []
     card = gen.PRETRAINED_DIR / "tiny-chorales" / "tonality.png"
     curve_image = None
     if card.exists():
         shutil.copy(card, folder / "tonality.png")
         curve_image = "pretrained/tonality.png"
-    return demo_html.pretrained_section(tracks, report.rows(), curve_image)
+    return demo_html.pretrained_section(tracks, report.rows(), curve_image), tracks, report.rows()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,18 @@ def write_spectrogram(
 ) -> Path:
     """The MDCT spectrogram of ``[C, T]`` audio as a PNG (``mp3net generate --spectrogram``, the demo)."""
     return save_png(spectrogram_figure(analyze_signal(x, sample_rate, n_bands).A, sample_rate, title), path)
+
+
+def spectrogram_row_figure(amplitudes: Sequence[torch.Tensor], title: str = "") -> Figure:
+    """Thumbnails side by side: the log power (dB, mean over channels) of MDCT amplitudes ``[C, F, N]``
+    per clip, time → right, frequency ↑, one shared colour scale so levels compare across clips."""
+    fig = Figure(figsize=(3 * len(amplitudes), 2.2))
+    axes = fig.subplots(1, len(amplitudes), squeeze=False)[0]
+    for ax, A in zip(axes, amplitudes, strict=True):
+        db = 10 * np.log10(np.square(_as_numpy(A).astype(np.float64)).mean(0) + 1e-10)
+        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-90, vmax=-10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_ylabel(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return fig

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         app.start()
         server = make_server(app, args.host, args.port, args.verbose)
-        host, port = server.server_address[:2]
+        host, port = server.host_port
         shown = f"[{host}]" if ":" in host else host
         if host not in ("127.0.0.1", "::1"):
             print(

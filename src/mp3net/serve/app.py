@@ -159,15 +159,16 @@ def _host_name(header: str) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
+    server: Server  # only ever instantiated by Server
     server_version = "mp3net-serve"
     protocol_version = "HTTP/1.1"
 
     @property
     def app(self) -> App:
-        return self.server.app  # type: ignore[attr-defined]
+        return self.server.app
 
     def log_message(self, format: str, *args: Any) -> None:
-        if getattr(self.server, "verbose", False):
+        if self.server.verbose:
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
@@ -197,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _check_host(self) -> None:
         """On a loopback address, refuse other Host names (DNS rebinding: a web site posing as localhost)."""
-        if self.server.server_address[0] not in ("127.0.0.1", "::1"):
+        if self.server.host_port[0] not in ("127.0.0.1", "::1"):
             return
         host = _host_name(self.headers.get("Host") or "")
         if host not in LOOPBACK:
@@ -207,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         if path in STATIC:
             name, ctype = STATIC[path]
-            data = resources.files("mp3net.serve").joinpath("static", name).read_bytes()
+            data = (resources.files("mp3net.serve") / "static" / name).read_bytes()
             return self._send(data, ctype + "; charset=utf-8")
         if path == "/api/models":
             return self._json(self.app.models())
@@ -287,6 +288,13 @@ class Server(ThreadingHTTPServer):
 
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The bound host and port (the free port chosen when port 0 was asked for)."""
+        addr = self.server_address
+        assert isinstance(addr, tuple), addr  # AF_INET/AF_INET6: (host, port[, flowinfo, scope_id])
+        return str(addr[0]), int(addr[1])
 
 
 def make_server(app: App, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> Server:

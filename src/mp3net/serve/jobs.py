@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mp3net import generate as gen
+from mp3net.model import Generator
 from mp3net.serve.models import ModelSlot
 from mp3net.utils import MP3NetError, first_line
 
@@ -158,7 +159,7 @@ def check_resources(
     req: Request, slot: ModelSlot, out_dir: Path, memory: Callable[[], int] = available_memory
 ) -> int:
     """Samples per track, once the job is known to fit in memory and on disk (else :class:`BadRequest`)."""
-    cfg = slot.G.cfg
+    cfg = _loaded(slot).cfg
     n = cfg.clip_samples if req.duration is None else round(req.duration * cfg.sample_rate)
     if n < 1:
         raise BadRequest(f"duration {req.duration:g} s is shorter than one sample")
@@ -337,7 +338,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         while (item := self.queue.get()) is not None:
-            if item == "reload":
+            if isinstance(item, str):  # "reload"
                 self._reload_pending.clear()
                 if self.slot.changed_on_disk():
                     self.slot.load()
@@ -353,8 +354,6 @@ class Worker(threading.Thread):
         job.status, job.started = "running", time.time()
         job.model_version, job.model_step = self.slot.version, self.slot.step
         try:
-            if self.slot.G is None:
-                raise MP3NetError(f"model {self.slot.id} is not loaded: {self.slot.error or 'waiting'}")
             generate_tracks(job, self.slot, self.batch_size)
             job.status = "done"
         except MP3NetError as e:
@@ -372,13 +371,20 @@ class Worker(threading.Thread):
             job.finished = time.time()
 
 
+def _loaded(slot: ModelSlot) -> Generator:
+    """The slot's generator; :class:`BadRequest` while it has none (a run waiting for its first export)."""
+    if slot.G is None:
+        raise BadRequest(f"model {slot.id} is not loaded: {slot.error or 'waiting'}")
+    return slot.G
+
+
 def _precision_kw(req: Request) -> dict[str, Any]:
     return {"precision": req.precision} if _api_has_precision() else {}
 
 
 def generate_tracks(job: Job, slot: ModelSlot, batch_size: int = 1) -> None:
     """Run a job's forward passes and write its tracks (appended to ``job.tracks`` as they are done)."""
-    req, G = job.request, slot.G
+    req, G = job.request, _loaded(slot)
     common = dict(
         duration=req.duration, truncation=req.truncation, batch_size=batch_size, **_precision_kw(req)
     )
@@ -405,9 +411,11 @@ def _start_pass(job: Job, slot: ModelSlot, tracks: int) -> None:
 
 
 def _end_pass(job: Job, slot: ModelSlot, tracks: int) -> None:
+    assert job.pass_started is not None, "_end_pass without _start_pass"
     rate = (time.monotonic() - job.pass_started) / (job.samples * tracks)
     old = slot.seconds_per_sample
     slot.seconds_per_sample = rate if old is None else 0.5 * (old + rate)
+    job.pass_started = job.expected_s = None  # between passes progress counts finished tracks only (≤ 1)
 
 
 def _add_track(job: Job, x, sr: int, label: str, seed: int | None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mp3net import generate as gen
+from mp3net.model import Generator
 from mp3net.utils import MP3NetError, first_line
 
 METRICS_FILE = "metrics.jsonl"  # written by mp3net.train.logging.RunLogger
@@ -131,9 +132,12 @@ class ModelSlot:
             self.path = None  # a shipped model's name
         self.watched = self.path is not None
         self.is_run = self.path is not None and _is_run_dir(self.path)
-        self.metrics = MetricsReader(self.path / METRICS_FILE) if self.is_run else None
-        self.G = None
-        self.status, self.error, self.step, self.version = "waiting", "", None, 0
+        self.metrics: MetricsReader | None = None
+        if self.path is not None and self.is_run:
+            self.metrics = MetricsReader(self.path / METRICS_FILE)
+        self.G: Generator | None = None
+        self.status, self.error, self.version = "waiting", "", 0
+        self.step: int | None = None
         self.loaded_at: float | None = None
         self.parameters = 0
         self.seconds_per_sample: float | None = None  # measured generation speed, for progress estimates

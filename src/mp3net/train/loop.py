@@ -30,7 +30,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +43,7 @@ from mp3net.train.augment import augment
 from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
 from mp3net.train.losses import d_loss, g_loss, penalty
-from mp3net.utils import MP3NetError, keep_freed_memory
+from mp3net.utils import MP3NetError, derive_seed, keep_freed_memory
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
 MAX_ROLLBACKS = 3  # rollbacks before giving up
@@ -84,10 +83,6 @@ def enable_grad_checkpoint(blocks: nn.ModuleList) -> None:
             return _inner(x)
 
         block.forward = forward
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 # the stats of the losses under the names they are logged with
@@ -210,9 +205,9 @@ class Trainer:
         self.rollbacks = 0
         self.bad_steps = 0
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(_seed(tc.seed, self.rank, 0))
+        self.gen.manual_seed(derive_seed(tc.seed, self.rank, 0))
         self.sampler = CropSampler(len(self.dataset), tc.batch_size, seed=tc.seed, rank=self.rank)
-        zg = torch.Generator().manual_seed(_seed(tc.seed, 2**31 - 1))
+        zg = torch.Generator().manual_seed(derive_seed(tc.seed, 2**31 - 1))
         self.z_fixed = torch.randn(tc.n_samples, mc.latent_dim, generator=zg).to(self.device)
 
     def _init_from(self, source: str | Path, with_optimizer: bool) -> None:
@@ -313,8 +308,8 @@ class Trainer:
                     "data and noise streams are re-seeded",
                     file=sys.stderr,
                 )
-            self.gen.manual_seed(_seed(self.cfg.train.seed, self.rank, self.step + 1))
-            self.sampler.seed = _seed(self.cfg.train.seed, self.step + 1)
+            self.gen.manual_seed(derive_seed(self.cfg.train.seed, self.rank, self.step + 1))
+            self.sampler.seed = derive_seed(self.cfg.train.seed, self.step + 1)
             self.consumed = self.sampler.start = 0
         self._last_ckpt_step = self.step
 
@@ -380,8 +375,8 @@ class Trainer:
         self.load_state_dict(state, path)
         self.rollbacks = rollbacks
         # new random streams, or the same batch and noise would diverge again
-        self.gen.manual_seed(_seed(self.cfg.train.seed, self.rank, self.step, rollbacks))
-        self.sampler.seed = _seed(self.cfg.train.seed, rollbacks)
+        self.gen.manual_seed(derive_seed(self.cfg.train.seed, self.rank, self.step, rollbacks))
+        self.sampler.seed = derive_seed(self.cfg.train.seed, rollbacks)
         self._loader = None
         self.bad_steps = 0
         self._say(f"rolled back to {path.name} (step {self.step}) with fresh random streams")
@@ -392,6 +387,7 @@ class Trainer:
 
         self.sampler.start = self.consumed
         nw = max(0, self.cfg.train.num_workers)
+        seed = derive_seed(self.cfg.train.seed, self.rank, self.consumed)
         loader = DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
@@ -401,7 +397,7 @@ class Trainer:
             persistent_workers=False,
             # its own generator for the workers' base seed: a fresh iterator (each resume) would
             # otherwise draw from the global RNG, which is part of the checkpointed state
-            generator=torch.Generator().manual_seed(_seed(self.cfg.train.seed, self.rank, self.consumed)),
+            generator=torch.Generator().manual_seed(seed),
         )
         return iter(loader)
 
@@ -586,8 +582,20 @@ class Trainer:
             audio = imdct(A, trim=True)
         self.logger.samples(self.step, A.cpu(), audio.cpu(), self.cfg.model.sample_rate)
 
-    def run(self, total_steps: int | None = None) -> int:
-        """Train until ``step == total_steps`` (default ``train.max_steps``) or a stop request.
+    def _progress_bar(self, total: int, seconds: float | None) -> Any:
+        """A tqdm bar over the real work: the steps to go, or the time budget when there is one."""
+        if not self.progress or self.step >= total:
+            return None
+        from tqdm import tqdm
+
+        if seconds is None:
+            return tqdm(total=total, initial=self.step, unit="it", dynamic_ncols=True, desc="train")
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} of the time budget{postfix}"
+        return tqdm(total=round(seconds), unit="s", dynamic_ncols=True, desc="train", bar_format=fmt)
+
+    def run(self, total_steps: int | None = None, seconds: float | None = None) -> int:
+        """Train until ``step == total_steps`` (default ``train.max_steps``), ``seconds`` of wall time have
+        passed (at least one step), or a stop request.
 
         Returns the step reached."""
         tc = self.cfg.train
@@ -596,12 +604,8 @@ class Trainer:
         if self._in_main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        self._ckpt_clock = time.monotonic()
-        bar = None
-        if self.progress and self.step < total:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=self.step, unit="it", dynamic_ncols=True, desc="train")
+        bar = self._progress_bar(total, seconds)
+        t_start = self._ckpt_clock = time.monotonic()
         if self.resumed_from is not None:
             self._say(f"resumed from {self.resumed_from} at step {self.step}")
         try:
@@ -619,8 +623,11 @@ class Trainer:
                 self.bad_steps = 0
                 stats = ddp.allreduce_mean(stats, self.world, self.device)
                 self.last.update(stats)
+                elapsed = time.monotonic() - t_start
+                if seconds is not None and elapsed >= seconds:
+                    self._stop = True
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(1 if seconds is None else min(round(elapsed), bar.total) - bar.n)
                     g = self.last.get("loss/g")  # no G step yet in the first n_critic iterations
                     bar.set_postfix_str(
                         f"D {self.last['loss/d']:.3f} G {'-' if g is None else f'{g:.3f}'} "
@@ -644,7 +651,7 @@ class Trainer:
         if self._last_ckpt_step != self.step:
             self.save()
         self.writer.wait()
-        if self._stop:
+        if self._stop and (seconds is None or time.monotonic() - t_start < seconds):
             self._say(f"stopped at step {self.step}; checkpoint written, resume by running the same command")
         self.logger.flush()
         return self.step
@@ -685,9 +692,11 @@ def train(
     hooks: list[Callable[[Trainer], None]] | None = None,
     init_from: str | Path | None = None,
     init_optimizer: bool = False,
+    seconds: float | None = None,
 ) -> Trainer:
     """Build a :class:`Trainer` (resuming from ``run_dir`` when it holds a checkpoint, else starting from
-    ``init_from`` when given), train to ``steps`` D iterations, checkpoint, and return it."""
+    ``init_from`` when given), train to ``steps`` D iterations (or for ``seconds``), checkpoint, and
+    return it."""
     trainer = Trainer(
         cfg,
         data_dir,
@@ -700,7 +709,7 @@ def train(
         init_optimizer=init_optimizer,
     )
     try:
-        trainer.run(steps)
+        trainer.run(steps, seconds=seconds)
     finally:
         trainer.close()
     return trainer
