@@ -96,14 +96,22 @@ class RunLogger:
     def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.tb: Any = None  # a torch.utils.tensorboard.SummaryWriter while enabled and open
-        if not enabled:
-            return
+        if enabled:
+            self._open(start_step)
+
+    def _open(self, start_step: int) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         truncate_logs(self.run_dir, start_step)
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
         self._jsonl = open(self.run_dir / METRICS, "a", buffering=1)  # closed in close()
+
+    def rewind(self, step: int) -> None:
+        """Drop what was logged after ``step`` (a rollback to that step's checkpoint) and go on logging."""
+        if self.enabled:
+            self.close()
+            self._open(step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -331,19 +331,18 @@ class Trainer:
             weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
             ckpt.export_generator(export, self.cfg, weights, self.step)
 
-    def save(self, wait: bool = False) -> None:
+    def save(self) -> None:
         """Checkpoint the current step and refresh the generator export (rank 0). Collective.
 
         The state is copied to the CPU here (the only part training waits for) and written by
-        :class:`~mp3net.train.checkpoint.CheckpointWriter` in the background; ``wait`` waits for the
-        write. Non-finite weights are reported and not written (the previous checkpoint stays the latest).
+        :class:`~mp3net.train.checkpoint.CheckpointWriter` in the background (``self.writer.wait()``
+        waits for it). Non-finite weights are reported and not written (the previous checkpoint stays the
+        latest).
         """
         state = self.state_dict()
         if self.is_main:
             weights = state["G_ema"] if state["G_ema"] is not None else state["G"]
             self.writer.submit(state, self.step, self.cfg, weights)
-            if wait:
-                self.writer.wait()
         self._last_ckpt_step = self.step
         self._ckpt_clock = time.monotonic()
 
@@ -373,6 +372,7 @@ class Trainer:
         state, path = found
         rollbacks = self.rollbacks + 1
         self.load_state_dict(state, path)
+        self.logger.rewind(self.step)  # the diverged steps are trained again: logged once
         self.rollbacks = rollbacks
         # new random streams, or the same batch and noise would diverge again
         self.gen.manual_seed(derive_seed(self.cfg.train.seed, self.rank, self.step, rollbacks))
