@@ -110,3 +110,15 @@ def test_load_export_round_trip_and_one_line_errors(tmp_path):
     (out / "config.json").unlink()
     with pytest.raises(MP3NetError, match="config.json is missing"):
         ckpt.load_export(out)
+
+
+def test_export_interrupted_between_its_renames_is_put_back(tmp_path):
+    cfg = preset("tiny")
+    ckpt.export_generator(tmp_path / "export", cfg, {"w": torch.ones(3)}, step=5)
+    # a kill after `export` → `.export.old` and before the new folder took its place
+    os.replace(tmp_path / "export", tmp_path / ".export.old")
+    (tmp_path / ".export.abc123.tmp").mkdir()
+    (tmp_path / ".export.abc123.tmp" / "model.safetensors").write_bytes(b"half")
+    assert ckpt.remove_partial(tmp_path) == 2
+    assert ckpt.export_step(tmp_path / "export") == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def _check_out_dir(out: Path) -> None:
         raise MP3NetError(f"output folder {out} is not writable")
 
 
+def _spectrograms(paths: list[Path], sample_rate: int, n_bands: int) -> None:
+    """A spectrogram PNG beside each written track (the whole track is read back for it)."""
+    from mp3net.audio import read_audio
+    from mp3net.plots import write_spectrogram
+
+    for path in paths:
+        x, _ = read_audio(path)
+        write_spectrogram(x, sample_rate, n_bands, path.with_suffix(".png"), title=path.stem)
+
+
 def _advance(bar, tracks: int, sample_rate: int):
     """``on_block`` for a progress bar in seconds of audio: a block adds ``tracks`` rows of T samples."""
     return lambda t: bar.update(tracks * t / sample_rate)
@@ -130,19 +141,20 @@ def run(args: argparse.Namespace) -> int:
     check_fits(out, fmt, len(names), n, channels, sr)
     paths = [out / f"{name}.{extension(fmt)}" for name in names]
 
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`: cleaned up like Ctrl-C (no partial file)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # `kill` (SIGTERM) is cleaned up like Ctrl-C: no partial file
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     t1 = time.perf_counter()
-    with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
-        for which, blocks in gen.stream_batches(G, anchors, n, batch):
-            progress = _advance(bar, len(which), sr)
-            done = write_tracks([paths[i] for i in which], blocks, sr, fmt, progress)
-            if args.spectrogram:
-                from mp3net.audio import read_audio
-                from mp3net.plots import write_spectrogram
-
-                for path in done:
-                    x, _ = read_audio(path)
-                    write_spectrogram(x, sr, cfg.model.n_bands, path.with_suffix(".png"), title=path.stem)
+    try:
+        with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
+            for which, blocks in gen.stream_batches(G, anchors, n, batch):
+                progress = _advance(bar, len(which), sr)
+                done = write_tracks([paths[i] for i in which], blocks, sr, fmt, progress)
+                if args.spectrogram:
+                    _spectrograms(done, sr, cfg.model.n_bands)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t_gen = time.perf_counter() - t1
