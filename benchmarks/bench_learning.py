@@ -40,13 +40,15 @@ FAST = [
     "train.ema_half_life=2500",
     "train.ema_rampup=0.05",
 ]
+# the paper's recipe, pinned (the tiny preset's own defaults may differ)
+PAPER = ["train.loss=wgan-gp", "train.n_critic=2", "train.lr=1e-4", "train.betas=[0.5, 0.9]"]
+PAPER += ["train.reg_every=1", "train.ema_half_life=0"]
 WIDE = ["model.min_channels=16"]  # the redesigned tiny: 16 channels in the last block (was 16 → 8 → 4)
 CELLS: dict[str, list[str]] = {
     # the paper's recipe on the old tiny widths: the baseline
-    "paper": [
-        *["model.min_channels=0", "model.upsample=transposed", "train.loss=wgan-gp", "train.n_critic=2"],
-        *["train.lr=1e-4", "train.betas=[0.5, 0.9]", "train.reg_every=1", "train.ema_half_life=0"],
-    ],
+    "paper": [*PAPER, "model.min_channels=0", "model.upsample=transposed"],
+    # the paper's recipe on the redesigned widths with resize-conv upsampling
+    "paper-wide": [*PAPER, *WIDE, "model.upsample=resize"],
     "ns-r1": [*FAST, *WIDE, "model.upsample=resize", "train.loss=ns-r1"],
     "rpgan": [*FAST, *WIDE, "model.upsample=resize", "train.loss=rpgan-r1r2"],
     "ns-r1-transposed": [*FAST, *WIDE, "model.upsample=transposed", "train.loss=ns-r1"],
