@@ -157,17 +157,14 @@ def test_sigkill_at_random_moments_resumes_bit_for_bit(notes_dataset, tmp_path):
             killed, least = pending_resume
             assert resumed >= least, f"resumed at {resumed} after a kill at {killed} {note}"
         killed = max(_logged_steps(run), default=0)
+        torn = sorted(int(p.name[6:14]) for p in (run / "checkpoints").glob(".step-*.pt.*.tmp"))
         if kind == "checkpoint":
-            # the write of `at` was cut: back to the one before, losing one interval plus the steps
-            # trained while the write was in flight
-            assert [s for s, _ in ckpt.list_checkpoints(run)][-1] == at - CKPT_EVERY, note
-            assert list((run / "checkpoints").glob(f".step-{at:08d}.pt.*.tmp")), "no torn temporary"
-            pending_resume = (killed, killed - CKPT_EVERY - (killed - at))
+            # the write of `at` was cut: back to the one before
+            assert torn == [at] and ckpt.list_checkpoints(run)[-1][0] == at - CKPT_EVERY, note
         elif kind == "export":
-            assert [s for s, _ in ckpt.list_checkpoints(run)][-1] == at, note
-            pending_resume = (killed, killed - CKPT_EVERY)
-        else:
-            pending_resume = (killed, killed - CKPT_EVERY)
+            assert ckpt.list_checkpoints(run)[-1][0] == at, note
+        # lost: one interval, plus the steps trained while a write was in flight (if one was cut)
+        pending_resume = (killed, (torn[0] if torn else killed) - CKPT_EVERY)
 
     final = subprocess.run(_argv(notes_dataset, run, TOTAL), capture_output=True, text=True, env=_env())
     assert final.returncode == 0, final.stderr
