@@ -15,7 +15,11 @@ Channel conversion (:func:`to_channels`):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,13 +51,42 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+@contextlib.contextmanager
+def _quiet_decoder() -> Iterator[None]:
+    """Silence what the C decoders print on the process's stderr (mpg123's "Note: Illegal Audio-MPEG-Header
+    ... Trying to resync" lines for a damaged mp3): the error that follows says it in one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded, pytest capture by fd)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _decode_error(path: Path, e: Exception) -> MP3NetError:
+    """libsndfile's error for a file that exists but does not decode, as a one-line message."""
+    reason = first_line(e).split("': ", 1)[-1].removeprefix("Error : ")
+    if "does not exist or is not a regular file" in reason:
+        # what libsndfile says when its mp3 decoder finds no valid frame: the file exists, it is corrupt
+        reason = "no valid audio frames found"
+    return MP3NetError(f"cannot read {path}: corrupt or not an audio file ({reason})")
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     """soundfile's header info (sample rate, channels, frames, format) or a clear MP3NetError."""
     path = _check_path(path)
     try:
-        return sf.info(str(path))
+        with _quiet_decoder():
+            return sf.info(str(path))
     except Exception as e:  # libsndfile raises several types for bad files
-        raise MP3NetError(f"cannot read {path}: {first_line(e)}") from None
+        raise _decode_error(path, e) from None
 
 
 def _check_path(path: str | Path) -> Path:
@@ -88,7 +121,7 @@ def read_audio(
     if duration is not None and duration <= 0:
         raise MP3NetError(f"duration must be > 0 seconds, got {duration}")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with _quiet_decoder(), sf.SoundFile(str(path)) as f:
             sr = f.samplerate
             first = int(round((start or 0.0) * sr))
             if first > 0:
@@ -102,7 +135,7 @@ def read_audio(
     except MP3NetError:
         raise
     except Exception as e:  # corrupt headers / truncated streams raise several libsndfile error types
-        raise MP3NetError(f"cannot read {path}: {first_line(e)}") from None
+        raise _decode_error(path, e) from None
     if data.shape[0] == 0 and not allow_empty:
         raise MP3NetError(f"{path} contains no audio samples")
     if not np.isfinite(data).all():

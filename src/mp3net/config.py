@@ -138,10 +138,13 @@ class TrainConfig:
             raise ConfigError(f"train.augment is a probability in [0, 1], got {self.augment}")
         if min(self.ema_half_life, self.ema_rampup, self.r1_gamma, self.warmup_steps) < 0:
             raise ConfigError("train.ema_half_life, ema_rampup, r1_gamma and warmup_steps must be >= 0")
+        if not self.ckpt_minutes >= 0:
+            raise ConfigError(f"train.ckpt_minutes must be >= 0 (0 = off), got {self.ckpt_minutes}")
 
     seed: int = 0
     max_steps: int = 750_000
-    ckpt_every: int = 1000
+    ckpt_every: int = 1000  # a checkpoint every this many D steps (0 = off) ...
+    ckpt_minutes: float = 10.0  # ... or after this many minutes, whichever comes first (0 = off)
     keep_last: int = 3
     log_every: int = 10
     sample_every: int = 1000

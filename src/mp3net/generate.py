@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from mp3net import ops
 from mp3net.config import Config, ConfigError
 from mp3net.dsp import imdct
 from mp3net.model import Generator
+from mp3net.model.generator import TILE_HALO
 from mp3net.train.checkpoint import load_export, load_latest
 from mp3net.utils import MP3NetError, first_line
 
@@ -165,17 +166,20 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(t == 0, a, torch.where(t == 1, b, out))
 
 
-def latent_path(anchors: torch.Tensor, n_positions: int, start_frames: int) -> torch.Tensor:
-    """Latent of every start frame of a track ``n_positions`` clips long.
+def latent_path(
+    anchors: torch.Tensor, n_positions: int, start_frames: int, lo: int = 0, hi: int | None = None
+) -> torch.Tensor:
+    """Latent of every start frame of a track ``n_positions`` clips long (or of frames ``[lo, hi)``).
 
     Args:
         anchors: ``[..., P, D]`` one latent per clip, P ≥ n_positions, anchor j sits at the centre of
             clip j (time coordinate j + ½ in clip units).
     Returns:
-        ``[..., n_positions·start_frames, D]``; frame s sits at coordinate (s + ½)/start_frames and takes
-        the slerp of its two neighbouring anchors (the nearest one beyond the first/last centre).
+        ``[..., n_positions·start_frames, D]`` (``hi - lo`` frames with a range); frame s sits at
+        coordinate (s + ½)/start_frames and takes the slerp of its two neighbouring anchors (the nearest
+        one beyond the first/last centre).
     """
-    s = torch.arange(n_positions * start_frames, dtype=torch.float64)
+    s = torch.arange(lo, n_positions * start_frames if hi is None else hi, dtype=torch.float64)
     c = (s + 0.5) / start_frames - 0.5  # in anchor-index units
     c = c.clamp(0, n_positions - 1)
     j0 = c.floor().long().clamp(max=max(n_positions - 2, 0))
@@ -186,13 +190,13 @@ def latent_path(anchors: torch.Tensor, n_positions: int, start_frames: int) -> t
     return slerp(a, b, t.expand(a.shape[:-1]))
 
 
-def start_tensor(G: Generator, zpath: torch.Tensor) -> torch.Tensor:
-    """``[B, S, D]`` latents of S start frames → ``[B, ch, S, start_bands]`` (frame s: dense slot s mod f)."""
+def start_tensor(G: Generator, zpath: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """``[B, S, D]`` latents of S start frames (the track's frames ``first, first + 1, ...``) →
+    ``[B, ch, S, start_bands]`` (track frame s: dense slot s mod f)."""
     f = G.cfg.start_frames
     h = G.head(zpath)  # [B, ch, S·f, k]: every latent gives all f slots
-    S = zpath.shape[1]
-    idx = torch.arange(S, device=h.device) * f + torch.arange(S, device=h.device) % f
-    return h[:, :, idx]
+    s = torch.arange(zpath.shape[1], device=h.device)
+    return h[:, :, s * f + (s + first) % f]
 
 
 def _frames_for(cfg: Config, n_samples: int) -> tuple[int, int]:
@@ -220,24 +224,76 @@ def _device_of(G: Generator) -> torch.device:
 
 
 @torch.no_grad()
-def synthesize_latents(
-    G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto"
-) -> torch.Tensor:
-    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed)."""
+def synthesize_tiles(
+    G: Generator,
+    anchors: torch.Tensor,
+    n_samples: int,
+    tile_out_frames: int | None = None,
+    precision: str = "auto",
+) -> Iterator[torch.Tensor]:
+    """``[B, P, D]`` anchors → the track ``[B, C, n_samples]`` as consecutive blocks ``[B, C, T_i]`` (on
+    G's device), so that memory does not grow with the duration.
+
+    Each block is one window of start frames (about ``tile_out_frames`` output frames, at least
+    ``8·TILE_HALO`` start frames) with ``TILE_HALO`` start frames of context per side: the start tensor
+    is made frame by frame from the latent path, and the blocks' interior is exact, so the blocks join
+    without seams (equal to one synthesis of the whole track up to float rounding). A block's waveform
+    comes from its own frames plus the one before (the inverse MDCT's overlap-add). Each window is
+    :meth:`Generator.render` (the one inference path) in the device's plan and ``precision``.
+    """
     cfg = G.cfg
     positions, _ = _frames_for(Config(model=cfg), n_samples)
     dev = _device_of(G)
     dtype = ops.resolve_precision(precision, dev)
-    zpath = latent_path(anchors[:, :positions].to(dev), positions, cfg.start_frames)
-    with ops.autocast(dev, dtype):
-        x = start_tensor(G, zpath)
-    A = G.render(x, ops.prepare_for(dev), dtype)
-    return imdct(A, trim=True)[..., :n_samples]
+    plan = ops.prepare_for(dev)
+    anchors = anchors[:, :positions].to(dev)
+    tile = tile_out_frames or plan.tile_out_frames
+    S, up, N = positions * cfg.start_frames, 4**cfg.n_blocks, cfg.n_bands
+    chunk = max(8 * TILE_HALO, -(-tile // up))
+    emitted = 0
+    for a in range(0, S, chunk):
+        b = min(a + chunk, S)
+        lo, hi = max(0, a - TILE_HALO), min(S, b + TILE_HALO)
+        with ops.autocast(dev, dtype):
+            x = start_tensor(G, latent_path(anchors, positions, cfg.start_frames, lo, hi), first=lo)
+        A = G.render(x, plan, dtype)  # float32, track frames [lo·up, hi·up)
+        if a == 0:  # the frame before the track is zero padding, whose samples the trim drops
+            A = torch.cat([A.new_zeros(*A.shape[:2], 1, A.shape[3]), A], dim=2)
+            wave = imdct(A[:, :, : b * up + 1], trim=True)[..., N:]
+        else:  # track frames [a·up − 1, b·up) give the samples of frames [a·up, b·up)
+            off = (a - lo) * up - 1
+            wave = imdct(A[:, :, off : off + (b - a) * up + 1], trim=True)
+        wave = wave[..., : n_samples - emitted]
+        emitted += wave.shape[-1]
+        if wave.shape[-1]:
+            yield wave
+        if emitted >= n_samples:
+            return
 
 
-def _batches(items: Sequence, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+@torch.no_grad()
+def synthesize_latents(
+    G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto"
+) -> torch.Tensor:
+    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed): the
+    blocks of :func:`synthesize_tiles` joined."""
+    return torch.cat(list(synthesize_tiles(G, anchors, n_samples, precision=precision)), dim=-1)
+
+
+def stream_batches(
+    G: Generator, anchor_sets: list[torch.Tensor], n_samples: int, batch_size: int, precision: str = "auto"
+) -> Iterator[tuple[range, Iterator[torch.Tensor]]]:
+    """Per batch of tracks: (their indices in ``anchor_sets``, their blocks ``[b, C, T_i]`` on the CPU).
+
+    Batches are padded to ``batch_size`` (fixed shapes: a track does not depend on the other seeds)."""
+    for i in range(0, len(anchor_sets), batch_size):
+        chunk = anchor_sets[i : i + batch_size]
+        z = torch.stack(chunk)
+        pad = batch_size - len(chunk)
+        if pad:
+            z = torch.cat([z, torch.zeros(pad, *z.shape[1:])])
+        blocks = (w[: len(chunk)].cpu() for w in synthesize_tiles(G, z, n_samples, precision=precision))
+        yield range(i, i + len(chunk)), blocks
 
 
 def _run_batched(
@@ -252,13 +308,9 @@ def _run_batched(
     from tqdm import tqdm
 
     bar = tqdm(total=len(anchor_sets), unit="track", disable=not progress, dynamic_ncols=True)
-    for chunk in _batches(anchor_sets, batch_size):
-        z = torch.stack(chunk)
-        pad = batch_size - len(chunk)  # fixed batch shape: results independent of the other seeds
-        if pad:
-            z = torch.cat([z, torch.zeros(pad, *z.shape[1:])])
-        outs.append(synthesize_latents(G, z, n_samples, precision)[: len(chunk)].cpu())
-        bar.update(len(chunk))
+    for which, blocks in stream_batches(G, anchor_sets, n_samples, batch_size, precision):
+        outs.append(torch.cat(list(blocks), dim=-1))
+        bar.update(len(which))
     bar.close()
     return torch.cat(outs)
 
@@ -268,10 +320,7 @@ def _setup(
 ) -> tuple[Generator, int, int]:
     """(generator, track samples, anchor-latent positions) for a model and a duration."""
     G = model if isinstance(model, Generator) else load_generator(model, device)[0]
-    cfg = Config(model=G.cfg)
-    n = duration_samples(cfg, duration)
-    positions, _ = _frames_for(cfg, n)
-    return G, n, positions
+    return G, *track_plan(G, duration)
 
 
 def generate(
@@ -299,7 +348,7 @@ def generate(
     """
     G, n, positions = _setup(model, device, duration)
     ops.resolve_precision(precision, _device_of(G))  # a bad precision fails before any work
-    anchors = [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
+    anchors = seed_anchor_sets(G, seeds, positions, truncation)
     if not anchors:
         return torch.zeros(0, G.cfg.channels, n), G.cfg.sample_rate
     return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
@@ -321,11 +370,34 @@ def interpolate(
     if steps < 2:
         raise MP3NetError(f"--steps must be at least 2, got {steps}")
     G, n, positions = _setup(model, device, duration)
+    ops.resolve_precision(precision, _device_of(G))
+    anchors = interpolation_anchor_sets(G, seed_a, seed_b, steps, positions, truncation)
+    return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
+
+
+def seed_anchor_sets(
+    G: Generator, seeds: Sequence[int], positions: int, truncation: float | None = None
+) -> list[torch.Tensor]:
+    """The anchors ``[positions, D]`` of each seed's track."""
+    return [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
+
+
+def interpolation_anchor_sets(
+    G: Generator, seed_a: int, seed_b: int, steps: int, positions: int, truncation: float | None = None
+) -> list[torch.Tensor]:
+    """The anchors ``[positions, D]`` of ``steps`` tracks along the slerp from seed A's to seed B's."""
+    if steps < 2:
+        raise MP3NetError(f"--steps must be at least 2, got {steps}")
     za = seed_latents(seed_a, positions, G.cfg.latent_dim, truncation)
     zb = seed_latents(seed_b, positions, G.cfg.latent_dim, truncation)
-    ts = torch.linspace(0, 1, steps)
-    anchors = [slerp(za, zb, t.expand(positions)) for t in ts]
-    return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
+    return [slerp(za, zb, t.expand(positions)) for t in torch.linspace(0, 1, steps)]
+
+
+def track_plan(G: Generator, duration: float | None) -> tuple[int, int]:
+    """(samples, anchor positions) of a track of ``duration`` seconds from ``G``."""
+    cfg = Config(model=G.cfg)
+    n = duration_samples(cfg, duration)
+    return n, _frames_for(cfg, n)[0]
 
 
 def parse_seeds(text: str) -> list[int]:

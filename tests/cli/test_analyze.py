@@ -119,8 +119,14 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     sf.write(str(tmp_path / "silent.flac"), np.zeros((22050, 2), np.float32), 22050)
     sf.write(str(tmp_path / "nosamples.wav"), np.zeros((0, 1), np.float32), 22050)
     good = make_file(tmp_path / "good.wav", 22050, 1)
-    (tmp_path / "truncated.mp3").write_bytes(make_file(tmp_path / "g.mp3", 44100, 2).read_bytes()[:40])
+    mp3 = make_file(tmp_path / "g.mp3", 44100, 2).read_bytes()
+    (tmp_path / "truncated.mp3").write_bytes(mp3[:40])
+    # a valid start, then garbage where the audio frames were
+    (tmp_path / "corrupt.mp3").write_bytes(mp3[:200] + bytes(range(256)) * 20)
+    sf.write(str(tmp_path / "short.wav"), chord(22016, 2, seconds=0.02), 22016)
     return {
+        "corrupt mp3": ([str(tmp_path / "corrupt.mp3")], "corrupt"),
+        "shorter than the analysis needs": ([str(tmp_path / "short.wav")], "too short to analyse"),
         "missing": ([str(tmp_path / "nope.wav")], "no such file"),
         "empty": ([str(tmp_path / "empty.wav")], "empty"),
         "junk": ([str(tmp_path / "junk.ogg")], "cannot read"),
@@ -142,6 +148,18 @@ def test_bad_inputs_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture
         assert message in err, (case, err)
         assert "Traceback" not in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_corrupt_mp3_is_one_line_without_decoder_notes(tmp_path: Path) -> None:
+    bad_inputs(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "mp3net", "analyze", str(tmp_path / "corrupt.mp3")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0, r.stderr  # mpg123's "Note: ... resync" lines silenced
+    assert "corrupt" in r.stderr and "does not exist" not in r.stderr
 
 
 def test_console_script_exit_code(tmp_path: Path) -> None:

@@ -158,3 +158,13 @@ def test_train_errors_are_one_line(dataset, tmp_path, capsys):
     )
     assert "different model config" in msg
     assert "unknown config field" in err_of(["train", "--run", str(tmp_path / "r3"), "-o", "train.nope=1"])
+
+
+@pytest.mark.parametrize("steps", ["-5", "0"])
+def test_non_positive_steps_are_refused_before_anything_is_written(dataset, tmp_path, capsys, steps):
+    run = tmp_path / "r"
+    argv = ["train", "--data", str(dataset), "--preset", "tiny", "--run", str(run), "--steps", steps, "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mp3net train: error: --steps must be a positive") and "\n" not in err
+    assert not run.exists()

@@ -131,6 +131,8 @@ def test_nan_guard_skips_steps_rolls_back_and_never_writes_nan(notes_dataset, tm
     assert "rolled back to step-00000004.pt (step 4)" in err
     assert tr.step == 16 and tr.rollbacks == 1
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "r")] == [8, 12, 16]
+    logged = [json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == 16  # the rolled-back steps are logged once
     for _, path in ckpt.list_checkpoints(tmp_path / "r"):
         state = ckpt.load_checkpoint(path)
         for net in ("G", "D", "G_ema"):

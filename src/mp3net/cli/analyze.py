@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# the shortest audio worth analysing: with fewer MDCT blocks the figures show a few pixels of time
+MIN_BLOCKS = 16
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -68,8 +71,13 @@ def run(args: argparse.Namespace) -> int:
         name, source = Path(args.audio).stem, str(args.audio)
         source_rate, source_channels = info.samplerate, info.channels
     check_not_silent(x, name=source)
-    if x.shape[1] < analysis.N_BANDS:
-        raise MP3NetError(f"{source} is too short to analyse ({x.shape[1]} samples at {sr} Hz)")
+    blocks = x.shape[1] // analysis.N_BANDS
+    if blocks < MIN_BLOCKS:
+        raise MP3NetError(
+            f"{source} is too short to analyse: {x.shape[1] / sr:.3f} s ({blocks} MDCT blocks); at least "
+            f"{MIN_BLOCKS * analysis.N_BANDS / sr:.2f} s ({MIN_BLOCKS} blocks of {analysis.N_BANDS} samples) "
+            "are needed"
+        )
 
     an = analysis.analyze_signal(x, sr)
     frame = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 from mp3net.utils import MP3NetError
 
-FORMATS = ("wav", "flac", "ogg")
+FORMATS = ("wav", "rf64", "flac", "ogg")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +20,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "model.safetensors), a training run folder (its export, else its newest checkpoint's EMA generator) "
         "or the shipped model 'pretrained' (= 'tiny-chorales'). One file per seed, named seed-NNNN; the same "
         "seed gives the same file bit for bit (same device and --batch-size). --duration beyond the training "
-        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track."
+        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track. Files "
+        "are written block by block as they are synthesised (memory does not grow with --duration) under a "
+        "temporary name, renamed when complete."
     )
     parser.add_argument("model", metavar="MODEL", help="export dir, run dir, or 'pretrained'")
     who = parser.add_mutually_exclusive_group()
@@ -37,7 +41,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="generated", metavar="DIR", help="output folder (default ./generated)"
     )
-    parser.add_argument("--format", default="wav", help=f"audio format: {', '.join(FORMATS)} (default wav)")
+    parser.add_argument(
+        "--format",
+        default="wav",
+        help=f"audio format: {', '.join(FORMATS)} (default wav; WAV files end at 4 GB, rf64 is WAV "
+        "without that limit, written as .wav)",
+    )
     parser.add_argument(
         "--duration",
         type=float,
@@ -61,7 +70,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="compute precision: auto = bf16 where the device runs it fast (CUDA; a CPU with AVX512_BF16 "
         "or AMX), else fp32 (default auto)",
     )
-    parser.add_argument("--spectrogram", action="store_true", help="also write a spectrogram PNG per track")
+    parser.add_argument(
+        "--spectrogram",
+        action="store_true",
+        help="also write a spectrogram PNG per track (reads each whole track back into memory)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -75,12 +88,32 @@ def _check_out_dir(out: Path) -> None:
         raise MP3NetError(f"output folder {out} is not writable")
 
 
+def _spectrograms(paths: list[Path], sample_rate: int, n_bands: int) -> None:
+    """A spectrogram PNG beside each written track (the whole track is read back for it)."""
+    from mp3net.audio import read_audio
+    from mp3net.plots import write_spectrogram
+
+    for path in paths:
+        x, _ = read_audio(path)
+        write_spectrogram(x, sample_rate, n_bands, path.with_suffix(".png"), title=path.stem)
+
+
+def _advance(bar, tracks: int, sample_rate: int):
+    """``on_block`` for a progress bar in seconds of audio: a block adds ``tracks`` rows of T samples."""
+    return lambda t: bar.update(tracks * t / sample_rate)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
+    from tqdm import tqdm
 
     from mp3net import generate as gen
     from mp3net import ops
-    from mp3net.audio import write_audio
+    from mp3net.stream import check_fits, extension, write_tracks
 
     fmt = args.format.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -103,43 +136,40 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     G, cfg = gen.load_generator(args.model, device)
     t_load = time.perf_counter() - t0
-    progress = not args.quiet
-    t1 = time.perf_counter()
+    n, positions = gen.track_plan(G, args.duration)
     if args.interpolate:
         a, b = args.interpolate
-        audio, sr = gen.interpolate(
-            G,
-            a,
-            b,
-            args.steps,
-            args.duration,
-            args.truncation,
-            batch,
-            progress=progress,
-            precision=args.precision,
-        )
+        anchors = gen.interpolation_anchor_sets(G, a, b, args.steps, positions, args.truncation)
         names = [f"interp-{a:04d}-{b:04d}-{i:02d}" for i in range(args.steps)]
     else:
         seeds = gen.parse_seeds(args.seeds) if args.seeds else list(range(args.n or 4))
-        audio, sr = gen.generate(
-            G, seeds, args.duration, args.truncation, batch, progress=progress, precision=args.precision
-        )
+        anchors = gen.seed_anchor_sets(G, seeds, positions, args.truncation)
         names = [f"seed-{s:04d}" for s in seeds]
+    sr, channels = cfg.model.sample_rate, cfg.model.channels
+    check_fits(out, fmt, len(names), n, channels, sr)
+    paths = [out / f"{name}.{extension(fmt)}" for name in names]
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    # `kill` (SIGTERM) is cleaned up like Ctrl-C: no partial file
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    t1 = time.perf_counter()
+    try:
+        with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
+            for which, blocks in gen.stream_batches(G, anchors, n, batch, args.precision):
+                progress = _advance(bar, len(which), sr)
+                done = write_tracks([paths[i] for i in which], blocks, sr, fmt, progress)
+                if args.spectrogram:
+                    _spectrograms(done, sr, cfg.model.n_bands)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t_gen = time.perf_counter() - t1
-    for name, x in zip(names, audio, strict=True):
-        write_audio(out / f"{name}.{fmt}", x, sr, format=fmt)
-        if args.spectrogram:
-            from mp3net.plots import write_spectrogram
-
-            write_spectrogram(x, sr, cfg.model.n_bands, out / f"{name}.png", title=name)
-    seconds = audio.shape[0] * audio.shape[-1] / sr
+    seconds = len(names) * n / sr
+    print(f"wrote {len(names)} track(s) of {n / sr:.2f} s, {sr} Hz, {channels} ch to {out}/")
     print(
-        f"wrote {len(names)} track(s) of {audio.shape[-1] / sr:.2f} s, {sr} Hz, {audio.shape[1]} ch to {out}/"
-    )
-    print(
-        f"model loaded in {t_load:.2f} s; generated {seconds:.1f} s of audio in {t_gen:.2f} s "
+        f"model loaded in {t_load:.2f} s; generated and wrote {seconds:.1f} s of audio in {t_gen:.2f} s "
         f"({seconds / max(t_gen, 1e-9):.1f}x real time) on {device} in "
         f"{'bf16' if ops.resolve_precision(args.precision, device) == torch.bfloat16 else 'fp32'}"
     )

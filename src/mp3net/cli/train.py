@@ -14,8 +14,9 @@ from mp3net.utils import MP3NetError
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Train MP3net on a dataset made by `mp3net prepare`. Checkpoints (full state) go to "
-        "RUN_DIR/checkpoints every train.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
-        "current step first); running "
+        "RUN_DIR/checkpoints every train.ckpt_every steps or train.ckpt_minutes minutes (default 10), "
+        "whichever comes first, written in the background, and on exit (Ctrl-C or SIGTERM finish the "
+        "current step first); a kill -9 loses at most that interval. Running "
         "the same command again continues exactly where it stopped. RUN_DIR/export holds the generator "
         "(EMA weights) for `mp3net generate`. Watch it with `tensorboard --logdir RUN_DIR/tb`, or read "
         "RUN_DIR/metrics.jsonl. Multi-GPU / multi-node: launch with "

@@ -16,8 +16,10 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
-import warnings
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +55,28 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def remove_partial(run_dir: str | Path) -> int:
-    """Delete temporary files an interrupted checkpoint write left behind; returns how many."""
-    d = Path(run_dir) / CKPT_DIR
+    """Delete what an interrupted checkpoint or export write left behind; returns how many.
+
+    A kill between the export's two renames leaves no ``export/`` but its predecessor as ``.export.old``:
+    that one is put back.
+    """
+    run = Path(run_dir)
+    d = run / CKPT_DIR
     n = 0
     if d.is_dir():
         for p in d.glob(".step-*.tmp"):
             p.unlink(missing_ok=True)
             n += 1
+    old = run / f".{EXPORT_DIR}.old"
+    if old.is_dir():
+        if not (run / EXPORT_DIR).exists():
+            os.replace(old, run / EXPORT_DIR)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+        n += 1
+    for p in run.glob(f".{EXPORT_DIR}.*.tmp") if run.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
     return n
 
 
@@ -90,15 +107,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
 
 
+class NoReadableCheckpoint(MP3NetError):
+    """A run directory holds checkpoints but none of them can be read."""
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
 def load_latest(
-    run_dir: str | Path, map_location: str | torch.device = "cpu"
+    run_dir: str | Path,
+    map_location: str | torch.device = "cpu",
+    warn: Callable[[str], None] | None = _warn,
 ) -> tuple[dict[str, Any], Path] | None:
-    """The newest loadable checkpoint of a run (an unreadable one is reported and the previous tried)."""
-    for _, path in reversed(list_checkpoints(run_dir)):
+    """The newest loadable checkpoint of a run, or None when the run has no checkpoint.
+
+    Unreadable ones (a torn file, a foreign one) are skipped for the previous one, with one ``warn``
+    line naming them when an older checkpoint is used. Raises :class:`NoReadableCheckpoint` (one line,
+    naming them) when there are checkpoints and none can be read: a caller never silently starts over.
+    """
+    found = list_checkpoints(run_dir)
+    bad: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
         try:
-            return load_checkpoint(path, map_location), path
+            state = load_checkpoint(path, map_location)
         except MP3NetError as e:
-            warnings.warn(f"{e}; trying the previous checkpoint", stacklevel=2)
+            bad.append((path, str(e).split(": ", 1)[-1].split(". ")[0]))
+            continue
+        if bad and warn is not None:
+            names = ", ".join(p.name for p, _ in bad)
+            warn(f"{names} unreadable ({bad[0][1]}); using the older {path.name} instead")
+        return state, path
+    if bad:
+        names = ", ".join(p.name for p, _ in bad)
+        raise NoReadableCheckpoint(
+            f"no checkpoint of {Path(run_dir)} can be read ({names}: {bad[0][1]}); to start this run over, "
+            f"delete {Path(run_dir) / CKPT_DIR} or train into another --run directory"
+        )
     return None
 
 
@@ -154,6 +199,17 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
     return out
 
 
+def export_step(out_dir: str | Path) -> int | None:
+    """The step an export folder was written at (None when it is missing or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(out_dir) / "model.safetensors"), "pt") as f:
+            return int((f.metadata() or {})["step"])
+    except Exception:  # missing, torn or foreign: treated as out of date
+        return None
+
+
 def load_export(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
     """Read an export folder (or its ``model.safetensors``): the config and the generator state dict.
 
@@ -182,3 +238,88 @@ def load_export(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writing in the background
+# ---------------------------------------------------------------------------------------------------------
+def snapshot(obj: Any) -> Any:
+    """A copy of a nested state (dicts, lists, tuples of tensors and plain values) with every tensor copied
+    to the CPU: training may go on changing the originals in place while the copy is written."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes a checkpoint and then the export on a background thread, one write at a time.
+
+    :meth:`submit` first waits for the previous write, so at most one is in flight and a crash loses at
+    most one checkpoint interval plus one write. A failed write (disk full, ...) is raised as a one-line
+    :class:`MP3NetError` by the next :meth:`check`, :meth:`submit` or :meth:`wait`; the previous
+    checkpoint and export stay intact (both are written to temporary names and renamed). Non-finite
+    weights are reported through ``say`` and not written, as :func:`save_checkpoint` does.
+    """
+
+    def __init__(self, run_dir: str | Path, keep_last: int, say: Callable[[str], None] = _warn) -> None:
+        self.run_dir, self.keep_last, self.say = Path(run_dir), keep_last, say
+        self._thread: threading.Thread | None = None
+        self._error: MP3NetError | None = None
+        self.last_written: int | None = None  # step of the newest checkpoint this writer completed
+
+    def submit(self, state: dict[str, Any], step: int, cfg: Config, export: dict[str, torch.Tensor]) -> None:
+        """Write ``state`` (a :func:`snapshot`, not to be changed afterwards) and the generator weights
+        ``export`` of ``step`` in the background."""
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write, args=(state, step, cfg, export), name="mp3net-checkpoint"
+        )
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _write(self, state: dict[str, Any], step: int, cfg: Config, export: dict[str, torch.Tensor]) -> None:
+        what = "checkpoint"
+        try:
+            save_checkpoint(self.run_dir, state, step, self.keep_last)
+            what = "export"
+            export_generator(self.run_dir / EXPORT_DIR, cfg, export, step)
+            self.last_written = step
+        except NonFiniteWeights as e:
+            self.say(str(e))
+        except Exception as e:  # disk full, file too large, permissions: reported by the training thread
+            self._error = self._failure(what, step, e)
+
+    def _failure(self, what: str, step: int, e: Exception) -> MP3NetError:
+        reason = (e.strerror if isinstance(e, OSError) else None) or first_line(e)
+        if "inline_container" in reason or "PytorchStreamWriter" in reason:
+            # torch's zip writer reports a short write without its errno
+            free = shutil.disk_usage(self.run_dir).free / 1e9
+            reason = f"the write failed: disk full or a file-size limit, {free:.2f} GB free"
+        if what == "checkpoint":
+            prev = [p.name for s, p in list_checkpoints(self.run_dir) if s != step]
+            kept = f"{prev[-1]} is intact" if prev else "no earlier checkpoint exists"
+            return MP3NetError(f"cannot write the checkpoint of step {step} ({reason}); {kept}")
+        return MP3NetError(
+            f"cannot write the export of step {step} ({reason}); its checkpoint is written, the previous "
+            "export is intact"
+        )
+
+    def check(self) -> None:
+        """Raise the error of a finished write that failed."""
+        if self._error is not None and not self.busy:
+            err, self._error = self._error, None
+            raise err
+
+    def wait(self) -> None:
+        """Wait for the write in flight; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.check()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,51 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     atomic_write(path, lambda p: p.write_text("".join(x + "\n" for x in keep)))
 
 
+def _truncate_events(tb_dir: Path, last_step: int) -> None:
+    """Rewrite the TensorBoard event files of ``tb_dir`` without the events of steps after ``last_step``
+    (and without a record torn by a crash); files with nothing to drop are left as they are."""
+    if not tb_dir.is_dir():
+        return
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        keep = [r for r in records if Event.FromString(r).step <= last_step]
+        if len(keep) == len(records) and _ends_cleanly(path, records):
+            continue
+
+        def write(tmp: Path, keep: list[bytes] = keep) -> None:
+            with open(tmp, "wb") as f:
+                w = RecordWriter(f)
+                for r in keep:
+                    w.write(r)
+
+        atomic_write(path, write)
+
+
+def _ends_cleanly(path: Path, records: list[bytes]) -> bool:
+    """Whether the file holds exactly ``records`` (no torn record at its end): 16 bytes of framing each."""
+    return path.stat().st_size == sum(len(r) + 16 for r in records)
+
+
+def _truncate_samples(samples_dir: Path, last_step: int) -> None:
+    """Delete the sample folders of steps after ``last_step``."""
+    for d in samples_dir.glob("step-*") if samples_dir.is_dir() else []:
+        if d.name[5:].isdigit() and int(d.name[5:]) > last_step:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def truncate_logs(run_dir: str | Path, last_step: int) -> None:
+    """Make a run's logs match the checkpoint it resumes from: the ``metrics.jsonl`` rows, TensorBoard
+    events and sample folders of steps after ``last_step`` (logged by a run that was then killed) go."""
+    run = Path(run_dir)
+    _truncate_jsonl(run / METRICS, last_step)
+    _truncate_events(run / "tb", last_step)
+    _truncate_samples(run / "samples", last_step)
+
+
 def _stereo_wav(x: np.ndarray, sample_rate: int) -> bytes:
     """``[C, T]`` float in [-1, 1] → 16-bit WAV bytes."""
     import soundfile as sf
@@ -50,15 +96,22 @@ class RunLogger:
     def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.tb: Any = None  # a torch.utils.tensorboard.SummaryWriter while enabled and open
-        if not enabled:
-            return
+        if enabled:
+            self._open(start_step)
+
+    def _open(self, start_step: int) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_jsonl(self.run_dir / METRICS, start_step)
+        truncate_logs(self.run_dir, start_step)
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step hides events a crashed run logged after the checkpoint we resume from
-        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        self.tb = SummaryWriter(str(self.run_dir / "tb"))
         self._jsonl = open(self.run_dir / METRICS, "a", buffering=1)  # closed in close()
+
+    def rewind(self, step: int) -> None:
+        """Drop what was logged after ``step`` (a rollback to that step's checkpoint) and go on logging."""
+        if self.enabled:
+            self.close()
+            self._open(step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -85,10 +85,6 @@ def enable_grad_checkpoint(blocks: nn.ModuleList) -> None:
         block.forward = forward
 
 
-def _state_of(m: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
 # the stats of the losses under the names they are logged with
 _STAT_NAMES = {"d_real": "score/real", "d_fake": "score/fake"}
 
@@ -152,6 +148,8 @@ class Trainer:
         self._stop = False
         self._loader = None
         self._last_ckpt_step = -1
+        self._ckpt_clock = time.monotonic()
+        self.writer = ckpt.CheckpointWriter(self.run_dir, cfg.train.keep_last, self._say)
         self.resumed_from: Path | None = None
         self.initialised_from: Path | None = None
 
@@ -264,22 +262,26 @@ class Trainer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The full training state. Collective under torchrun: every rank must call it."""
+        """The full training state, every tensor copied to the CPU (training may go on while it is
+        written). Collective under torchrun: every rank must call it."""
         mine = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self._rng_state().items()}
-        return {
-            "format": "mp3net-train",
-            "step": self.step,
-            "g_steps": self.g_steps,
-            "rollbacks": self.rollbacks,
-            "world_size": self.world,
-            "config": self.cfg.to_dict(),
-            "G": _state_of(self.G),
-            "D": _state_of(self.D),
-            "G_ema": _state_of(self.G_ema) if self.G_ema is not None else None,
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "rng": ddp.gather_objects(mine, self.world),
-        }
+        return ckpt.snapshot(
+            {
+                "format": "mp3net-train",
+                "step": self.step,
+                "g_steps": self.g_steps,
+                "rollbacks": self.rollbacks,
+                "world_size": self.world,
+                "config": self.cfg.to_dict(),
+                "G": self.G.state_dict(),
+                "D": self.D.state_dict(),
+                "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+                "opt_G": self.opt_G.state_dict(),
+                "opt_D": self.opt_D.state_dict(),
+                "rng": ddp.gather_objects(mine, self.world),
+                "last_stats": dict(self.last),  # logged rows carry the latest G stats between G steps
+            }
+        )
 
     def load_state_dict(self, state: dict[str, Any], where: str | Path) -> None:
         if state.get("format") != "mp3net-train":
@@ -290,6 +292,7 @@ class Trainer:
         self._load_optimizers(state, where)
         self.step, self.g_steps = int(state["step"]), int(state["g_steps"])
         self.rollbacks = int(state.get("rollbacks", 0))
+        self.last = {k: float(v) for k, v in (state.get("last_stats") or {}).items()}
         rngs = state["rng"]
         if self.rank < len(rngs) and len(rngs) == self.world:
             r = rngs[self.rank]
@@ -311,7 +314,10 @@ class Trainer:
         self._last_ckpt_step = self.step
 
     def _resume(self, require: bool) -> None:
-        found = ckpt.load_latest(self.run_dir, map_location=self.device)
+        """Continue from the newest readable checkpoint; one that is unreadable while an older one is
+        fine gives one warning line, a run whose checkpoints are all unreadable stops (one line)."""
+        warn = self._say if self.is_main else None
+        found = ckpt.load_latest(self.run_dir, map_location=self.device, warn=warn)
         if found is None:
             if require:
                 raise MP3NetError(f"--resume: no checkpoint in {self.run_dir / ckpt.CKPT_DIR}")
@@ -319,24 +325,39 @@ class Trainer:
         state, path = found
         self.load_state_dict(state, path)
         self.resumed_from = path
+        export = self.run_dir / ckpt.EXPORT_DIR
+        if self.is_main and ckpt.export_step(export) != self.step:
+            # a kill between checkpoint and export: bring the export up to the checkpoint
+            weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
+            ckpt.export_generator(export, self.cfg, weights, self.step)
 
-    def save(self) -> Path | None:
-        """Write a checkpoint of the current step and the generator export (rank 0). Collective.
+    def save(self) -> None:
+        """Checkpoint the current step and refresh the generator export (rank 0). Collective.
 
-        Non-finite weights are reported and not written (the previous checkpoint stays the latest)."""
+        The state is copied to the CPU here (the only part training waits for) and written by
+        :class:`~mp3net.train.checkpoint.CheckpointWriter` in the background (``self.writer.wait()``
+        waits for it). Non-finite weights are reported and not written (the previous checkpoint stays the
+        latest).
+        """
         state = self.state_dict()
-        path = None
         if self.is_main:
-            try:
-                path = ckpt.save_checkpoint(self.run_dir, state, self.step, self.cfg.train.keep_last)
-                G = self.G_ema if self.G_ema is not None else self.G
-                ckpt.export_generator(self.run_dir / ckpt.EXPORT_DIR, self.cfg, _state_of(G), self.step)
-            except ckpt.NonFiniteWeights as e:
-                self._say(str(e))
+            weights = state["G_ema"] if state["G_ema"] is not None else state["G"]
+            self.writer.submit(state, self.step, self.cfg, weights)
         self._last_ckpt_step = self.step
-        return path
+        self._ckpt_clock = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        """Every ``train.ckpt_every`` steps or ``train.ckpt_minutes`` after the last, whichever first."""
+        tc = self.cfg.train
+        if tc.ckpt_every > 0 and self.step % tc.ckpt_every == 0:
+            return True
+        if tc.ckpt_minutes <= 0:
+            return False
+        late = time.monotonic() - self._ckpt_clock >= 60.0 * tc.ckpt_minutes
+        return ddp.any_rank(late, self.device) if self.world > 1 else late
 
     def _rollback(self) -> None:
+        self.writer.wait()
         found = ckpt.load_latest(
             self.run_dir, map_location=self.device
         )  # every rank reads it (shared run dir)
@@ -351,6 +372,7 @@ class Trainer:
         state, path = found
         rollbacks = self.rollbacks + 1
         self.load_state_dict(state, path)
+        self.logger.rewind(self.step)  # the diverged steps are trained again: logged once
         self.rollbacks = rollbacks
         # new random streams, or the same batch and noise would diverge again
         self.gen.manual_seed(derive_seed(self.cfg.train.seed, self.rank, self.step, rollbacks))
@@ -365,6 +387,7 @@ class Trainer:
 
         self.sampler.start = self.consumed
         nw = max(0, self.cfg.train.num_workers)
+        seed = derive_seed(self.cfg.train.seed, self.rank, self.consumed)
         loader = DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
@@ -372,6 +395,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if nw else None,
             persistent_workers=False,
+            # its own generator for the workers' base seed: a fresh iterator (each resume) would
+            # otherwise draw from the global RNG, which is part of the checkpointed state
+            generator=torch.Generator().manual_seed(seed),
         )
         return iter(loader)
 
@@ -579,7 +605,7 @@ class Trainer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         bar = self._progress_bar(total, seconds)
-        t_start = time.monotonic()
+        t_start = self._ckpt_clock = time.monotonic()
         if self.resumed_from is not None:
             self._say(f"resumed from {self.resumed_from} at step {self.step}")
         try:
@@ -612,8 +638,9 @@ class Trainer:
                     self.logger.scalars(self.step, dict(self.last))
                 if tc.sample_every > 0 and self.step % tc.sample_every == 0:
                     self.sample()
-                if tc.ckpt_every > 0 and self.step % tc.ckpt_every == 0:
+                if self._checkpoint_due():
                     self.save()
+                self.writer.check()
                 for hook in self.hooks:
                     hook(self)
         finally:
@@ -623,13 +650,17 @@ class Trainer:
                 signal.signal(sig, h)
         if self._last_ckpt_step != self.step:
             self.save()
+        self.writer.wait()
         if self._stop and (seconds is None or time.monotonic() - t_start < seconds):
             self._say(f"stopped at step {self.step}; checkpoint written, resume by running the same command")
         self.logger.flush()
         return self.step
 
     def close(self) -> None:
-        self.logger.close()
+        try:
+            self.writer.wait()
+        finally:
+            self.logger.close()
         self._loader = None
         if self.world > 1:
             ddp.close()
