@@ -35,6 +35,7 @@ FAST = [
     "train.betas=[0.5, 0.9]",
     "train.reg_every=1",
     "train.ema_half_life=0",
+    "train.amp=off",  # float32 (bf16 training is tested on its own)
 ]
 
 

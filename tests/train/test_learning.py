@@ -63,7 +63,8 @@ def math_finite(x: float) -> bool:
 
 
 @pytest.mark.slow
-def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path):
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path, amp):
     """The fast recipe (non-saturating + lazy R1, one D step per G step, β1 = 0, resize-conv, EMA in clips)
     on plucked notes: the EMA generator's Bark-band levels, un-noised, approach the reals' in every band
     the music uses — an envelope that the untrained generator's broadband output does not have."""
@@ -76,7 +77,7 @@ def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path):
         cfg = fast_config(
             "train.loss=ns-r1", "train.n_critic=1", "train.lr=5e-4", "train.betas=[0.0, 0.99]",
             "train.reg_every=4", "train.ema_half_life=200", "train.ema_rampup=0.1",
-            "model.upsample=resize", "model.min_channels=8",
+            "model.upsample=resize", "model.min_channels=8", f"train.amp={amp}",
         )  # fmt: skip
         m = cfg.model
         reals, sr = load_real_clips(notes_dataset, 24, m.clip_samples, seed=0)

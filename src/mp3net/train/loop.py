@@ -33,10 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from mp3net import ops
 from mp3net.config import Config
 from mp3net.data import ClipDataset, CropSampler
 from mp3net.dsp import imdct, mdct, tonality
-from mp3net.model import Discriminator, Generator, NoiseLayer
+from mp3net.model import Discriminator, Generator, NoiseLayer, set_grad_checkpoint
 from mp3net.train import checkpoint as ckpt
 from mp3net.train import distributed as ddp
 from mp3net.train.augment import augment
@@ -64,36 +65,8 @@ def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tu
     return g, d
 
 
-def enable_grad_checkpoint(blocks: nn.ModuleList) -> None:
-    """Recompute each block's activations in the backward pass instead of storing them.
-
-    Non-reentrant checkpointing supports the gradient penalty's double backward. The module structure and
-    state-dict keys are unchanged (only the instances' ``forward`` is wrapped).
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    for block in blocks:
-        inner = block.forward
-
-        def forward(x: torch.Tensor, masks: list | None = None, _inner: Callable = inner) -> torch.Tensor:
-            if masks is not None:  # D.input_gradient's recording pass: not checkpointed
-                return _inner(x, masks)
-            if torch.is_grad_enabled():
-                return checkpoint(_inner, x, use_reentrant=False)
-            return _inner(x)
-
-        block.forward = forward
-
-
 # the stats of the losses under the names they are logged with
 _STAT_NAMES = {"d_real": "score/real", "d_fake": "score/fake"}
-
-
-def _resolve_amp(setting: str, device: torch.device) -> bool:
-    """Whether to train under bf16 autocast: ``auto`` = on CUDA, off elsewhere."""
-    if setting not in ("auto", "bf16", "off"):
-        raise MP3NetError(f"train.amp must be auto, bf16 or off, got {setting!r}")
-    return setting == "bf16" or (setting == "auto" and device.type == "cuda")
 
 
 def _grad_norm(params: list[nn.Parameter]) -> float:
@@ -135,7 +108,7 @@ class Trainer:
         self.rank, self.world, self.device = init_distributed(device)
         self.is_main = self.rank == 0
         self.progress, self.hooks = progress and self.is_main, list(hooks or [])
-        self.amp = _resolve_amp(cfg.train.amp, self.device)
+        self.amp = ops.resolve_amp(cfg.train.amp, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in afresh
         # data first: a wrong or empty dataset fails before the models are built
@@ -175,9 +148,8 @@ class Trainer:
         ddp.broadcast_module(self.G)
         ddp.broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if tc.ema else None
-        if tc.grad_checkpoint:
-            enable_grad_checkpoint(self.G.blocks)
-            enable_grad_checkpoint(self.D.blocks)
+        set_grad_checkpoint(self.G, tc.grad_checkpoint)
+        set_grad_checkpoint(self.D, tc.grad_checkpoint)
         self.noise = NoiseLayer(mc, tc.noise_sigma).to(self.device)
         self.g_params, self.d_params = trainable_parameters(self.G, self.D, tc.freeze_deep)
 
@@ -472,16 +444,16 @@ class Trainer:
 
     def _to_d(self, A: torch.Tensor) -> torch.Tensor:
         """What D sees of amplitudes ``[B, C, M, K]``: augmented (``train.augment``), then noised
-        (paper §3.2; the threshold in-graph, so G's gradient flows through it), channels-last."""
+        (paper §3.2; the threshold in-graph, so G's gradient flows through it)."""
         A = augment(A, self.cfg.train.augment, generator=self.gen)
-        return self.noise(A, generator=self.gen).contiguous(memory_format=torch.channels_last)
+        return self.noise(A, generator=self.gen)
 
     def _fakes(self, grad: bool) -> torch.Tensor:
-        """A batch of fakes ``[B, C, M, K]`` float32 from fresh latents; without ``grad`` through the
-        inference path's time tiles (on CPU they keep the widest blocks' activations in cache)."""
-        tiles = None if grad or self.device.type != "cpu" else 64
-        with torch.set_grad_enabled(grad), self._autocast():
-            return self.G(self._z(), tile_frames=tiles).float()
+        """A batch of fakes ``[B, C, M, K]`` float32 from fresh latents: with ``grad`` through G's
+        forward, else through its inference path (the device's layout and tiles)."""
+        z = self._z()
+        with self._autocast():
+            return self.G(z).float() if grad else self.G.generate(z)
 
     def d_step(self, real: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, bool]:
         """One D update on reals ``[B, C, M, K]`` and fresh fakes (with the penalty on every
