@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 
 from mp3net import generate as gen
-from mp3net import stream
+from mp3net import ops, stream
 from mp3net.audio import write_audio
 from mp3net.cli import main
 from mp3net.utils import MP3NetError
@@ -34,7 +34,7 @@ def _env() -> dict[str, str]:
 
 def test_streamed_file_equals_the_in_memory_track(G, tmp_path, monkeypatch):
     dur = 20 * G.cfg.clip_seconds
-    monkeypatch.setattr(gen, "TILE_OUT_FRAMES", 256)  # blocks of the fewest start frames, 16 (8 clips)
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 256)  # blocks of the fewest start frames, 16 (8 clips)
     z = gen.seed_latents(3, 20, G.cfg.latent_dim)[None]
     blocks = list(gen.synthesize_tiles(G, z, round(dur * 11008)))
     assert len(blocks) >= 3
@@ -42,7 +42,7 @@ def test_streamed_file_equals_the_in_memory_track(G, tmp_path, monkeypatch):
         main(["generate", "pretrained", "--seeds", "3", "--duration", str(dur), "--out", str(tmp_path), "-q"])
         == 0
     )
-    monkeypatch.setattr(gen, "TILE_OUT_FRAMES", 10**9)  # the reference: one block
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 10**9)  # the reference: one block
     whole, sr = gen.generate(G, [3], dur)
     write_audio(tmp_path / "ref.wav", whole[0], sr)
     ours, _ = sf.read(tmp_path / "seed-0003.wav", dtype="int16")
