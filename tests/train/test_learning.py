@@ -64,12 +64,14 @@ def math_finite(x: float) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("amp", ["off", "bf16"])
-def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path, amp):
+def test_fast_recipe_learns_the_spectral_envelope(tmp_path, amp):
     """The fast recipe (non-saturating + lazy R1, one D step per G step, β1 = 0, resize-conv, EMA in clips)
-    on plucked notes: the EMA generator's Bark-band levels, un-noised, approach the reals' in every band
-    the music uses — an envelope that the untrained generator's broadband output does not have."""
+    on chorale-like music: the EMA generator's Bark-band levels, un-noised, approach the reals' in every
+    band the music uses — an envelope the untrained generator's broadband output does not have. In float32
+    and under bf16 autocast."""
     from mp3net.dsp import imdct
     from mp3net.evaluate import bark_levels, load_real_clips
+    from mp3net.synth import random_music
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -80,7 +82,15 @@ def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path, amp):
             "model.upsample=resize", "model.min_channels=8", f"train.amp={amp}",
         )  # fmt: skip
         m = cfg.model
-        reals, sr = load_real_clips(notes_dataset, 24, m.clip_samples, seed=0)
+        (tmp_path / "src").mkdir()
+        for k in range(8):
+            sf.write(
+                tmp_path / "src" / f"m{k}.flac",
+                random_music(8.0, seed=k, sample_rate=m.sample_rate).T,
+                m.sample_rate,
+            )
+        prepare(tmp_path / "src", tmp_path / "ds", m.sample_rate, m.channels, m.clip_samples, progress=False)
+        reals, sr = load_real_clips(tmp_path / "ds", 24, m.clip_samples, seed=0)
         target = bark_levels(reals, sr)
         used = target > target.max() - 50  # the bands the music uses (the rest is silence)
         z = torch.randn(24, m.latent_dim, generator=torch.Generator().manual_seed(1))
@@ -90,14 +100,14 @@ def test_fast_recipe_learns_the_spectral_envelope(notes_dataset, tmp_path, amp):
                 fakes = list(imdct(tr.G_ema(z), trim=True))
             return float(np.abs(bark_levels(fakes, sr) - target)[used].mean())
 
-        tr = Trainer(cfg, notes_dataset, tmp_path / "run", progress=False)
+        tr = Trainer(cfg, tmp_path / "ds", tmp_path / "run", progress=False)
         before = level_error(tr)
         errors = []
         for k in range(4):
-            tr.run(100 * (k + 1))
+            tr.run(200 * (k + 1))
             errors.append(level_error(tr))
         tr.close()
         assert np.isfinite(tr.last["loss/d"])
-        assert max(errors[2:]) < 0.6 * before, (before, errors)
+        assert max(errors[2:]) < 0.5 * before, (before, errors)
     finally:
         torch.set_num_threads(threads)

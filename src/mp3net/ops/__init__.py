@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from mp3net.ops.bands import SplitBands, is_channels_last
 from mp3net.ops.conv import Conv3, Conv3Adjoint, conv3_weight_grad
-from mp3net.ops.plan import ExecutionPlan, TileLevel, prepare_for
+from mp3net.ops.plan import ExecutionPlan, TileLevel, configure_process, prepare_for
 from mp3net.ops.precision import PRECISIONS, bf16_is_fast, cpu_has_fast_bf16, resolve_amp, resolve_precision
 
 fast_path: bool = True
@@ -59,6 +59,7 @@ __all__ = [
     "ExecutionPlan",
     "TileLevel",
     "prepare_for",
+    "configure_process",
     "bf16_is_fast",
     "cpu_has_fast_bf16",
     "resolve_amp",

@@ -79,3 +79,13 @@ def prepare_for(device: str | torch.device) -> ExecutionPlan:
         tile_out_frames=TILE_OUT_FRAMES,
         cache_tile=CPU_CACHE_TILE if cpu else None,
     )
+
+
+def configure_process(device: str | torch.device) -> None:
+    """Process-wide settings a training run on ``device`` wants: on CPU, the allocator keeps freed
+    activation memory for reuse instead of page-faulting every fresh activation in afresh
+    (:func:`mp3net.utils.keep_freed_memory`)."""
+    from mp3net.utils import keep_freed_memory
+
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()

@@ -44,7 +44,7 @@ from mp3net.train.augment import augment
 from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
 from mp3net.train.losses import d_loss, g_loss, penalty
-from mp3net.utils import MP3NetError, derive_seed, keep_freed_memory
+from mp3net.utils import MP3NetError, derive_seed
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
 MAX_ROLLBACKS = 3  # rollbacks before giving up
@@ -109,8 +109,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress, self.hooks = progress and self.is_main, list(hooks or [])
         self.amp = ops.resolve_amp(cfg.train.amp, self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in afresh
+        ops.configure_process(self.device)
         # data first: a wrong or empty dataset fails before the models are built
         mc = cfg.model
         self.dataset = ClipDataset(self.data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
