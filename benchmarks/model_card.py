@@ -61,6 +61,40 @@ def evaluate_run(run: Path, data: Path) -> list[dict]:
     return sorted(done.values(), key=lambda r: r["step"])
 
 
+def progress_table(rows: list[dict], run: Path, data: Path, images: Path) -> str:
+    """The README's "expected progress" table: per checkpoint, clips seen → metrics and a spectrogram
+    of seed 0 (``images/progress-<clips>.png``)."""
+    from mp3net.config import Config
+    from mp3net.generate import generate
+    from mp3net.model import Generator
+    from mp3net.train import checkpoint as ckpt
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_learning import spectrogram_row
+
+    paths = dict(ckpt.list_checkpoints(run))
+    lines = [
+        "| clips seen | FD | tonality fake / real | Bark error mean / max | hum | seeds 0–1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["step"] not in paths:
+            continue
+        state = ckpt.load_checkpoint(paths[r["step"]])
+        cfg = Config.from_dict(state["config"])
+        G = Generator(cfg.model)
+        G.load_state_dict(state["G_ema"] or state["G"])
+        fakes, sr = generate(G.eval(), [0, 1])
+        name = f"progress-{r['clips_seen']}.png"
+        spectrogram_row(list(fakes), sr, images / name, f"{r['clips_seen']} clips")
+        lines.append(
+            f"| {r['clips_seen']} | {r['fd']:.0f} | {r['tonality_fake']:.1%} / {r['tonality_real']:.1%} | "
+            f"{r['bark_err_mean_db']:.1f} / {r['bark_err_max_db']:.1f} dB | {r['hum_db']:+.1f} dB | "
+            f"![{r['clips_seen']}](benchmarks/images/{name}) |"
+        )
+    return "\n".join(lines)
+
+
 def curves(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -143,11 +177,17 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--command", required=True, help="the training command, for the README")
     ap.add_argument("--cost", default="", help="a sentence on the training cost, for the README")
+    ap.add_argument(
+        "--progress", type=Path, metavar="IMAGES", help="only print the expected-progress table (images here)"
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     rows = evaluate_run(args.run, args.data)
+    if args.progress:
+        print(progress_table(rows, args.run, args.data, args.progress))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(args.run / "export" / name, args.out / name)
