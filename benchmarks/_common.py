@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import platform
+import statistics
+import time
 from pathlib import Path
+
+import torch
 
 from mp3net.utils import atomic_write_text
 
@@ -31,3 +35,16 @@ def write_section(name: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     atomic_write_text(README, text)
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5, dtype: torch.dtype | None = None) -> float:
+    """Median GEMM rate in GFLOP/s of this process (all intra-op threads) in ``dtype`` (default float32)."""
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from _common import README, cpu_model, write_section
+from _common import README, cpu_model, matmul_gflops, write_section
 
 START, END = "<!-- bench_generate:start -->", "<!-- bench_generate:end -->"
 GOAL_S, GOAL_GIB = 1.6, 1.5
@@ -67,18 +67,6 @@ MODE_TEXT = {
 BF16 = torch.bfloat16
 
 
-def matmul_gflops_bf16(n: int = 2048, reps: int = 5) -> float:
-    """Median bf16 GEMM rate of this process."""
-    a, b = torch.randn(n, n, dtype=BF16), torch.randn(n, n, dtype=BF16)
-    torch.mm(a, b)
-    rates = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return statistics.median(rates)
-
-
 def audible_share(G, z: torch.Tensor) -> float:
     """Share of MDCT coefficients where bf16 generation differs from fp32 by more than the masking threshold
     of the fp32 output (:class:`mp3net.dsp.PsychoacousticModel`): the bf16 error our own model hears."""
@@ -98,18 +86,6 @@ def scale_output_to(G, z: torch.Tensor, rms: float) -> None:
             cur = float(G.generate(z[:1], dtype=torch.float32).square().mean().sqrt())
             G.to_out.weight.mul_(rms / cur)
             G.to_out.bias.mul_(rms / cur)
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    """Median float32 GEMM rate of this process (all intra-op threads)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    rates = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return statistics.median(rates)
 
 
 def forward_flops(cfg) -> tuple[float, list[float]]:
@@ -214,7 +190,7 @@ def precision_side_by_side(G, z: torch.Tensor, reps: int) -> dict:
             G.generate(z, dtype=dtype)
             ts[key].append(time.perf_counter() - t)
     out = {k: statistics.median(v) for k, v in ts.items()}
-    out["mm_fp32"], out["mm_bf16"] = matmul_gflops(), matmul_gflops_bf16()
+    out["mm_fp32"], out["mm_bf16"] = matmul_gflops(), matmul_gflops(dtype=BF16)
     return out
 
 

@@ -27,23 +27,12 @@ from pathlib import Path
 
 import torch
 
-from _common import cpu_model, write_section
+from _common import cpu_model, matmul_gflops, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- bench_precision:start -->", "<!-- bench_precision:end -->"
 GOAL_TRACK_S, GOAL_D_S = 1.2, 16.0
-
-
-def gemm_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        ts.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(ts) / 1e9
 
 
 def autocast(dtype: torch.dtype):
@@ -64,8 +53,12 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(1, m.latent_dim)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    out: dict = {"preset": name, "threads": torch.get_num_threads(), "mm_fp32": gemm_rate(torch.float32)}
-    out["mm_bf16"] = gemm_rate(torch.bfloat16)
+    out: dict = {
+        "preset": name,
+        "threads": torch.get_num_threads(),
+        "mm_fp32": matmul_gflops(dtype=torch.float32),
+    }
+    out["mm_bf16"] = matmul_gflops(dtype=torch.bfloat16)
 
     def track(dtype: torch.dtype) -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
@@ -107,7 +100,10 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
         for p in precisions:
             out[f"d_{p}"] = statistics.median(w for w, _ in dtimes[p])
             out[f"d_cpu_{p}"] = statistics.median(c for _, c in dtimes[p])
-    out["mm_fp32_end"], out["mm_bf16_end"] = gemm_rate(torch.float32), gemm_rate(torch.bfloat16)
+    out["mm_fp32_end"], out["mm_bf16_end"] = (
+        matmul_gflops(dtype=torch.float32),
+        matmul_gflops(dtype=torch.bfloat16),
+    )
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
 

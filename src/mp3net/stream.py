@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mp3net.utils import MP3NetError, first_line
+from mp3net.utils import MP3NetError, first_line, publish
 
 # format name -> (libsndfile container, subtype, bytes per sample and channel, container size limit)
 STREAM_FORMATS = {
@@ -115,7 +115,7 @@ def write_tracks(
             f.close()
         for tmp, final in zip(temps, finals, strict=True):
             current = final
-            _publish(tmp, final)
+            publish(tmp, final)
     except BaseException as e:
         for f in files:
             try:
@@ -129,13 +129,3 @@ def write_tracks(
             raise MP3NetError(f"cannot write {current}: {reason}") from None
         raise
     return finals
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, give it a plain file's permissions and rename it to ``final``."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, final)

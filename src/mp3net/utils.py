@@ -30,6 +30,17 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, give it the permissions a plain ``open()`` would have (mkstemp creates 0600) and
+    rename it to ``final``: the last step of every atomic write."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -42,13 +53,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the permissions a plain open() would have
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        publish(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
