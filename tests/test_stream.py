@@ -129,7 +129,7 @@ def test_ctrl_c_during_generate_leaves_no_file(tmp_path):
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else ""
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130
+        assert proc.wait(120) == 130  # long only on a loaded machine: the block in flight finishes first
     finally:
         if proc.poll() is None:
             proc.kill()
