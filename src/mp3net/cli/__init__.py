@@ -36,6 +36,19 @@ def add_override_argument(parser: argparse.ArgumentParser, what: str = "a config
     )
 
 
+def usable_device(device: str | None) -> str:
+    """``--device`` (default: cuda if available, else cpu), checked by allocating on it: a one-line
+    :class:`MP3NetError` for a device that is absent or unusable."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise MP3NetError(f"device {device!r} is not usable: {str(e).splitlines()[0]}") from None
+    return device
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mp3net", description="MP3net: generate long stereo music as MDCT amplitudes with a GAN."

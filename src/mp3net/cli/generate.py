@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from mp3net.cli import usable_device
 from mp3net.utils import MP3NetError
 
 FORMATS = ("wav", "rf64", "flac", "ogg")
@@ -124,11 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise MP3NetError(f"-n must be at least 1, got {args.n}")
     if args.batch_size is not None and args.batch_size < 1:
         raise MP3NetError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise MP3NetError(f"device {device!r} is not usable: {str(e).splitlines()[0]}") from None
+    device = usable_device(args.device)
     batch = args.batch_size or (8 if torch.device(device).type == "cuda" else 1)
     out = Path(args.out)
     _check_out_dir(out)

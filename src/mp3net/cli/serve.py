@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from mp3net.cli import usable_device
 from mp3net.utils import MP3NetError
 
 
@@ -45,11 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise MP3NetError(f"--port must be between 0 and 65535, got {args.port}")
     if not args.watch_interval > 0:
         raise MP3NetError(f"--watch-interval must be positive, got {args.watch_interval}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise MP3NetError(f"device {device!r} is not usable: {str(e).splitlines()[0]}") from None
+    device = usable_device(args.device)
     batch = 8 if torch.device(device).type == "cuda" else 1
     app = App(args.models, device, args.out, batch, args.watch_interval)
     old_handler = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
