@@ -40,9 +40,11 @@ FAST = [
     "train.ema_half_life=2500",
     "train.ema_rampup=0.05",
 ]
+# the networks' unit (docs/networks.md#amplitude-gain): the paper's raw amplitudes (rms ≈ 0.01), or ×64
+UNIT, GAIN = ["model.amplitude_gain=1"], ["model.amplitude_gain=64"]
 # the paper's recipe, pinned (the tiny preset's own defaults may differ)
 PAPER = ["train.loss=wgan-gp", "train.n_critic=2", "train.lr=1e-4", "train.betas=[0.5, 0.9]"]
-PAPER += ["train.reg_every=1", "train.ema_half_life=0"]
+PAPER += ["train.reg_every=1", "train.ema_half_life=0", *UNIT]
 WIDE = ["model.min_channels=16"]  # the redesigned tiny: 16 channels in the last block (was 16 → 8 → 4)
 CELLS: dict[str, list[str]] = {
     # the paper's recipe on the old tiny widths: the baseline
@@ -60,11 +62,14 @@ CELLS: dict[str, list[str]] = {
         "train.ema_half_life=2500",
         "train.ema_rampup=0.05",
     ],
-    "ns-r1": [*FAST, *WIDE, "model.upsample=resize", "train.loss=ns-r1"],
-    "rpgan": [*FAST, *WIDE, "model.upsample=resize", "train.loss=rpgan-r1r2"],
-    "ns-r1-transposed": [*FAST, *WIDE, "model.upsample=transposed", "train.loss=ns-r1"],
-    "ns-r1-kernel4": [*FAST, *WIDE, "model.upsample=kernel4", "train.loss=ns-r1"],
-    "ns-r1-narrow": [*FAST, "model.min_channels=0", "model.upsample=resize", "train.loss=ns-r1"],
+    "ns-r1": [*FAST, *WIDE, *UNIT, "model.upsample=resize", "train.loss=ns-r1"],
+    "rpgan": [*FAST, *WIDE, *UNIT, "model.upsample=resize", "train.loss=rpgan-r1r2"],
+    "ns-r1-transposed": [*FAST, *WIDE, *UNIT, "model.upsample=transposed", "train.loss=ns-r1"],
+    "ns-r1-kernel4": [*FAST, *WIDE, *UNIT, "model.upsample=kernel4", "train.loss=ns-r1"],
+    "ns-r1-narrow": [*FAST, *UNIT, "model.min_channels=0", "model.upsample=resize", "train.loss=ns-r1"],
+    # the tiny preset: ns-r1 with D and G at unit scale (the penalty's γ then means what it means at R3GAN's
+    # and StyleGAN2's unit-scale data; at raw amplitudes γ = 1 is 64² times stronger and D sits at chance)
+    "ns-r1-gain64": [*FAST, *WIDE, *GAIN, "model.upsample=resize", "train.loss=ns-r1"],
 }
 N_EVAL = 64
 COMMON = ["train.sample_every=0", "train.log_every=20", "train.ckpt_every=500", "train.num_workers=0"]

@@ -53,6 +53,9 @@ class ModelConfig:
     # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv), "resize" (nearest ×2, then
     # a 3×3 conv) or "kernel4" (4-tap transposed conv: the kernel divisible by the stride, no checkerboard)
     upsample: str = "transposed"
+    # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
+    # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper
+    amplitude_gain: float = 1.0
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
@@ -91,6 +94,8 @@ class ModelConfig:
             raise ConfigError("start_bands must be even (the deepest block splits the bands in halves)")
         if self.channels < 1 or self.n_blocks < 1 or self.latent_dim < 1:
             raise ConfigError("channels, n_blocks and latent_dim must be positive")
+        if not self.amplitude_gain > 0:
+            raise ConfigError(f"model.amplitude_gain must be > 0, got {self.amplitude_gain}")
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")
@@ -285,7 +290,8 @@ def _preset_tiny() -> Config:
     # which draws the full 512 x 64 grid, has as many channels as the 95 s model's (16); it had 16 → 8 → 4.
     # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
     # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
-    # with a half-life in clips.
+    # with a half-life in clips; both networks at unit scale (amplitude gain 64), so R1's γ = 1 means what it
+    # means in StyleGAN2 and R3GAN (docs/networks.md#amplitude-gain).
     return Config(
         name="tiny",
         model=ModelConfig(
@@ -301,6 +307,7 @@ def _preset_tiny() -> Config:
             d_dense=64,
             n_bark=24,
             upsample="resize",
+            amplitude_gain=64.0,
         ),
         train=TrainConfig(
             batch_size=8,

@@ -2,6 +2,7 @@
 penalty, as autograd's create_graph route — with and without minibatch-stddev groups, in both layouts."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,8 +22,9 @@ def autograd_penalty_grads(D, x):
 
 @pytest.mark.parametrize("batch", [1, 3, 4])  # 1: no stddev group; 3, 4: groups of 3 and 4
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_input_gradient_matches_autograd(batch, layout):
-    cfg = preset("tiny").model
+@pytest.mark.parametrize("gain", [1.0, 64.0])  # model.amplitude_gain: the paper's unit and the tiny preset's
+def test_input_gradient_matches_autograd(batch, layout, gain):
+    cfg = replace(preset("tiny").model, amplitude_gain=gain)
     torch.manual_seed(0)
     D = Discriminator(cfg).double()
     x = torch.randn(batch, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64).abs()

@@ -4,6 +4,7 @@ optimiser compensation, the EMA ramp, and exact resume with every option on."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -67,6 +68,21 @@ def test_penalties_are_gamma_halves_of_r1_and_r2(loss):
     want = _autograd_sq_norm(D, real) + (_autograd_sq_norm(D, fake) if loss == "rpgan-r1r2" else 0)
     torch.testing.assert_close(term, 0.15 * want, rtol=1e-10, atol=1e-12)
     assert ("r2" in st) == (loss == "rpgan-r1r2")
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "ns-r1"])
+def test_penalties_are_taken_in_ds_unit_scale(loss):
+    """With model.amplitude_gain g, the penalty is the gain-1 penalty of the same function at inputs x·g:
+    ∇ with respect to D's unit-scale input (docs/networks.md#amplitude-gain)."""
+    D1, cfg = tiny_d()
+    Dg = copy.deepcopy(D1)
+    Dg.cfg = dataclasses.replace(cfg, amplitude_gain=64.0)
+    real, fake = _inputs()
+    rng = torch.Generator
+    ours, _ = penalty(Dg, real / 64, fake / 64, loss, r1_gamma=0.3, generator=rng().manual_seed(1))
+    want, _ = penalty(D1, real, fake, loss, r1_gamma=0.3, generator=rng().manual_seed(1))
+    torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-12)
+    assert want > 0
 
 
 def test_adversarial_terms():

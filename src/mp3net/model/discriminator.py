@@ -155,7 +155,7 @@ class Discriminator(nn.Module):
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer), in the layout of
         the device's :func:`mp3net.ops.prepare_for` plan."""
         x = ops.prepare_for(x.device).layout(x)
-        x = self.act(self.from_in(x))
+        x = self.act(self.from_in(self._unit(x)))
         for block in self.blocks:
             x = block(x)
         return x
@@ -163,12 +163,17 @@ class Discriminator(nn.Module):
     def record(self, x: torch.Tensor) -> tuple[torch.Tensor, Activations]:
         """:meth:`features` that also returns every LeakyReLU result (never checkpointed)."""
         x = ops.prepare_for(x.device).layout(x)
-        x = first = self.act(self.from_in(x))
+        x = first = self.act(self.from_in(self._unit(x)))
         blocks = []
         for block in self.d_blocks:
             x, acts = block.record(x)
             blocks.append(acts)
         return x, Activations(first, tuple(blocks))
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Amplitudes → D's unit scale (``model.amplitude_gain``; a gain of 1 leaves ``x`` as it is)."""
+        gain = self.cfg.amplitude_gain
+        return x if gain == 1 else x * gain
 
     @property
     def d_blocks(self) -> list[DiscriminatorBlock]:
@@ -214,7 +219,7 @@ class Discriminator(nn.Module):
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
         for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
-        g = self.from_in.adjoint(self.act.adjoint(g, acts.input))
+        g = self._unit(self.from_in.adjoint(self.act.adjoint(g, acts.input)))  # ∂(x·gain)/∂x = gain
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

@@ -105,7 +105,9 @@ class Generator(nn.Module):
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
         with ops.full_precision(x.device):
-            return torch.tanh_(self.to_out(x.float()))
+            y = self.to_out(x.float())
+            gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
+            return torch.tanh_(y if gain == 1 else y / gain)
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):
         """Run ``blocks`` and the output layer, the last ``tiles[0].blocks`` of them in time tiles of

@@ -10,8 +10,9 @@ With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softp
 - ``"rpgan-r1r2"`` (relativistic pairing, R3GAN): D: softplus(D(fake~) − D(real~)) + γ/2·(‖∇D(real~)‖² +
   ‖∇D(fake~)‖²); G: softplus(D(real~) − D(fake~)).
 
-The penalties are taken on the noised inputs, the ones D sees. Stats are detached 0-d tensors (no device
-sync); call ``.item()`` when logging.
+The penalties are taken on the noised inputs, the ones D sees, with ∇ in D's unit scale (with respect to
+x~·``model.amplitude_gain``, docs/networks.md#amplitude-gain), so λ and γ mean the same at any gain.
+Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
     """Per-sample ‖g‖² ``[B]`` of ``[B, C, M, K]``, summed in float32 at least."""
     grad = grad if grad.dtype == torch.float64 else grad.float()
     return grad.square().flatten(1).sum(dim=1)
+
+
+def _unit_gradient(D: Discriminator, x: torch.Tensor) -> torch.Tensor:
+    """∇D at amplitudes ``x`` ``[B, C, M, K]`` with respect to D's unit-scale input x·gain: ∇ₓD / gain."""
+    _, grad = D.input_gradient(x)
+    gain = D.cfg.amplitude_gain
+    return grad if gain == 1 else grad / gain
 
 
 def gradient_penalty(
@@ -47,14 +55,14 @@ def gradient_penalty(
     real, fake = real.detach(), fake.detach()
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     alpha = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
-    _, grad = D.input_gradient(alpha * real + (1 - alpha) * fake)
+    grad = _unit_gradient(D, alpha * real + (1 - alpha) * fake)
     return (torch.sqrt(_sq_norms(grad) + 1e-8) - 1).square().mean()
 
 
 def r1_penalty(D: Discriminator, x: torch.Tensor) -> torch.Tensor:
     """Zero-centred gradient penalty mean over the batch of ‖∇D(x)‖² (R1 on reals, R2 on fakes), a D-only
     term (``x`` is detached), differentiable in D's weights. ``x``: ``[B, C, M, K]``; returns a 0-d tensor."""
-    _, grad = D.input_gradient(x.detach())
+    grad = _unit_gradient(D, x.detach())
     return _sq_norms(grad).mean()
 
 
