@@ -290,8 +290,8 @@ def _preset_tiny() -> Config:
     # which draws the full 512 x 64 grid, has as many channels as the 95 s model's (16); it had 16 → 8 → 4.
     # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
     # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
-    # with a half-life in clips; both networks at unit scale (amplitude gain 64), so R1's γ = 1 means what it
-    # means in StyleGAN2 and R3GAN (docs/networks.md#amplitude-gain).
+    # with a half-life in clips. Raw amplitudes (amplitude gain 1): at unit scale D dominates and G
+    # collapses at these budgets (docs/networks.md#amplitude-gain).
     return Config(
         name="tiny",
         model=ModelConfig(
@@ -307,7 +307,6 @@ def _preset_tiny() -> Config:
             d_dense=64,
             n_bark=24,
             upsample="resize",
-            amplitude_gain=64.0,
         ),
         train=TrainConfig(
             batch_size=8,

@@ -29,6 +29,7 @@ FAST = [
     # own recipe is tested with explicit overrides)
     "model.min_channels=0",
     "model.upsample=transposed",
+    "model.amplitude_gain=1",
     "train.loss=wgan-gp",
     "train.n_critic=2",
     "train.lr=1e-4",
