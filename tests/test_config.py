@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,10 +49,11 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
         del d["train"][key]
     for key in ("augment", "ema_half_life", "ema_rampup"):
         del d["train"][key]
-    del d["model"]["upsample"], d["model"]["min_channels"]
+    del d["model"]["upsample"], d["model"]["min_channels"], d["model"]["amplitude_gain"]
     (tmp_path / "old.json").write_text(json.dumps(d))
     cfg = Config.load(tmp_path / "old.json")
     assert cfg.train.loss == "wgan-gp" and cfg.model.upsample == "transposed" and cfg.model.min_channels == 0
+    assert cfg.model.amplitude_gain == 1.0
     assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
 
 
@@ -89,3 +91,14 @@ def test_the_tiny_preset_trains_with_the_fast_recipe_and_width_at_the_detail_end
     assert (tc.loss, tc.n_critic, tc.betas[0], tc.reg_every) == ("ns-r1", 1, 0.0, 8)
     assert tc.ema_half_life > 0 and m.upsample == "resize"
     assert m.block_channels(m.n_blocks - 1) == (16, 16, 16)  # was (16, 8, 4)
+
+
+def test_the_first_shipped_models_config_still_builds_its_network():
+    """The config.json of the model shipped before the recipe options (kept in tests/data) loads, and builds
+    the network its weights were saved from: 561 618 generator parameters in 68 tensors."""
+    from mp3net.model import Generator
+
+    cfg = Config.load(Path(__file__).parent / "data" / "tiny-chorales-2026-11-config.json")
+    G = Generator(cfg.model)
+    assert sum(p.numel() for p in G.parameters()) == 561_618 and len(G.state_dict()) == 68
+    assert (cfg.model.upsample, cfg.model.min_channels, cfg.model.amplitude_gain) == ("transposed", 0, 1.0)
