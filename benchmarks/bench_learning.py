@@ -67,9 +67,9 @@ CELLS: dict[str, list[str]] = {
     "ns-r1-transposed": [*FAST, *WIDE, *UNIT, "model.upsample=transposed", "train.loss=ns-r1"],
     "ns-r1-kernel4": [*FAST, *WIDE, *UNIT, "model.upsample=kernel4", "train.loss=ns-r1"],
     "ns-r1-narrow": [*FAST, *UNIT, "model.min_channels=0", "model.upsample=resize", "train.loss=ns-r1"],
-    # the tiny preset: ns-r1 with D and G at unit scale (the penalty's γ then means what it means at R3GAN's
-    # and StyleGAN2's unit-scale data; at raw amplitudes γ = 1 is 64² times stronger and D sits at chance)
-    "ns-r1-gain64": [*FAST, *WIDE, *GAIN, "model.upsample=resize", "train.loss=ns-r1"],
+    # ns-r1 with D and G at unit scale (docs/networks.md#amplitude-gain): D leaves chance at once; γ = 100
+    # in that unit (γ = 1 there lets D win outright and the generator collapse)
+    "ns-r1-gain64": [*FAST, *WIDE, *GAIN, "model.upsample=resize", "train.loss=ns-r1", "train.r1_gamma=100"],
 }
 N_EVAL = 64
 COMMON = ["train.sample_every=0", "train.log_every=20", "train.ckpt_every=500", "train.num_workers=0"]

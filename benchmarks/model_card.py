@@ -56,7 +56,7 @@ def evaluate_run(run: Path, data: Path) -> list[dict]:
     for step, path in ckpt.list_checkpoints(run):
         if step not in done:
             done[step] = _evaluate(ckpt.load_checkpoint(path), data)
-            cache.write_text(json.dumps(sorted(done.values(), key=lambda r: r["step"]), indent=1))
+            ckpt.write_json(cache, sorted(done.values(), key=lambda r: r["step"]))
             print(f"step {step}: FD {done[step]['fd']:.0f}, tonality {done[step]['tonality_fake']:.1%}")
     return sorted(done.values(), key=lambda r: r["step"])
 
