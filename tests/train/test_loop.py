@@ -180,3 +180,27 @@ def test_grad_checkpoint_gives_the_same_training(notes_dataset, tmp_path):
         torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-6, msg=k)
     for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_a_failed_background_write_stops_every_rank(notes_dataset, tmp_path, monkeypatch):
+    """Rank 0's failed checkpoint write is its one-line error; under torchrun the other ranks (which write
+    nothing) learn of it through the ranks' vote and stop with their own line instead of waiting in the next
+    all-reduce. Two ranks simulated in one process: the vote is the collective's result."""
+    from mp3net.train import distributed as ddp
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", full_disk)
+    tr = Trainer(fast_config("train.ckpt_every=2"), notes_dataset, tmp_path / "run", progress=False)
+    with pytest.raises(MP3NetError, match="cannot write the checkpoint of step 2 .No space left"):
+        tr.run(40)
+    assert 2 <= tr.step < 40  # stopped soon after the failed write (steps later: it runs in the background)
+    tr.writer._error = None
+
+    votes = []
+    monkeypatch.setattr(ddp, "any_rank", lambda flag, device: votes.append(flag) or True)  # rank 0 failed
+    tr.world = 2
+    with pytest.raises(MP3NetError, match="rank 0 could not write its checkpoint"):
+        tr._check_writer()
+    assert votes == [False]  # this rank's own writer is fine

@@ -284,6 +284,11 @@ class CheckpointWriter:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def failed(self) -> bool:
+        """A finished write failed (:meth:`check` raises its error)."""
+        return self._error is not None and not self.busy
+
     def _write(self, state: dict[str, Any], step: int, cfg: Config, export: dict[str, torch.Tensor]) -> None:
         what = "checkpoint"
         try:

@@ -317,6 +317,15 @@ class Trainer:
         self._last_ckpt_step = self.step
         self._ckpt_clock = time.monotonic()
 
+    def _check_writer(self) -> None:
+        """Raise a failed background write's error, and stop every other rank with it: under torchrun only
+        rank 0 writes, and a rank that kept training would wait forever in the next all-reduce."""
+        failed = self.writer.failed  # read once: a write may finish while the ranks compare notes
+        if self.world > 1 and ddp.any_rank(failed, self.device) and not failed:
+            raise MP3NetError("training stopped: rank 0 could not write its checkpoint (see its message)")
+        if failed:
+            self.writer.check()
+
     def _checkpoint_due(self) -> bool:
         """Every ``train.ckpt_every`` steps or ``train.ckpt_minutes`` after the last, whichever first."""
         tc = self.cfg.train
@@ -611,7 +620,7 @@ class Trainer:
                     self.sample()
                 if self._checkpoint_due():
                     self.save()
-                self.writer.check()
+                self._check_writer()
                 for hook in self.hooks:
                     hook(self)
         finally:
