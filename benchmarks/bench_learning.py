@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -242,7 +241,7 @@ def main() -> int:
             if p.returncode:
                 print(f"a cell failed with exit code {p.returncode}", file=sys.stderr)
             procs.remove(p)
-    return 0 if math.isfinite(0.0) else 1
+    return 0
 
 
 if __name__ == "__main__":

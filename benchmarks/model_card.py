@@ -145,7 +145,22 @@ def readme(rows: list[dict], out: Path, command: str, cost: str) -> str:
 
 The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset (11008 Hz stereo,
 2.97 s clips, 512 frames × 64 bands) trained on the demo's 60 Bach chorales rendered by mp3net's own piano
-synthesizer. It plays any length (latents laid along time).
+synthesizer. It plays any length (latents laid along time). `config.json` + `model.safetensors` are the
+EMA generator exactly as `mp3net train` exported it.
+
+```bash
+mp3net generate pretrained --seeds 0-7 --out tracks              # 2.97 s clips
+mp3net generate pretrained -n 1 --duration 300 --out long        # a 5-minute stereo track
+mp3net evaluate --real DATASET --fake pretrained                 # compare it with real clips
+mp3net train --data MY_DATA --run ft --init-from pretrained      # fine-tune it on your music
+```
+
+```python
+from mp3net.generate import from_pretrained, generate
+
+G = from_pretrained("pretrained")
+audio, sr = generate(G, seeds=[0, 1], duration=60.0)  # [2, 2, 660480] float32, 11008
+```
 
 Trained with
 
