@@ -131,7 +131,7 @@ def spectrograms(out: Path, data: Path) -> None:
     spectrogram_row(reals, sr, out / "reals.png", "real clips")
 
 
-def readme(rows: list[dict], out: Path, command: str, cost: str) -> str:
+def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = "") -> str:
     last = rows[-1]
     table = "| clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum |\n"
     table += "|---|---|---|---|---|\n"
@@ -175,6 +175,8 @@ Its tracks (EMA generator, seeds 0–3) next to real clips of the training data:
 ![generated](fakes.png)
 ![real](reals.png)
 
+{remarks}
+
 Over training (each checkpoint's EMA generator, {N_EVAL} clips against {N_EVAL} real ones, `mp3net evaluate`'s
 metrics):
 
@@ -192,6 +194,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--command", required=True, help="the training command, for the README")
     ap.add_argument("--cost", default="", help="a sentence on the training cost, for the README")
+    ap.add_argument("--remarks", default="", help="what the spectrograms show, for the README")
     ap.add_argument(
         "--progress", type=Path, metavar="IMAGES", help="only print the expected-progress table (images here)"
     )
@@ -208,7 +211,9 @@ def main() -> int:
         shutil.copy(args.run / "export" / name, args.out / name)
     curves(rows, args.out / "curves.png")
     spectrograms(args.out, args.data)
-    (args.out / "README.md").write_text(readme(rows, args.out, args.command, args.cost))
+    from mp3net.utils import atomic_write_text
+
+    atomic_write_text(args.out / "README.md", readme(rows, args.out, args.command, args.cost, args.remarks))
     print(f"wrote {args.out}")
     return 0
 
