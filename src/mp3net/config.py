@@ -290,8 +290,8 @@ def _preset_tiny() -> Config:
     # which draws the full 512 x 64 grid, has as many channels as the 95 s model's (16); it had 16 → 8 → 4.
     # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
     # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
-    # with a half-life in clips. Raw amplitudes (amplitude gain 1): at unit scale D dominates and G
-    # collapses at these budgets (docs/networks.md#amplitude-gain).
+    # with a half-life in clips. Raw amplitudes (amplitude gain 1), as the shipped model was trained; the
+    # unit-scale variant (gain 64 with γ = 100) is measured in docs/networks.md#amplitude-gain.
     return Config(
         name="tiny",
         model=ModelConfig(
