@@ -63,12 +63,18 @@ def test_keep_freed_memory_avoids_page_faults_on_reallocation():
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         return [int(v) for v in out.split()]
 
-    default, kept = faults_per_round("default"), faults_per_round("keep")
+    default = faults_per_round("default")
     # by default every 256 MiB block is mapped afresh and faulted in again, 4 KiB at a time
     assert min(default) > 30_000
+
     # kept: once the heap has grown (a few rounds: glibc's aligned blocks fragment it at first), freed
-    # blocks are reused without faults
-    assert min(kept[1:]) < 1_000 and kept[-1] < 1_000
+    # blocks are reused without faults. The kernel's own reclaim (DAMON runs on these machines) now and then
+    # pages a freed heap out between rounds, so the best of three processes counts; without the setting all
+    # three fault every round, as the default does.
+    def reused(kept: list[int]) -> bool:
+        return min(kept[1:]) < 1_000 and kept[-1] < 1_000
+
+    assert any(reused(faults_per_round("keep")) for _ in range(3))
 
 
 def test_derive_seed_is_the_seedsequence_rule_and_separates_streams():
