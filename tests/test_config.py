@@ -94,8 +94,8 @@ def test_the_tiny_preset_trains_with_the_fast_recipe_and_width_at_the_detail_end
 
 
 def test_the_first_shipped_models_config_still_builds_its_network():
-    """The config.json of the model shipped before the recipe options (kept in tests/fixtures) loads, and builds
-    the network its weights were saved from: 561 618 generator parameters in 68 tensors."""
+    """The config.json of the model shipped before the recipe options (kept in tests/fixtures) loads and
+    builds the network its weights were saved from: 561 618 generator parameters in 68 tensors."""
     from mp3net.model import Generator
 
     cfg = Config.load(Path(__file__).parent / "fixtures" / "tiny-chorales-2026-11-config.json")
