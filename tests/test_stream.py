@@ -120,8 +120,14 @@ def test_interrupted_writer_leaves_no_file(tmp_path):
 
 def test_ctrl_c_during_generate_leaves_no_file(tmp_path):
     argv = [sys.executable, "-m", "mp3net", "generate", "pretrained", "-n", "1", "--duration", "20000"]
+    # a terminal's Ctrl-C: the child gets the default SIGINT disposition even when this test runs in a
+    # background job (which inherits SIGINT ignored, and Python then keeps it ignored)
     proc = subprocess.Popen(
-        [*argv, "--out", str(tmp_path), "-q"], stderr=subprocess.PIPE, text=True, env=_env()
+        [*argv, "--out", str(tmp_path), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 60
