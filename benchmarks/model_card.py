@@ -21,16 +21,22 @@ import numpy as np
 N_EVAL = 64
 
 
-def _evaluate(state: dict, data: Path) -> dict:
+def _generator_of(state: dict):
+    """A checkpoint's EMA generator (its plain one when it has none), in eval mode, and its config."""
     from mp3net.config import Config
-    from mp3net.evaluate import evaluate_clips, load_real_clips
-    from mp3net.generate import generate
     from mp3net.model import Generator
 
     cfg = Config.from_dict(state["config"])
     G = Generator(cfg.model)
     G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
-    G.eval()
+    return G.eval(), cfg
+
+
+def _evaluate(state: dict, data: Path) -> dict:
+    from mp3net.evaluate import evaluate_clips, load_real_clips
+    from mp3net.generate import generate
+
+    G, cfg = _generator_of(state)
     fakes, sr = generate(G, list(range(N_EVAL)), batch_size=8)
     reals, _ = load_real_clips(data, N_EVAL, cfg.model.clip_samples, seed=1)
     rep = evaluate_clips(reals, list(fakes), sr)
@@ -61,12 +67,10 @@ def evaluate_run(run: Path, data: Path) -> list[dict]:
     return sorted(done.values(), key=lambda r: r["step"])
 
 
-def progress_table(rows: list[dict], run: Path, data: Path, images: Path) -> str:
+def progress_table(rows: list[dict], run: Path, images: Path) -> str:
     """The README's "expected progress" table: per checkpoint, clips seen → metrics and a spectrogram
-    of seed 0 (``images/progress-<clips>.png``)."""
-    from mp3net.config import Config
+    of seeds 0–1 (``images/progress-<clips>.png``)."""
     from mp3net.generate import generate
-    from mp3net.model import Generator
     from mp3net.train import checkpoint as ckpt
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -80,11 +84,8 @@ def progress_table(rows: list[dict], run: Path, data: Path, images: Path) -> str
     for r in rows:
         if r["step"] not in paths:
             continue
-        state = ckpt.load_checkpoint(paths[r["step"]])
-        cfg = Config.from_dict(state["config"])
-        G = Generator(cfg.model)
-        G.load_state_dict(state["G_ema"] or state["G"])
-        fakes, sr = generate(G.eval(), [0, 1])
+        G, _ = _generator_of(ckpt.load_checkpoint(paths[r["step"]]))
+        fakes, sr = generate(G, [0, 1])
         name = f"progress-{r['clips_seen']}.png"
         spectrogram_row(list(fakes), sr, images / name, f"{r['clips_seen']} clips")
         lines.append(
@@ -204,7 +205,7 @@ def main() -> int:
     torch.set_num_threads(1)
     rows = evaluate_run(args.run, args.data)
     if args.progress:
-        print(progress_table(rows, args.run, args.data, args.progress))
+        print(progress_table(rows, args.run, args.progress))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):

@@ -30,14 +30,20 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, give it the permissions a plain ``open()`` would have (mkstemp creates 0600) and
-    rename it to ``final``: the last step of every atomic write."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+def plain_permissions(path: Path) -> None:
+    """Give ``path`` the permissions a plain ``open()`` or ``mkdir()`` would have under the umask (mkstemp
+    and mkdtemp create 0600 / 0700, and some writers, safetensors among them, 0600)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, give it plain permissions and rename it to ``final``: the last step of every atomic
+    write."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    plain_permissions(tmp)
     os.replace(tmp, final)
 
 

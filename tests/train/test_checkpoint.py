@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -110,6 +111,21 @@ def test_load_export_round_trip_and_one_line_errors(tmp_path):
     (out / "config.json").unlink()
     with pytest.raises(MP3NetError, match="config.json is missing"):
         ckpt.load_export(out)
+
+
+def test_export_has_plain_permissions(tmp_path):
+    """An export is meant to be shared (copied into a package, served): the folder and its files get the
+    modes a plain mkdir/open would have, not mkdtemp's 0700 or the weights writer's 0600."""
+    old = os.umask(0o022)
+    try:
+        out = ckpt.export_generator(tmp_path / "export", preset("tiny"), {"w": torch.ones(2)}, step=1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o644,
+        "model.safetensors": 0o644,
+    }
 
 
 def test_export_interrupted_between_its_renames_is_put_back(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from mp3net.config import Config, ConfigError
-from mp3net.utils import MP3NetError, atomic_write, first_line
+from mp3net.utils import MP3NetError, atomic_write, first_line, plain_permissions
 
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -184,6 +184,8 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
         meta = {"format": "mp3net-generator", "step": str(step), "config": cfg.to_json()}
         save_file(tensors, tmp / "model.safetensors", metadata=meta)
         cfg.save(tmp / "config.json")
+        for p in [*tmp.iterdir(), tmp]:
+            plain_permissions(p)  # a shared export: readable by others, as cp'ing it keeps the modes
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
