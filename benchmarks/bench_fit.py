@@ -120,6 +120,10 @@ def table(results: list[FitResult]) -> str:
     return "\n".join(rows)
 
 
+def write_table(results: list[FitResult]) -> None:
+    write_section("bench_fit", f"<!-- bench_fit:start -->\n{table(results)}\n<!-- bench_fit:end -->")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="prepared dataset at the tiny preset's rate")
@@ -129,12 +133,22 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--report", type=Path, help="only rewrite the README table from this --json file")
     a = p.parse_args()
+    if a.steps < 1:
+        p.error("--steps must be at least 1")
+    from mp3net.utils import MP3NetError, first_line
+
+    try:
+        run(a)
+    except (MP3NetError, OSError, ValueError, KeyError, TypeError) as e:  # bad dataset or --report file
+        p.error(first_line(e))
+
+
+def run(a: argparse.Namespace) -> None:
     if a.report:
-        results = [FitResult(**r) for r in json.loads(a.report.read_text())]
-        write_section("bench_fit", f"<!-- bench_fit:start -->\n{table(results)}\n<!-- bench_fit:end -->")
+        write_table([FitResult(**r) for r in json.loads(a.report.read_text())])
         return
     if a.data is None:
-        p.error("--data is required (unless --report)")
+        raise ValueError("--data is required (unless --report)")
     results = []
     for v in a.variants:
         r = fit(v, a.data.expanduser(), a.steps, a.lr)
@@ -142,7 +156,7 @@ def main() -> None:
         results.append(r)
     if a.json:
         a.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    write_section("bench_fit", f"<!-- bench_fit:start -->\n{table(results)}\n<!-- bench_fit:end -->")
+    write_table(results)
 
 
 if __name__ == "__main__":

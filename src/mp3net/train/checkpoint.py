@@ -184,11 +184,11 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
         meta = {"format": "mp3net-generator", "step": str(step), "config": cfg.to_json()}
         save_file(tensors, tmp / "model.safetensors", metadata=meta)
         cfg.save(tmp / "config.json")
-        for p in [*tmp.iterdir(), tmp]:
-            plain_permissions(p)  # a shared export: readable by others, as cp'ing it keeps the modes
         for p in tmp.iterdir():
+            plain_permissions(p)  # a shared export: readable by others, as cp'ing it keeps the modes
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        plain_permissions(tmp)
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
