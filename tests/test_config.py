@@ -49,11 +49,12 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
         del d["train"][key]
     for key in ("augment", "ema_half_life", "ema_rampup"):
         del d["train"][key]
-    del d["model"]["upsample"], d["model"]["min_channels"], d["model"]["amplitude_gain"]
+    for key in ("upsample", "min_channels", "amplitude_gain", "d_compress"):
+        del d["model"][key]
     (tmp_path / "old.json").write_text(json.dumps(d))
     cfg = Config.load(tmp_path / "old.json")
     assert cfg.train.loss == "wgan-gp" and cfg.model.upsample == "transposed" and cfg.model.min_channels == 0
-    assert cfg.model.amplitude_gain == 1.0
+    assert cfg.model.amplitude_gain == 1.0 and cfg.model.d_compress == 1.0
     assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
 
 

@@ -56,6 +56,10 @@ class ModelConfig:
     # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
     # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper
     amplitude_gain: float = 1.0
+    # power p of D's input compression: D sees sign(u)·((|u| + ε)^p − ε^p) of u = amplitudes·gain, so quiet
+    # bins (the gaps between partials, the top octave) weigh in its gradient as loud ones do; 1 = linear,
+    # the paper (docs/networks.md#input-compression)
+    d_compress: float = 1.0
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
@@ -96,6 +100,8 @@ class ModelConfig:
             raise ConfigError("channels, n_blocks and latent_dim must be positive")
         if not self.amplitude_gain > 0:
             raise ConfigError(f"model.amplitude_gain must be > 0, got {self.amplitude_gain}")
+        if not 0 < self.d_compress <= 1:
+            raise ConfigError(f"model.d_compress must be in (0, 1], got {self.d_compress}")
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")

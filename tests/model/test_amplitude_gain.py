@@ -49,3 +49,9 @@ def test_generator_gain_divides_its_output():
 def test_gain_must_be_positive(gain):
     with pytest.raises(ConfigError, match="amplitude_gain"):
         replace(preset("tiny").model, amplitude_gain=gain).validate()
+
+
+@pytest.mark.parametrize("power", [0.0, -0.5, 1.5])
+def test_compression_power_must_be_in_0_1(power):
+    with pytest.raises(ConfigError, match="d_compress"):
+        replace(preset("tiny").model, d_compress=power).validate()

@@ -22,12 +22,15 @@ def autograd_penalty_grads(D, x):
 
 @pytest.mark.parametrize("batch", [1, 3, 4])  # 1: no stddev group; 3, 4: groups of 3 and 4
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("gain", [1.0, 64.0])  # model.amplitude_gain: the paper's unit and the tiny preset's
-def test_input_gradient_matches_autograd(batch, layout, gain):
-    cfg = replace(preset("tiny").model, amplitude_gain=gain)
+# model.amplitude_gain and d_compress: the paper's linear unit, the tiny preset's gain, and a compressed input
+# (signed amplitudes around 0, where the compression bends most)
+@pytest.mark.parametrize("gain,power", [(1.0, 1.0), (64.0, 1.0), (64.0, 0.5)])
+def test_input_gradient_matches_autograd(batch, layout, gain, power):
+    cfg = replace(preset("tiny").model, amplitude_gain=gain, d_compress=power)
     torch.manual_seed(0)
     D = Discriminator(cfg).double()
-    x = torch.randn(batch, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64).abs()
+    x = torch.randn(batch, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
+    x = x.abs() if power == 1 else x * 0.01
     score_ref, g_ref, grads_ref = autograd_penalty_grads(copy.deepcopy(D), x)
 
     score, g = D.input_gradient(x.contiguous(memory_format=layout))
@@ -54,3 +57,20 @@ def test_input_gradient_without_grad_mode_is_detached():
     with torch.no_grad():
         _, g = D.input_gradient(x)
     assert not g.requires_grad and g.abs().sum() > 0
+
+
+def test_input_gradient_with_respect_to_ds_input():
+    """``wrt_input``: ∂D/∂u at u = the compressed, scaled input, the gradient of a linear gain-1 D with the
+    same weights at u."""
+    cfg = replace(preset("tiny").model, amplitude_gain=64.0, d_compress=1 / 3)
+    torch.manual_seed(1)
+    D = Discriminator(cfg).double()
+    plain = copy.deepcopy(D)
+    plain.cfg = replace(cfg, amplitude_gain=1.0, d_compress=1.0)
+    x = torch.randn(2, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64) * 0.01
+    u = D._unit(x)
+    assert torch.equal(torch.sign(u), torch.sign(x)) and u.abs().max() < (x.abs().max() * 64) ** (1 / 3)
+    _, g = D.input_gradient(x, wrt_input=True)
+    _, want = plain.input_gradient(u)
+    torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(D(x), plain(u), rtol=1e-12, atol=0)

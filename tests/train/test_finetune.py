@@ -69,6 +69,19 @@ def test_incompatible_init_from_is_a_one_line_error(notes_dataset, tmp_path):
         Trainer(fast_config(), notes_dataset, tmp_path / "c", init_from=tmp_path / "nowhere")
 
 
+def test_init_from_may_change_ds_input_compression_but_resume_may_not(notes_dataset, tmp_path):
+    """model.d_compress leaves every weight as it is: a fine-tuning run may switch it on (the run then
+    keeps it); resuming a run with another value is the usual one-line error."""
+    train(fast_config(), notes_dataset, tmp_path / "src", steps=2, progress=False)
+    b = Trainer(
+        fast_config("model.d_compress=0.5"), notes_dataset, tmp_path / "b", init_from=tmp_path / "src"
+    )
+    assert b.initialised_from is not None and b.D.cfg.d_compress == 0.5
+    b.close()
+    with pytest.raises(MP3NetError, match="d_compress"):
+        Trainer(fast_config("model.d_compress=0.5"), notes_dataset, tmp_path / "src")
+
+
 def test_cli_fine_tunes_the_shipped_model_with_its_config(notes_dataset, tmp_path, capsys):
     run = tmp_path / "ft"
     args = ["train", "--data", str(notes_dataset), "--run", str(run), "--init-from", "pretrained"]

@@ -85,6 +85,21 @@ def test_penalties_are_taken_in_ds_unit_scale(loss):
     assert want > 0
 
 
+@pytest.mark.parametrize("loss", ["ns-r1", "rpgan-r1r2"])
+def test_zero_centred_penalties_are_taken_on_ds_compressed_input(loss):
+    """With model.d_compress p, R1/R2 are the linear D's at the compressed inputs u: ∇ with respect to what
+    D's first conv sees (docs/networks.md#input-compression)."""
+    D1, cfg = tiny_d()
+    Dc = copy.deepcopy(D1)
+    Dc.cfg = dataclasses.replace(cfg, amplitude_gain=64.0, d_compress=0.5)
+    real, fake = _inputs()
+    ours, _ = penalty(Dc, real / 64, fake / 64, loss, r1_gamma=0.3)
+    want, _ = penalty(D1, Dc._unit(real / 64), Dc._unit(fake / 64), loss, r1_gamma=0.3)
+    torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-12)
+    linear, _ = penalty(D1, real, fake, loss, r1_gamma=0.3)
+    assert not torch.allclose(ours, linear, rtol=1e-3)  # the compression changes what is penalised
+
+
 def test_adversarial_terms():
     d_real, d_fake = torch.tensor([[0.5], [1.0]]), torch.tensor([[-0.2], [0.3]])
     _, st = d_loss(_Fixed(d_real, d_fake), d_real, d_fake, loss="ns-r1", reg_scale=0.0)

@@ -16,6 +16,10 @@ from mp3net import ops
 from mp3net.config import ModelConfig
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights
 
+# ε of D's input compression, in D's unit scale: bounds its slope at 0 (p·ε^(p−1)) and sits far below any
+# audible amplitude (a unit-scale 1e-3 is −102 dB at the tiny preset's gain of 64)
+COMPRESS_EPS = 1e-3
+
 
 class BlockActivations(NamedTuple):
     """The LeakyReLU results of one :class:`DiscriminatorBlock` forward, named after the conv before each;
@@ -171,9 +175,20 @@ class Discriminator(nn.Module):
         return x, Activations(first, tuple(blocks))
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Amplitudes → D's unit scale (``model.amplitude_gain``; a gain of 1 leaves ``x`` as it is)."""
-        gain = self.cfg.amplitude_gain
-        return x if gain == 1 else x * gain
+        """Amplitudes ``[B, C, M, K]`` → D's input u: scaled by ``model.amplitude_gain``, then compressed by
+        ``model.d_compress`` (docs/networks.md#input-compression); gain 1 and power 1 leave ``x`` as it is."""
+        gain, p = self.cfg.amplitude_gain, self.cfg.d_compress
+        u = x if gain == 1 else x * gain
+        if p == 1:
+            return u
+        return torch.sign(u) * ((u.abs() + COMPRESS_EPS) ** p - COMPRESS_EPS**p)
+
+    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor | float:
+        """∂u/∂x of :meth:`_unit`, elementwise ``[B, C, M, K]`` (a number when the map is linear)."""
+        gain, p = self.cfg.amplitude_gain, self.cfg.d_compress
+        if p == 1:
+            return gain
+        return (gain * p) * (x.abs() * gain + COMPRESS_EPS) ** (p - 1)
 
     @property
     def d_blocks(self) -> list[DiscriminatorBlock]:
@@ -190,8 +205,9 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def input_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and ∂ΣD/∂x for the gradient penalty, the gradient differentiable in D's weights.
+    def input_gradient(self, x: torch.Tensor, wrt_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and ∂ΣD/∂x for the gradient penalty, the gradient differentiable in D's weights; with
+        ``wrt_input`` ∂ΣD/∂u instead, u = :meth:`_unit` (x) the tensor D's first conv sees.
 
         Equal to ``autograd.grad(D(x).sum(), x, create_graph=True)``, at lower cost. Every conv layer is
         followed by a LeakyReLU, which is piecewise linear: ∂D/∂x is a chain of transposed convolutions
@@ -219,7 +235,10 @@ class Discriminator(nn.Module):
             (g,) = torch.autograd.grad(score.sum(), h, create_graph=graph)
         for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
-        g = self._unit(self.from_in.adjoint(self.act.adjoint(g, acts.input)))  # ∂(x·gain)/∂x = gain
+        g = self.from_in.adjoint(self.act.adjoint(g, acts.input))  # ∂ΣD/∂u
+        slope = 1.0 if wrt_input else self._unit_slope(x.detach())  # x is data: a constant factor
+        if not isinstance(slope, float) or slope != 1:
+            g = g * slope
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

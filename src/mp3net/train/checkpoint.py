@@ -147,14 +147,23 @@ def load_latest(
     return None
 
 
-def check_compatible(saved: dict[str, Any], cfg: Config, where: str | Path) -> None:
-    """Raise a one-line :class:`MP3NetError` when a checkpoint's model config differs from ``cfg``'s."""
+# model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are
+FINE_TUNABLE = frozenset({"d_compress"})
+
+
+def check_compatible(
+    saved: dict[str, Any], cfg: Config, where: str | Path, may_differ: frozenset[str] = frozenset()
+) -> None:
+    """Raise a one-line :class:`MP3NetError` when a checkpoint's model config differs from ``cfg``'s in a
+    field outside ``may_differ``."""
     try:
         old = Config.from_dict(saved)
     except ConfigError as e:
         raise MP3NetError(f"{where} holds an unreadable config: {e}") from None
     a, b = old.model.__dict__, cfg.model.__dict__
-    diff = [f"model.{k}: {a[k]!r} there vs {b[k]!r} here" for k in a if a[k] != b.get(k)]
+    diff = [
+        f"model.{k}: {a[k]!r} there vs {b[k]!r} here" for k in a if a[k] != b.get(k) and k not in may_differ
+    ]
     if diff:
         raise MP3NetError(
             f"{where} was trained with a different model config ({'; '.join(diff[:3])}): "

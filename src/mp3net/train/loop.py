@@ -192,13 +192,13 @@ class Trainer:
             if found is None:
                 raise MP3NetError(f"--init-from {source}: no readable checkpoint in {path / ckpt.CKPT_DIR}")
             state, where = found
-            ckpt.check_compatible(state["config"], self.cfg, where)
+            ckpt.check_compatible(state["config"], self.cfg, where, ckpt.FINE_TUNABLE)
             self._load_weights(state["G"], state.get("G_ema") or state["G"], state["D"], where)
             if with_optimizer:
                 self._load_optimizers(state, where)
         else:
             saved, weights = ckpt.load_export(path / "export" if (path / "export").is_dir() else path)
-            ckpt.check_compatible(saved.to_dict(), self.cfg, path)
+            ckpt.check_compatible(saved.to_dict(), self.cfg, path, ckpt.FINE_TUNABLE)
             self._load_weights(weights, weights, None, path)
             where = path
         self.initialised_from = Path(where)

@@ -10,8 +10,9 @@ With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softp
 - ``"rpgan-r1r2"`` (relativistic pairing, R3GAN): D: softplus(D(fake~) − D(real~)) + γ/2·(‖∇D(real~)‖² +
   ‖∇D(fake~)‖²); G: softplus(D(real~) − D(fake~)).
 
-The penalties are taken on the noised inputs, the ones D sees, with ∇ in D's unit scale (with respect to
-x~·``model.amplitude_gain``, docs/networks.md#amplitude-gain), so λ and γ mean the same at any gain.
+The penalties are taken on the noised inputs, the ones D sees, with ∇ with respect to D's input u (x~ in D's
+unit scale x~·``model.amplitude_gain``, compressed by ``model.d_compress``; docs/networks.md#amplitude-gain),
+so λ and γ mean the same at any gain.
 Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
 
@@ -31,10 +32,10 @@ def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_gradient(D: Discriminator, x: torch.Tensor) -> torch.Tensor:
-    """∇D at amplitudes ``x`` ``[B, C, M, K]`` with respect to D's unit-scale input x·gain: ∇ₓD / gain."""
-    _, grad = D.input_gradient(x)
-    gain = D.cfg.amplitude_gain
-    return grad if gain == 1 else grad / gain
+    """∇D at amplitudes ``x`` ``[B, C, M, K]`` with respect to D's input u (x·gain, compressed by
+    ``model.d_compress``)."""
+    _, grad = D.input_gradient(x, wrt_input=True)
+    return grad
 
 
 def gradient_penalty(
