@@ -69,6 +69,17 @@ CELLS: dict[str, list[str]] = {
     # ns-r1 with D and G at unit scale (docs/networks.md#amplitude-gain): D leaves chance at once; γ = 100
     # in that unit (γ = 1 there lets D win outright and the generator collapse)
     "ns-r1-gain64": [*FAST, *WIDE, *GAIN, "model.upsample=resize", "train.loss=ns-r1", "train.r1_gamma=100"],
+    # the same with D's input compressed by a square root after the noise layer
+    # (docs/networks.md#input-compression)
+    "ns-r1-gain64-compress": [
+        *FAST,
+        *WIDE,
+        *GAIN,
+        "model.upsample=resize",
+        "train.loss=ns-r1",
+        "train.r1_gamma=100",
+        "model.d_compress=0.5",
+    ],
 }
 N_EVAL = 64
 COMMON = ["train.sample_every=0", "train.log_every=20", "train.ckpt_every=500", "train.num_workers=0"]

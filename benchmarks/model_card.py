@@ -67,6 +67,26 @@ def evaluate_run(run: Path, data: Path) -> list[dict]:
     return sorted(done.values(), key=lambda r: r["step"])
 
 
+def staged_rows(earlier: list[str], run: Path, data: Path) -> list[dict]:
+    """The evaluations of a run trained in stages: each ``RUN@STEP`` of ``earlier`` up to that step (the
+    checkpoint the next stage started from, ``--init-from``), then ``run``; clips seen and steps counted
+    from the first stage's start, each row naming its ``stage``."""
+    rows, clips, steps = [], 0, 0
+    for spec in earlier:
+        where, _, upto = spec.rpartition("@")
+        if not where or not upto.isdigit():
+            raise SystemExit(f"--earlier {spec!r}: expected RUN@STEP")
+        stage = [r for r in evaluate_run(Path(where), data) if r["step"] <= int(upto)]
+        rows += [_shifted(r, clips, steps, Path(where).name) for r in stage]
+        per_step = stage[-1]["clips_seen"] / max(stage[-1]["step"], 1)
+        clips, steps = clips + round(int(upto) * per_step), steps + int(upto)
+    return rows + [_shifted(r, clips, steps, run.name) for r in evaluate_run(run, data)]
+
+
+def _shifted(r: dict, clips: int, steps: int, stage: str) -> dict:
+    return {**r, "clips_seen": r["clips_seen"] + clips, "step": r["step"] + steps, "stage": stage}
+
+
 def progress_table(rows: list[dict], run: Path, images: Path) -> str:
     """The README's "expected progress" table: per checkpoint, clips seen → metrics and a spectrogram
     of seeds 0–1 (``images/progress-<clips>.png``)."""
@@ -134,20 +154,21 @@ def spectrograms(out: Path, data: Path) -> None:
 
 def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = "") -> str:
     last = rows[-1]
-    table = "| clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum |\n"
-    table += "|---|---|---|---|---|\n"
+    table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum |\n"
+    table += "|---|---|---|---|---|---|\n"
     for r in rows:
         table += (
-            f"| {r['clips_seen']} | {r['fd']:.0f} ({r['fd_real_halves']:.0f}) | {r['tonality_fake']:.1%} / "
+            f"| {r.get('stage', '')} | {r['clips_seen']} | {r['fd']:.0f} ({r['fd_real_halves']:.0f}) | "
+            f"{r['tonality_fake']:.1%} / "
             f"{r['tonality_real']:.1%} | {r['bark_err_mean_db']:.1f} / {r['bark_err_max_db']:.1f} dB | "
             f"{r['hum_db']:+.1f} dB |\n"
         )
     return f"""# tiny-chorales
 
-The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset (11008 Hz stereo,
-2.97 s clips, 512 frames × 64 bands) trained on the demo's 60 Bach chorales rendered by mp3net's own piano
-synthesizer. It plays any length (latents laid along time). `config.json` + `model.safetensors` are the
-EMA generator exactly as `mp3net train` exported it.
+The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset's grid (11008 Hz
+stereo, 2.97 s clips, 512 frames × 64 bands; its widths and recipe are the command's below) trained on the
+demo's 60 Bach chorales rendered by mp3net's own piano synthesizer. It plays any length (latents laid
+along time). `config.json` + `model.safetensors` are the EMA generator exactly as `mp3net train` exported it.
 
 ```bash
 mp3net generate pretrained --seeds 0-7 --out tracks              # 2.97 s clips
@@ -197,13 +218,20 @@ def main() -> int:
     ap.add_argument("--cost", default="", help="a sentence on the training cost, for the README")
     ap.add_argument("--remarks", default="", help="what the spectrograms show, for the README")
     ap.add_argument(
+        "--earlier",
+        nargs="*",
+        default=[],
+        metavar="RUN@STEP",
+        help="earlier stages of a staged run (each up to the step the next one started from), in order",
+    )
+    ap.add_argument(
         "--progress", type=Path, metavar="IMAGES", help="only print the expected-progress table (images here)"
     )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    rows = evaluate_run(args.run, args.data)
+    rows = staged_rows(args.earlier, args.run, args.data)
     if args.progress:
         print(progress_table(rows, args.run, args.progress))
         return 0
