@@ -296,8 +296,9 @@ def _preset_tiny() -> Config:
     # which draws the full 512 x 64 grid, has as many channels as the 95 s model's (16); it had 16 → 8 → 4.
     # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
     # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
-    # with a half-life in clips. Raw amplitudes (amplitude gain 1), as the shipped model was trained; the
-    # unit-scale variant (gain 64 with γ = 100) is measured in docs/networks.md#amplitude-gain.
+    # with a half-life in clips. Raw amplitudes (amplitude gain 1); the unit-scale variant (gain 64 with
+    # γ = 100) and D's input compression, with which the shipped model was trained, are measured in
+    # docs/networks.md#amplitude-gain and #input-compression.
     return Config(
         name="tiny",
         model=ModelConfig(
