@@ -77,6 +77,8 @@ def staged_rows(earlier: list[str], run: Path, data: Path) -> list[dict]:
         if not where or not upto.isdigit():
             raise SystemExit(f"--earlier {spec!r}: expected RUN@STEP")
         stage = [r for r in evaluate_run(Path(where), data) if r["step"] <= int(upto)]
+        if not stage:
+            raise SystemExit(f"--earlier {spec!r}: no checkpoint up to step {upto} in {where}")
         rows += [_shifted(r, clips, steps, Path(where).name) for r in stage]
         per_step = stage[-1]["clips_seen"] / max(stage[-1]["step"], 1)
         clips, steps = clips + round(int(upto) * per_step), steps + int(upto)

@@ -236,9 +236,8 @@ class Discriminator(nn.Module):
         for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
         g = self.from_in.adjoint(self.act.adjoint(g, acts.input))  # ∂ΣD/∂u
-        slope = 1.0 if wrt_input else self._unit_slope(x.detach())  # x is data: a constant factor
-        if not isinstance(slope, float) or slope != 1:
-            g = g * slope
+        if not wrt_input:
+            g = g * self._unit_slope(x.detach())  # x is data: a constant factor
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:
