@@ -110,6 +110,28 @@ def test_tonality_of_music_above_noise(music):
     assert E.mean_tonality(noise, SR, noised=True) < E.mean_tonality(music[:8], SR, noised=True)
 
 
+def test_tonality_by_range_finds_where_the_tone_is():
+    """A tone in one quarter of the band over noise low-passed out of it: only that quarter is tonal."""
+    g = torch.Generator().manual_seed(0)
+    n = int(CLIP * SR)
+    t = torch.arange(n) / SR
+    noise = 0.05 * torch.randn(2, n, generator=g)
+    spec = torch.fft.rfft(noise)
+    cut = spec.shape[-1] // 2
+    low_noise = torch.fft.irfft(torch.cat([spec[..., :cut], 0 * spec[..., cut:]], -1), n)
+    high_noise = noise - low_noise
+    tone_high = 0.5 * torch.sin(2 * torch.pi * 0.43 * SR * t).repeat(2, 1)  # in the top quarter
+    tone_low = 0.5 * torch.sin(2 * torch.pi * 0.07 * SR * t).repeat(2, 1)  # in the bottom quarter
+    high = E.tonality_by_range([low_noise + tone_high], SR)
+    low = E.tonality_by_range([high_noise + tone_low], SR)
+    assert len(high) == len(low) == 4
+    assert high[3] > 0.5 and max(high[:2]) < 0.2, high
+    assert low[0] > 0.5 and max(low[2:]) < 0.2, low
+    # one range is the full-band mean
+    clips = [low_noise + tone_high, high_noise + tone_low]
+    assert E.tonality_by_range(clips, SR, n_ranges=1)[0] == pytest.approx(E.mean_tonality(clips, SR))
+
+
 def test_memorisation_flags_copies(feats):
     real = feats[:24]
     copies = E.memorisation(real, real[:8])
@@ -134,11 +156,12 @@ def test_evaluate_cli_on_folders(tmp_path, music, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    for row in ("tonality, un-noised MDCT", "Fréchet feature distance", "memorisation ratio"):
+    for row in ("tonality, un-noised MDCT", "within 0.0–", "Fréchet feature distance", "memorisation ratio"):
         assert row in text
     m = json.loads(out.read_text())
     assert m["n_real"] == 8 and m["n_fake"] == 6 and m["sample_rate"] == SR
     assert m["tonality_fake"] < m["tonality_real"]
+    assert len(m["tonality_fake_by_range"]) == len(m["tonality_real_by_range"]) == 4
     assert m["fd"] > m["fd_real_halves"]
 
 

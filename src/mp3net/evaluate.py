@@ -6,7 +6,9 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 * **Tonality** (paper eq. 13, the paper's figure-5 metric): the un-noised MDCT of the waveform with
   86 Hz bands (N = sample_rate / 172, the paper's band width), τ per frame and channel, averaged over
   frames, channels and clips. The same tonality after the noise layer (docs/psychoacoustics.md#noise-layer,
-  its default σ, a fixed noise seed) is reported beside it, again for both sides alike.
+  its default σ, a fixed noise seed) is reported beside it, again for both sides alike, and so is τ within
+  each quarter of the bins (:func:`tonality_by_range`): one flatness over all bins cannot tell a noise floor
+  where the reals are nearly silent from missing partials.
 
 * **Fréchet audio-feature distance (FD)**: no embedding network can be downloaded here, so each
   clip is cut into half-overlapping windows of ``WINDOW_FRAMES`` MDCT frames (≈0.37 s) and each window
@@ -123,6 +125,27 @@ def mean_tonality(
         total += float(tau[live].sum())
         count += int(live.sum())
     return total / max(count, 1)
+
+
+@_single_thread
+def tonality_by_range(clips: Sequence[torch.Tensor], sample_rate: int, n_ranges: int = 4) -> list[float]:
+    """Mean τ (eq. 13) over clips, frames and channels, computed separately within each of ``n_ranges``
+    equal parts of the un-noised MDCT's bins, low to high. Each clip is ``[C, T]``.
+
+    The full-band τ of :func:`mean_tonality` is one flatness over all bins, so a noise floor in a range
+    where the reals are nearly silent moves it as much as missing partials do; this tells them apart.
+    Frames that are digitally silent within a range are left out of that range.
+    """
+    edges = np.linspace(0, analysis_bands(sample_rate), n_ranges + 1).round().astype(int)
+    totals, counts = np.zeros(n_ranges), np.zeros(n_ranges)
+    for clip in clips:
+        A = clip_mdct(clip, sample_rate)
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            part = A[..., lo:hi]
+            live = (part * part).sum(-1) > 0
+            totals[i] += float(tonality(part)[live].sum())
+            counts[i] += int(live.sum())
+    return (totals / np.maximum(counts, 1)).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -372,6 +395,8 @@ class EvalReport:
     bark_db_fake: list[float] = field(default_factory=list)
     hum_real: float = math.nan
     hum_fake: float = math.nan
+    tonality_real_by_range: list[float] = field(default_factory=list)
+    tonality_fake_by_range: list[float] = field(default_factory=list)
 
     @property
     def bark_error_db(self) -> np.ndarray:
@@ -391,6 +416,7 @@ class EvalReport:
         rows = [
             ("clips (real / fake)", f"{self.n_real}", f"{self.n_fake}"),
             ("tonality, un-noised MDCT", f"{self.tonality_real:.1%}", f"{self.tonality_fake:.1%}"),
+            *self._range_rows(),
             (
                 "tonality, after noise layer",
                 f"{self.tonality_real_noised:.1%}",
@@ -410,6 +436,19 @@ class EvalReport:
             rows.append(("Bark-band level error, mean / max", "", f"{err.mean():.1f} / {err.max():.1f} dB"))
             rows.append(("hum (modulation at upsampling periods)", "", f"{self.hum_db:+.1f} dB"))
         return rows
+
+    def _range_rows(self) -> list[tuple[str, str, str]]:
+        """One row per frequency range of :func:`tonality_by_range`, named by its edges in kHz."""
+        n = len(self.tonality_real_by_range)
+        if not n or len(self.tonality_fake_by_range) != n:
+            return []
+        edges = np.linspace(0, self.sample_rate / 2000, n + 1)
+        return [
+            (f"  within {lo:.1f}–{hi:.1f} kHz", f"{r:.1%}", f"{f:.1%}")
+            for lo, hi, r, f in zip(
+                edges[:-1], edges[1:], self.tonality_real_by_range, self.tonality_fake_by_range, strict=True
+            )
+        ]
 
     def table(self) -> str:
         rows = [("metric", "real", "fake"), *self.rows()]
@@ -441,6 +480,8 @@ def evaluate_clips(
         tonality_fake=mean_tonality(fake, sample_rate),
         tonality_real_noised=mean_tonality(real, sample_rate, noised=True),
         tonality_fake_noised=mean_tonality(fake, sample_rate, noised=True),
+        tonality_real_by_range=tonality_by_range(real, sample_rate),
+        tonality_fake_by_range=tonality_by_range(fake, sample_rate),
         fd=feature_distance(fr, ff),
         fd_real_halves=feature_distance(fr_a, fr_b),
         fd_plain=feature_distance(fr, ff, extrapolate=False),
