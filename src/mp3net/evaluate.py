@@ -444,7 +444,7 @@ class EvalReport:
             return []
         edges = np.linspace(0, self.sample_rate / 2000, n + 1)
         return [
-            (f"  within {lo:.1f}–{hi:.1f} kHz", f"{r:.1%}", f"{f:.1%}")
+            (f"  tonality within {lo:.1f}–{hi:.1f} kHz", f"{r:.1%}", f"{f:.1%}")
             for lo, hi, r, f in zip(
                 edges[:-1], edges[1:], self.tonality_real_by_range, self.tonality_fake_by_range, strict=True
             )
