@@ -53,6 +53,32 @@ def test_streamed_file_equals_the_in_memory_track(G, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*"))
 
 
+def test_clip_meter_scales_and_counts_per_track():
+    blocks = [torch.tensor([[[0.5, -1.5]], [[0.1, 0.2]]]), torch.tensor([[[2.0, 0.0]], [[-0.3, 0.9]]])]
+    meter = stream.ClipMeter(2)
+    out = list(meter.apply(blocks))
+    assert all(torch.equal(a, b) for a, b in zip(out, blocks, strict=True))
+    assert meter.clipped.tolist() == [2, 0] and meter.peak.tolist() == pytest.approx([2.0, 0.9])
+    assert meter.samples == 4
+    half = stream.ClipMeter(2, gain_db=-20 * np.log10(2))
+    out = list(half.apply(blocks))
+    assert torch.allclose(out[1], blocks[1] / 2)
+    assert half.clipped.tolist() == [0, 0] and half.peak.tolist() == pytest.approx([1.0, 0.45])
+
+
+def test_generate_gain_and_clipping_report(tmp_path, capsys):
+    loud, quiet = tmp_path / "loud", tmp_path / "quiet"
+    assert main(["generate", "pretrained", "-n", "2", "--out", str(loud), "-q", "--gain", "30"]) == 0
+    report = capsys.readouterr().out
+    assert "2 of 2 track(s) clipped at full scale" in report and "--gain " in report
+    fix = float(report.split("--gain ")[1].split()[0])  # the gain it proposes for the same seeds
+    assert main(["generate", "pretrained", "-n", "2", "--out", str(quiet), "-q", "--gain", str(fix)]) == 0
+    assert "no sample beyond full scale" in capsys.readouterr().out
+    peak = {d: max(np.abs(sf.read(d / f"seed-000{i}.wav")[0]).max() for i in (0, 1)) for d in (loud, quiet)}
+    assert peak[loud] == pytest.approx(1.0, abs=1e-4)  # clipped
+    assert 0.9 < peak[quiet] <= 1.0  # the proposed gain brings the loudest track just under full scale
+
+
 def test_formats_and_rf64(tmp_path):
     for fmt, container in (("flac", "FLAC"), ("ogg", "OGG"), ("rf64", "RF64")):
         out = tmp_path / fmt

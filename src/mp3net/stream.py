@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,32 @@ def _block_frames(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """``[C, T]`` float → ``[T, C]`` float32 clipped to [-1, 1] (the fixed-point formats clip anyway)."""
     a = x.detach().to("cpu", torch.float32).numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return np.ascontiguousarray(np.clip(a, -1.0, 1.0).T, dtype=np.float32)
+
+
+class ClipMeter:
+    """Scales a stream of blocks ``[B, C, T_i]`` by a gain and counts, per track (row), the samples that
+    the 16-bit and lossy formats will clip at full scale, and the peak.
+
+    ``meter.apply(blocks)`` yields the scaled blocks for :func:`write_tracks`; after the stream is spent,
+    :attr:`clipped` ``[B]`` and :attr:`peak` ``[B]`` hold the counts and the peaks of the scaled samples.
+    Fresh per batch of tracks.
+    """
+
+    def __init__(self, n_tracks: int, gain_db: float = 0.0) -> None:
+        self.gain = 10.0 ** (gain_db / 20.0)
+        self.clipped = np.zeros(n_tracks, dtype=np.int64)
+        self.peak = np.zeros(n_tracks)
+        self.samples = 0  # per track, all channels
+
+    def apply(self, blocks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for block in blocks:
+            if self.gain != 1.0:
+                block = block * self.gain
+            mag = block.detach().abs().flatten(1)  # [B, C*T_i]
+            self.clipped += (mag > 1.0).sum(1).cpu().numpy()
+            self.peak = np.maximum(self.peak, mag.amax(1).float().cpu().numpy())
+            self.samples += mag.shape[1]
+            yield block
 
 
 def write_tracks(

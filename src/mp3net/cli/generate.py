@@ -60,6 +60,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="redraw latent entries beyond ±T (less variety, more typical output)",
     )
+    parser.add_argument(
+        "--gain",
+        type=float,
+        default=0.0,
+        metavar="DB",
+        help="output gain in dB (default 0); samples beyond full scale are clipped, counted and reported",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="tracks per forward pass (default 1 on CPU, 8 on CUDA)"
@@ -99,6 +106,22 @@ def _spectrograms(paths: list[Path], sample_rate: int, n_bands: int) -> None:
         write_spectrogram(x, sample_rate, n_bands, path.with_suffix(".png"), title=path.stem)
 
 
+def _clipping_summary(clipped: list[int], peaks: list[float], samples_per_track: int, gain_db: float) -> str:
+    """One line on full-scale clipping: none, or how many tracks and samples and the --gain that avoids it."""
+    import math
+
+    peak_db = 20 * math.log10(max(max(peaks, default=0.0), 1e-12))
+    if not any(clipped):
+        return f"no sample beyond full scale (peak {peak_db:+.1f} dBFS)"
+    hit = sum(1 for c in clipped if c)
+    share = sum(clipped) / (samples_per_track * len(clipped))
+    fix = gain_db - math.ceil(peak_db * 10) / 10
+    return (
+        f"{hit} of {len(clipped)} track(s) clipped at full scale ({share:.3%} of samples, peak "
+        f"{peak_db:+.1f} dBFS): --gain {fix:.1f} keeps every sample within full scale"
+    )
+
+
 def _advance(bar, tracks: int, sample_rate: int):
     """``on_block`` for a progress bar in seconds of audio: a block adds ``tracks`` rows of T samples."""
     return lambda t: bar.update(tracks * t / sample_rate)
@@ -114,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mp3net import generate as gen
     from mp3net import ops
-    from mp3net.stream import check_fits, extension, write_tracks
+    from mp3net.stream import ClipMeter, check_fits, extension, write_tracks
 
     fmt = args.format.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -150,11 +173,16 @@ def run(args: argparse.Namespace) -> int:
     # `kill` (SIGTERM) is cleaned up like Ctrl-C: no partial file
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     t1 = time.perf_counter()
+    clipped: list[int] = []
+    peaks: list[float] = []
     try:
         with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
             for which, blocks in gen.stream_batches(G, anchors, n, batch, args.precision):
                 progress = _advance(bar, len(which), sr)
-                done = write_tracks([paths[i] for i in which], blocks, sr, fmt, progress)
+                meter = ClipMeter(len(which), args.gain)
+                done = write_tracks([paths[i] for i in which], meter.apply(blocks), sr, fmt, progress)
+                clipped += meter.clipped.tolist()
+                peaks += meter.peak.tolist()
                 if args.spectrogram:
                     _spectrograms(done, sr, cfg.model.n_bands)
     finally:
@@ -165,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     t_gen = time.perf_counter() - t1
     seconds = len(names) * n / sr
     print(f"wrote {len(names)} track(s) of {n / sr:.2f} s, {sr} Hz, {channels} ch to {out}/")
+    print(_clipping_summary(clipped, peaks, n * channels, args.gain))
     print(
         f"model loaded in {t_load:.2f} s; generated and wrote {seconds:.1f} s of audio in {t_gen:.2f} s "
         f"({seconds / max(t_gen, 1e-9):.1f}x real time) on {device} in "
