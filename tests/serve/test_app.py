@@ -117,6 +117,9 @@ def test_generate_is_the_api_track_of_that_seed_and_duration(client):
     assert sr == SR and x.shape == (2, round(2.5 * SR))
     ref, _ = gen.generate(gen.from_pretrained(), [5], duration=2.5, precision="fp32")  # the page default
     np.testing.assert_array_equal(x, _wav16(ref[0]))
+    # the card's level: the generated samples' peak and the share the WAV clipped
+    assert t["peak_dbfs"] == pytest.approx(20 * np.log10(float(ref[0].abs().max())), abs=0.01)
+    assert t["clipped_share"] == pytest.approx(float((ref[0].abs() > 1).float().mean()))
     status, headers, png = client.request("GET", t["spectrogram"])
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
 

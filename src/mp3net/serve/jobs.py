@@ -197,6 +197,8 @@ class Track:
     sample_rate: int
     channels: int
     files: dict[str, Path] = field(default_factory=dict)  # "wav", "png", "flac", "ogg"
+    peak_dbfs: float = -math.inf  # of the generated samples, before the files clip them at full scale
+    clipped: int = 0  # samples (all channels) beyond full scale, clipped in the files
 
 
 @dataclass
@@ -264,6 +266,8 @@ class Job:
             "seconds": t.samples / t.sample_rate,
             "sample_rate": t.sample_rate,
             "channels": t.channels,
+            "peak_dbfs": round(t.peak_dbfs, 2) if math.isfinite(t.peak_dbfs) else None,
+            "clipped_share": t.clipped / max(t.samples * t.channels, 1),
             "audio": f"{base}.wav",
             "spectrogram": f"{base}.png",
             "downloads": {f: f"{base}.{f}?download=1" for f in FORMATS},
@@ -420,12 +424,14 @@ def _end_pass(job: Job, slot: ModelSlot, tracks: int) -> None:
 
 def _add_track(job: Job, x, sr: int, label: str, seed: int | None) -> None:
     """Write one ``[C, T]`` track's WAV and spectrogram, then publish it on the job."""
-    from mp3net.audio import write_audio
+    from mp3net.audio import peak_db, write_audio
 
     i = len(job.tracks)
     wav = write_audio(job.folder / f"{i}.wav", x, sr, format="wav")
     png = write_spectrogram(job.folder / f"{i}.png", x, sr, label)
-    job.tracks.append(Track(i, label, seed, x.shape[-1], sr, x.shape[0], {"wav": wav, "png": png}))
+    files = {"wav": wav, "png": png}
+    clipped = int((x.abs() > 1.0).sum())
+    job.tracks.append(Track(i, label, seed, x.shape[-1], sr, x.shape[0], files, peak_db(x), clipped))
 
 
 SPEC_FFT = 512

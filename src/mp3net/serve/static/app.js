@@ -197,6 +197,14 @@ function addTrack(t, job) {
   card.dataset.index = t.index;
   const h = document.createElement("h3");
   h.textContent = `${t.label} · ${t.seconds.toFixed(2)} s`;
+  if (t.peak_dbfs !== null) h.textContent += ` · peak ${t.peak_dbfs.toFixed(1)} dBFS`;
+  if (t.clipped_share > 0) {
+    const c = document.createElement("span");
+    c.className = "clipped";
+    c.textContent = ` · clipped (${(100 * t.clipped_share).toFixed(3)} % of samples)`;
+    c.title = "samples beyond full scale are clipped in the files; mp3net generate --gain lowers the level";
+    h.appendChild(c);
+  }
   const audio = document.createElement("audio");
   audio.controls = true; audio.preload = "auto"; audio.src = t.audio;
   const img = document.createElement("img");
