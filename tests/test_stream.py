@@ -74,6 +74,8 @@ def test_generate_gain_and_clipping_report(tmp_path, capsys):
     fix = float(report.split("--gain ")[1].split()[0])  # the gain it proposes for the same seeds
     assert main(["generate", "pretrained", "-n", "2", "--out", str(quiet), "-q", "--gain", str(fix)]) == 0
     assert "no sample beyond full scale" in capsys.readouterr().out
+    assert main(["generate", "pretrained", "--out", str(quiet), "-q", "--gain", "nan"]) != 0
+    assert "--gain must be" in capsys.readouterr().err
     peak = {d: max(np.abs(sf.read(d / f"seed-000{i}.wav")[0]).max() for i in (0, 1)) for d in (loud, quiet)}
     assert peak[loud] == pytest.approx(1.0, abs=1e-4)  # clipped
     assert 0.9 < peak[quiet] <= 1.0  # the proposed gain brings the loudest track just under full scale

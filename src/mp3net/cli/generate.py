@@ -146,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise MP3NetError(f"--duration must be positive, got {args.duration}")
     if args.n is not None and args.n < 1:
         raise MP3NetError(f"-n must be at least 1, got {args.n}")
+    if not -120.0 <= args.gain <= 120.0:  # also refuses nan
+        raise MP3NetError(f"--gain must be a level in dB between -120 and 120, got {args.gain}")
     if args.batch_size is not None and args.batch_size < 1:
         raise MP3NetError(f"--batch-size must be at least 1, got {args.batch_size}")
     device = usable_device(args.device)
