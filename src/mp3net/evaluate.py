@@ -105,6 +105,26 @@ def clip_mdct(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
 # tonality
 
 
+def _range_means(
+    clips: Sequence[torch.Tensor], sample_rate: int, n_ranges: int, noise: NoiseLayer | None, seed: int
+) -> list[float]:
+    """Mean τ over clips, frames and channels within each of ``n_ranges`` equal parts of the bins (low to
+    high), of un-noised or ``noise``-layered MDCTs; frames digitally silent within a range are left out."""
+    edges = np.linspace(0, analysis_bands(sample_rate), n_ranges + 1).round().astype(int)
+    gen = torch.Generator().manual_seed(seed)
+    totals, counts = np.zeros(n_ranges), np.zeros(n_ranges)
+    for clip in clips:
+        A = clip_mdct(clip, sample_rate)
+        if noise is not None:
+            A = noise(A, generator=gen)
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            part = A[..., lo:hi]
+            live = (part * part).sum(-1) > 0
+            totals[i] += float(tonality(part)[live].sum())
+            counts[i] += int(live.sum())
+    return (totals / np.maximum(counts, 1)).tolist()
+
+
 @_single_thread
 def mean_tonality(
     clips: Sequence[torch.Tensor], sample_rate: int, noised: bool = False, sigma: float = 1 / 6, seed: int = 0
@@ -114,17 +134,7 @@ def mean_tonality(
     noise = (
         NoiseLayer(PsychoacousticModel(sample_rate, analysis_bands(sample_rate)), sigma) if noised else None
     )
-    gen = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    for clip in clips:
-        A = clip_mdct(clip, sample_rate)
-        if noise is not None:
-            A = noise(A, generator=gen)
-        tau = tonality(A)
-        live = (A * A).sum(-1) > 0
-        total += float(tau[live].sum())
-        count += int(live.sum())
-    return total / max(count, 1)
+    return _range_means(clips, sample_rate, 1, noise, seed)[0]
 
 
 @_single_thread
@@ -134,18 +144,8 @@ def tonality_by_range(clips: Sequence[torch.Tensor], sample_rate: int, n_ranges:
 
     The full-band τ of :func:`mean_tonality` is one flatness over all bins, so a noise floor in a range
     where the reals are nearly silent moves it as much as missing partials do; this tells them apart.
-    Frames that are digitally silent within a range are left out of that range.
     """
-    edges = np.linspace(0, analysis_bands(sample_rate), n_ranges + 1).round().astype(int)
-    totals, counts = np.zeros(n_ranges), np.zeros(n_ranges)
-    for clip in clips:
-        A = clip_mdct(clip, sample_rate)
-        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-            part = A[..., lo:hi]
-            live = (part * part).sum(-1) > 0
-            totals[i] += float(tonality(part)[live].sum())
-            counts[i] += int(live.sum())
-    return (totals / np.maximum(counts, 1)).tolist()
+    return _range_means(clips, sample_rate, n_ranges, None, 0)
 
 
 # ---------------------------------------------------------------------------------------------------

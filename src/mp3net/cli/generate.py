@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import threading
@@ -108,8 +109,6 @@ def _spectrograms(paths: list[Path], sample_rate: int, n_bands: int) -> None:
 
 def _clipping_summary(clipped: list[int], peaks: list[float], samples_per_track: int, gain_db: float) -> str:
     """One line on full-scale clipping: none, or how many tracks and samples and the --gain that avoids it."""
-    import math
-
     peak_db = 20 * math.log10(max(max(peaks, default=0.0), 1e-12))
     if not any(clipped):
         return f"no sample beyond full scale (peak {peak_db:+.1f} dBFS)"
