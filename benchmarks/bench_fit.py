@@ -31,7 +31,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "transposed": {"upsample": "transposed"},
     "wide32": {"min_channels": 32},
     "wide32-base8": {"min_channels": 32, "base_channels": 8},
+    "shipped": {"min_channels": 32, "amplitude_gain": 64.0},  # the shipped model's generator
+    "shipped-transposed": {"min_channels": 32, "amplitude_gain": 64.0, "upsample": "transposed"},
 }
+DEFAULT_STEPS = 2500
 FLOOR = 0.03  # the weight 1/(|A| + FLOOR·rms): quiet bins count up to 1/FLOOR² times more than loud ones
 
 
@@ -90,7 +93,9 @@ def fit(variant: str, data: Path, steps: int, lr: float) -> FitResult:
         out = G(z)
     weighted = float(((out - A) * weight).pow(2).mean() / (A * weight).pow(2).mean())
     audio = imdct(out, trim=True)[0]
-    spectrogram_row([x[0], audio], m.sample_rate, IMAGES / f"fit-{variant}.png", f"clip | {variant} fit")
+    spectrogram_row(
+        [x[0], audio], m.sample_rate, IMAGES / image_name(variant, steps), f"clip | {variant} fit"
+    )
     return FitResult(
         variant=variant,
         params=sum(p.numel() for p in G.parameters()),
@@ -104,6 +109,11 @@ def fit(variant: str, data: Path, steps: int, lr: float) -> FitResult:
     )
 
 
+def image_name(variant: str, steps: int) -> str:
+    """The fit's picture: fit-<variant>.png, with -<steps> when not the default number of steps."""
+    return f"fit-{variant}.png" if steps == DEFAULT_STEPS else f"fit-{variant}-{steps}.png"
+
+
 def table(results: list[FitResult]) -> str:
     rows = [
         "| variant | G params | steps | CPU s | weighted error | plain error | tonality fit / clip "
@@ -114,9 +124,11 @@ def table(results: list[FitResult]) -> str:
         rows.append(
             f"| {r.variant} | {r.params:,} | {r.steps} | {r.cpu_seconds:.0f} | {r.weighted_error:.3f} | "
             f"{r.plain_error:.3f} | {r.tonality_fit:.1%} / {r.tonality_clip:.1%} | "
-            f"![](images/fit-{r.variant}.png) |"
+            f"![](images/{image_name(r.variant, r.steps)}) |"
         )
-    rows.append(f"\n{cpu_model()}, one thread, {results[-1].when if results else ''}.")
+    whens = sorted({r.when for r in results if r.when})
+    span = " to ".join(whens[:: max(1, len(whens) - 1)])  # the first and last fit's time
+    rows.append(f"\n{cpu_model()}, one thread, {span}.")
     return "\n".join(rows)
 
 
@@ -128,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="prepared dataset at the tiny preset's rate")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--report", type=Path, help="only rewrite the README table from this --json file")
