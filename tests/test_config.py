@@ -73,6 +73,8 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
         "train.augment=1.5",
         "model.upsample=bilinear",
         "train.betas_g=[1]",
+        "train.eval_every=-1",
+        "train.eval_clips=1",
     ],
 )
 def test_bad_recipe_values_are_config_errors(item):

@@ -151,6 +151,8 @@ class TrainConfig:
             raise ConfigError("train.ema_half_life, ema_rampup, r1_gamma and warmup_steps must be >= 0")
         if not self.ckpt_minutes >= 0:
             raise ConfigError(f"train.ckpt_minutes must be >= 0 (0 = off), got {self.ckpt_minutes}")
+        if self.eval_every < 0 or (self.eval_every and self.eval_clips < 2):
+            raise ConfigError("train.eval_every must be >= 0 (0 = off) and train.eval_clips at least 2")
 
     seed: int = 0
     max_steps: int = 750_000
@@ -160,6 +162,10 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 1000
     n_samples: int = 4
+    # `mp3net evaluate`'s metrics of eval_clips fixed-seed fakes against as many training clips, logged as
+    # eval/* every this many D steps (0 = off; docs/training.md#metrics-during-training)
+    eval_every: int = 0
+    eval_clips: int = 32
     freeze_deep: int = 0  # 0 = off; else the number of shallowest blocks left trainable (paper §4.3.1: 2)
     amp: str = "auto"  # "auto" = bf16 autocast on CUDA, off on CPU; "bf16"; "off"
     grad_checkpoint: bool = False
@@ -327,6 +333,7 @@ def _preset_tiny() -> Config:
             ema_rampup=0.05,
             ckpt_every=200,
             sample_every=200,
+            eval_every=200,
             log_every=5,
             num_workers=0,
         ),

@@ -182,6 +182,35 @@ def test_grad_checkpoint_gives_the_same_training(notes_dataset, tmp_path):
         torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-6, msg=k)
 
 
+def test_evaluation_during_training_logs_evaluate_metrics_and_leaves_training_unchanged(
+    notes_dataset, tmp_path
+):
+    from mp3net import evaluate as ev
+    from mp3net.dsp import imdct
+
+    def run(name: str, *extra: str):
+        cfg = fast_config("train.ckpt_every=0", "train.ckpt_minutes=0", *extra)
+        return train(cfg, notes_dataset, tmp_path / name, steps=6, progress=False)
+
+    tr = run("on", "train.eval_every=3", "train.eval_clips=4")
+    run("off", "train.eval_every=0")
+    _assert_same_state(_weights(tmp_path / "on"), _weights(tmp_path / "off"))  # no RNG drawn, nothing moved
+    lines = [json.loads(x) for x in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "eval/fd" in x]
+    assert [x["step"] for x in evals] == [3, 6]
+    assert not any("eval/fd" in x for x in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines())
+    # the logged figures are `mp3net evaluate`'s for the EMA generator of that step (the export at step 6)
+    reals, sr = ev.load_real_clips(notes_dataset, 4, tr.cfg.model.clip_samples, seed=1)
+    ecfg, weights = ckpt.load_export(tmp_path / "on" / "export")
+    G = Generator(ecfg.model)
+    G.load_state_dict(weights)
+    rep = ev.evaluate_clips(reals, list(imdct(G.generate(tr.z_eval), trim=True)), sr)
+    assert evals[1]["eval/fd"] == pytest.approx(rep.fd, rel=1e-5)
+    assert evals[1]["eval/tonality_real"] == pytest.approx(rep.tonality_real, rel=1e-6)
+    assert evals[1]["eval/bark_err_max_db"] == pytest.approx(float(abs(rep.bark_error_db).max()), rel=1e-5)
+    assert evals[0]["eval/fd"] != evals[1]["eval/fd"]  # a new generator, not a cached figure
+
+
 def test_a_failed_background_write_stops_every_rank(notes_dataset, tmp_path, monkeypatch):
     """Rank 0's failed checkpoint write is its one-line error; under torchrun the other ranks (which write
     nothing) learn of it through the ranks' vote and stop with their own line instead of waiting in the next

@@ -30,6 +30,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -124,6 +125,8 @@ class Trainer:
         self.writer = ckpt.CheckpointWriter(self.run_dir, cfg.train.keep_last, self._say)
         self.resumed_from: Path | None = None
         self.initialised_from: Path | None = None
+        self._eval_reals: list[torch.Tensor] | None = None
+        self.z_eval: torch.Tensor | None = None  # [eval_clips, latent], drawn at the first evaluation
 
         if self.is_main:
             ckpt.remove_partial(self.run_dir)
@@ -562,6 +565,41 @@ class Trainer:
             audio = imdct(A, trim=True)
         self.logger.samples(self.step, A.cpu(), audio.cpu(), self.cfg.model.sample_rate)
 
+    def evaluate(self) -> dict[str, float]:
+        """`mp3net evaluate`'s metrics of ``train.eval_clips`` fakes of the EMA generator for fixed latents
+        (``z_eval``) against as many clips of the training data, logged as ``eval/*`` (rank 0;
+        docs/training.md#metrics-during-training). It draws from none of the training's random streams, so
+        training goes on exactly as without it. Returns the logged scalars ({} on other ranks)."""
+        if not self.is_main:
+            return {}
+        from mp3net import evaluate as ev
+
+        tc, mc = self.cfg.train, self.cfg.model
+        if self._eval_reals is None:  # the same reals and latents at every evaluation: a comparable curve
+            self._eval_reals, _ = ev.load_real_clips(self.data_dir, tc.eval_clips, mc.clip_samples, seed=1)
+            zg = torch.Generator().manual_seed(derive_seed(tc.seed, 2**31 - 2))
+            self.z_eval = torch.randn(tc.eval_clips, mc.latent_dim, generator=zg)
+        G = self.G_ema if self.G_ema is not None else self.G
+        fakes = [
+            imdct(G.generate(z.to(self.device)), trim=True).cpu() for z in self.z_eval.split(tc.batch_size)
+        ]
+        rep = ev.evaluate_clips(self._eval_reals, list(torch.cat(fakes)), mc.sample_rate)
+        err = np.abs(rep.bark_error_db)
+        stats = {
+            "eval/fd": rep.fd,
+            "eval/tonality_fake": rep.tonality_fake,
+            "eval/tonality_real": rep.tonality_real,
+            "eval/bark_err_mean_db": float(err.mean()),
+            "eval/bark_err_max_db": float(err.max()),
+            "eval/hum_db": rep.hum_db,
+        }
+        self.logger.scalars(self.step, stats)
+        self._say(
+            f"step {self.step}: FD {rep.fd:.0f}, tonality {rep.tonality_fake:.1%} (reals "
+            f"{rep.tonality_real:.1%}), Bark-band error {err.mean():.1f} / {err.max():.1f} dB"
+        )
+        return stats
+
     def _progress_bar(self, total: int, seconds: float | None) -> Any:
         """A tqdm bar over the real work: the steps to go, or the time budget when there is one."""
         if not self.progress or self.step >= total:
@@ -618,6 +656,8 @@ class Trainer:
                     self.logger.scalars(self.step, dict(self.last))
                 if tc.sample_every > 0 and self.step % tc.sample_every == 0:
                     self.sample()
+                if tc.eval_every > 0 and self.step % tc.eval_every == 0:
+                    self.evaluate()
                 if self._checkpoint_due():
                     self.save()
                 self._check_writer()
