@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mp3net import preset
 from mp3net.config import Config
@@ -72,3 +73,14 @@ def notes_dataset(tmp_path_factory) -> Path:
     m = fast_config().model
     prepare(root / "src", root / "ds", m.sample_rate, m.channels, m.clip_samples, progress=False)
     return root / "ds"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the same arithmetic whatever the machine's load. With two threads,
+    MKL adapts its thread count to the load, and a few Adam steps magnify the changed rounding of two
+    trainers that should agree to the last bits."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -156,7 +156,9 @@ def test_reg_scale_zero_is_the_adversarial_term_alone():
     assert "r1" not in st
 
 
-def test_lazy_regularisation_at_interval_one_is_the_every_step_form(notes_dataset, tmp_path, monkeypatch):
+def test_lazy_regularisation_at_interval_one_is_the_every_step_form(
+    notes_dataset, tmp_path, monkeypatch, one_thread
+):
     """reg_every=1: one D update per iteration from the loss with its penalty, uncompensated: the same
     weights as a trainer whose D loss is built whole and backpropagated once."""
     import mp3net.train.loop as loop
