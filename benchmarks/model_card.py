@@ -16,8 +16,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 N_EVAL = 64
 
 
@@ -40,17 +38,11 @@ def _evaluate(state: dict, data: Path) -> dict:
     fakes, sr = generate(G, list(range(N_EVAL)), batch_size=8)
     reals, _ = load_real_clips(data, N_EVAL, cfg.model.clip_samples, seed=1)
     rep = evaluate_clips(reals, list(fakes), sr)
-    err = np.abs(rep.bark_error_db)
     return {
         "step": int(state["step"]),
         "clips_seen": int(state["step"]) * cfg.train.batch_size,
-        "fd": rep.fd,
         "fd_real_halves": rep.fd_real_halves,
-        "tonality_fake": rep.tonality_fake,
-        "tonality_real": rep.tonality_real,
-        "bark_err_mean_db": float(err.mean()),
-        "bark_err_max_db": float(err.max()),
-        "hum_db": rep.hum_db,
+        **rep.headline(),
     }
 
 

@@ -169,3 +169,17 @@ def test_evaluate_cli_bad_input(tmp_path, capsys):
     assert main(["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path), "--json", "-"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mp3net evaluate: error:") and "\n" not in err
+
+
+def test_headline_takes_the_bark_error_in_absolute_value():
+    from mp3net.evaluate import EvalReport
+
+    rep = EvalReport(
+        sample_rate=11008, n_real=2, n_fake=2, clip_seconds=3.0, tonality_real=0.4, tonality_fake=0.3,
+        tonality_real_noised=0.3, tonality_fake_noised=0.2, fd=12.0, fd_real_halves=1.0, fd_plain=13.0,
+        bark_db_real=[-30.0, -40.0, -50.0], bark_db_fake=[-31.0, -36.0, -50.0], hum_real=1.0, hum_fake=10.0,
+    )  # fmt: skip
+    head = rep.headline()
+    assert head["bark_err_max_db"] == pytest.approx(4.0) and head["bark_err_mean_db"] == pytest.approx(5 / 3)
+    assert (head["fd"], head["tonality_fake"], head["tonality_real"]) == (12.0, 0.3, 0.4)
+    assert head["hum_db"] == pytest.approx(10.0)

@@ -408,6 +408,19 @@ class EvalReport:
         """Fakes' modulation energy at the upsampling periods against the reals', dB (0 = as real)."""
         return 10 * math.log10(self.hum_fake / self.hum_real) if self.hum_real > 0 else math.nan
 
+    def headline(self) -> dict[str, float]:
+        """The figures a training curve follows: FD, tonality of fakes and reals, the Bark-band level error's
+        mean and worst band (absolute, dB) and the hum (dB)."""
+        err = np.abs(self.bark_error_db)
+        return {
+            "fd": self.fd,
+            "tonality_fake": self.tonality_fake,
+            "tonality_real": self.tonality_real,
+            "bark_err_mean_db": float(err.mean()),
+            "bark_err_max_db": float(err.max()),
+            "hum_db": self.hum_db,
+        }
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 

@@ -30,7 +30,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -584,19 +583,13 @@ class Trainer:
             imdct(G.generate(z.to(self.device)), trim=True).cpu() for z in self.z_eval.split(tc.batch_size)
         ]
         rep = ev.evaluate_clips(self._eval_reals, list(torch.cat(fakes)), mc.sample_rate)
-        err = np.abs(rep.bark_error_db)
-        stats = {
-            "eval/fd": rep.fd,
-            "eval/tonality_fake": rep.tonality_fake,
-            "eval/tonality_real": rep.tonality_real,
-            "eval/bark_err_mean_db": float(err.mean()),
-            "eval/bark_err_max_db": float(err.max()),
-            "eval/hum_db": rep.hum_db,
-        }
+        head = rep.headline()
+        stats = {f"eval/{k}": v for k, v in head.items()}
         self.logger.scalars(self.step, stats)
         self._say(
-            f"step {self.step}: FD {rep.fd:.0f}, tonality {rep.tonality_fake:.1%} (reals "
-            f"{rep.tonality_real:.1%}), Bark-band error {err.mean():.1f} / {err.max():.1f} dB"
+            f"step {self.step}: FD {head['fd']:.0f}, tonality {head['tonality_fake']:.1%} (reals "
+            f"{head['tonality_real']:.1%}), Bark-band error {head['bark_err_mean_db']:.1f} / "
+            f"{head['bark_err_max_db']:.1f} dB"
         )
         return stats
 
