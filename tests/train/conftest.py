@@ -24,6 +24,7 @@ FAST = [
     "train.batch_size=4",
     "train.log_every=2",
     "train.sample_every=0",
+    "train.eval_every=0",  # tested on its own (test_loop)
     "train.num_workers=0",
     "train.n_samples=2",
     # the paper's recipe and widths, on which these tests' trajectories were calibrated (the tiny preset's
