@@ -127,7 +127,7 @@ def table(results: list[FitResult]) -> str:
             f"![](images/{image_name(r.variant, r.steps)}) |"
         )
     whens = sorted({r.when for r in results if r.when})
-    span = " to ".join(whens[:: max(1, len(whens) - 1)])  # the first and last fit's time
+    span = "" if not whens else whens[0] if len(whens) == 1 else f"{whens[0]} to {whens[-1]}"
     rows.append(f"\n{cpu_model()}, one thread, {span}.")
     return "\n".join(rows)
 

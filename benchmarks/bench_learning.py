@@ -82,7 +82,14 @@ CELLS: dict[str, list[str]] = {
     ],
 }
 N_EVAL = 64
-COMMON = ["train.sample_every=0", "train.log_every=20", "train.ckpt_every=500", "train.num_workers=0"]
+# no evaluation during training: the budget is the cells' training alone (each is evaluated after it)
+COMMON = [
+    "train.sample_every=0",
+    "train.eval_every=0",
+    "train.log_every=20",
+    "train.ckpt_every=500",
+    "train.num_workers=0",
+]
 
 
 def cell_config(name: str, seed: int):

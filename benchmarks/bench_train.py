@@ -71,6 +71,7 @@ def _child(args: argparse.Namespace) -> None:
     overrides = [
         f"train.batch_size={batch}",
         "train.sample_every=0",
+        "train.eval_every=0",
         "train.ckpt_every=0",
         "train.num_workers=2",
     ]
