@@ -250,6 +250,22 @@ def test_only_generated_files_are_served(client, path):
     assert b"root:" not in body and b"[build-system]" not in body
 
 
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")])
+def test_a_client_hanging_up_is_no_traceback_other_errors_are(error, capsys):
+    server = make_server(None, "127.0.0.1", 0)  # type: ignore[arg-type]  # handle_error never reads the app
+    try:
+        for exc in (error, RuntimeError("handler bug")):
+            try:
+                raise exc
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 1))
+    finally:
+        server.server_close()
+    err = capsys.readouterr().err
+    assert type(error).__name__ not in err
+    assert "RuntimeError: handler bug" in err
+
+
 def test_foreign_host_names_are_refused(client):
     status, data = client.json("GET", "/api/models", headers={"Host": "attacker.example:8000"})
     assert status == 403 and "attacker.example" in data["error"]

@@ -289,6 +289,13 @@ class Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-reply (a browser dropping a media range, a timed-out request) is routine:
+        no traceback for it. Any other error in a handler still prints one, as the base server does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def host_port(self) -> tuple[str, int]:
         """The bound host and port (the free port chosen when port 0 was asked for)."""
