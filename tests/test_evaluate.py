@@ -132,6 +132,23 @@ def test_tonality_by_range_finds_where_the_tone_is():
     assert E.tonality_by_range(clips, SR, n_ranges=1)[0] == pytest.approx(E.mean_tonality(clips, SR))
 
 
+def test_spectral_flux_tells_held_chords_from_noise(music):
+    """Chords held and changed (the synth's music) have a sharp onset contrast; noise has none, a chord held
+    for the whole clip changes little and has none either; noise laid over the music blurs its onsets."""
+    g = torch.Generator().manual_seed(0)
+    noise = [torch.randn(c.shape, generator=g) * 0.1 for c in music[:8]]
+    t = torch.arange(int(CLIP * SR)) / SR
+    chord = 0.1 * sum(torch.sin(2 * torch.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    held = [torch.stack([chord, chord])] * 4
+    music_flux, music_onsets = E.spectral_flux(music[:8], SR)
+    noise_flux, noise_onsets = E.spectral_flux(noise, SR)
+    held_flux, held_onsets = E.spectral_flux(held, SR)
+    assert music_onsets > 4 and noise_onsets < 1.5 and held_onsets < 2
+    assert held_flux < 0.5 < music_flux
+    blurred = [E.spectral_flux([_noisy(c, snr) for c in music[:8]], SR)[1] for snr in (20, 10)]
+    assert music_onsets > blurred[0] > blurred[1] > noise_onsets
+
+
 def test_memorisation_flags_copies(feats):
     real = feats[:24]
     copies = E.memorisation(real, real[:8])
@@ -156,13 +173,21 @@ def test_evaluate_cli_on_folders(tmp_path, music, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    for row in ("tonality, un-noised MDCT", "within 0.0–", "Fréchet feature distance", "memorisation ratio"):
+    rows = (
+        "tonality, un-noised MDCT",
+        "within 0.0–",
+        "Fréchet feature distance",
+        "memorisation ratio",
+        "onset",
+    )
+    for row in rows:
         assert row in text
     m = json.loads(out.read_text())
     assert m["n_real"] == 8 and m["n_fake"] == 6 and m["sample_rate"] == SR
     assert m["tonality_fake"] < m["tonality_real"]
     assert len(m["tonality_fake_by_range"]) == len(m["tonality_real_by_range"]) == 4
     assert m["fd"] > m["fd_real_halves"]
+    assert m["onset_contrast_fake"] < m["onset_contrast_real"]  # the fakes are the music under noise
 
 
 def test_evaluate_cli_bad_input(tmp_path, capsys):

@@ -373,6 +373,34 @@ def hum_share(clips: Sequence[torch.Tensor], sample_rate: int, periods: Sequence
     return float(np.mean(shares))
 
 
+FLUX_POOL = 8  # frames (≈ 46 ms at 172 frames/s): averages out a steady tone's MDCT phase fluctuation
+FLUX_FLOOR_DB = 60.0  # levels further below the clip's loudest pooled bin count as this floor
+
+
+def spectral_flux(
+    clips: Sequence[torch.Tensor], sample_rate: int, pool: int = FLUX_POOL, floor_db: float = FLUX_FLOOR_DB
+) -> tuple[float, float]:
+    """How steady the spectrum is, and how sharply it changes: per clip ``[C, T]``, the MDCT energy
+    (channels averaged) pooled over ``pool`` frames, in dB floored ``floor_db`` below the clip's peak; the
+    mean absolute change per bin between consecutive pooled frames. Returns its median over all frames and
+    clips (dB; low while notes are held) and its 99th percentile over that median (the onset contrast:
+    high when a few frames change the whole spectrum at once, as chord changes do; ≈ 1 for noise)."""
+    changes = []
+    for c in clips:
+        E = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate).square().mean(0)  # [F, N]
+        f = E.shape[0] // pool * pool
+        if f < 4 * pool:
+            continue
+        L = 10 * torch.log10(E[:f].reshape(f // pool, pool, -1).mean(1) + _LOG_FLOOR)  # [F / pool, N]
+        L = torch.maximum(L, L.max() - floor_db)
+        changes.append((L[2:-1] - L[1:-2]).abs().mean(-1).numpy())  # the edge frames see the padding
+    if not changes:
+        raise ValueError(f"spectral_flux needs clips of at least {4 * pool} frames")
+    flux = np.concatenate(changes)
+    median = float(np.median(flux))
+    return median, float(np.percentile(flux, 99) / median) if median > 0 else math.nan
+
+
 # ---------------------------------------------------------------------------------------------------
 # report
 
@@ -397,6 +425,10 @@ class EvalReport:
     hum_fake: float = math.nan
     tonality_real_by_range: list[float] = field(default_factory=list)
     tonality_fake_by_range: list[float] = field(default_factory=list)
+    flux_real_db: float = math.nan
+    flux_fake_db: float = math.nan
+    onset_contrast_real: float = math.nan
+    onset_contrast_fake: float = math.nan
 
     @property
     def bark_error_db(self) -> np.ndarray:
@@ -448,6 +480,21 @@ class EvalReport:
             err = np.abs(self.bark_error_db)
             rows.append(("Bark-band level error, mean / max", "", f"{err.mean():.1f} / {err.max():.1f} dB"))
             rows.append(("hum (modulation at upsampling periods)", "", f"{self.hum_db:+.1f} dB"))
+        if not math.isnan(self.flux_real_db):
+            rows.append(
+                (
+                    "spectral change per 46 ms, median",
+                    f"{self.flux_real_db:.2f} dB",
+                    f"{self.flux_fake_db:.2f} dB",
+                )
+            )
+            rows.append(
+                (
+                    "onset contrast (99th pct / median)",
+                    f"{self.onset_contrast_real:.1f}",
+                    f"{self.onset_contrast_fake:.1f}",
+                )
+            )
         return rows
 
     def _range_rows(self) -> list[tuple[str, str, str]]:
@@ -483,6 +530,7 @@ def evaluate_clips(
     fr, ff = clip_features(real, sample_rate), clip_features(fake, sample_rate)
     order = np.random.default_rng(0).permutation(len(fr))  # random halves, not first/second tracks
     half = len(fr) // 2
+    (flux_real, onset_real), (flux_fake, onset_fake) = (spectral_flux(c, sample_rate) for c in (real, fake))
     fr_a, fr_b = [fr[i] for i in order[:half]], [fr[i] for i in order[half:]]
     return EvalReport(
         sample_rate=sample_rate,
@@ -503,6 +551,10 @@ def evaluate_clips(
         bark_db_fake=bark_levels(fake, sample_rate).tolist(),
         hum_real=hum_share(real, sample_rate),
         hum_fake=hum_share(fake, sample_rate),
+        flux_real_db=flux_real,
+        flux_fake_db=flux_fake,
+        onset_contrast_real=onset_real,
+        onset_contrast_fake=onset_fake,
     )
 
 
