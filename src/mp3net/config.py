@@ -17,6 +17,9 @@ CONFIG_VERSION = 1
 
 
 UPSAMPLE_MODES = ("transposed", "resize", "kernel4")
+# D's pooled branch halves time and bands POOLED_DOWNSAMPLES times: both must be at least 2^that long
+POOLED_DOWNSAMPLES = 4
+POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
 LOSSES = ("wgan-gp", "ns-r1", "rpgan-r1r2")
 
 
@@ -60,6 +63,11 @@ class ModelConfig:
     # bins (the gaps between partials, the top octave) weigh in its gradient as loud ones do; 1 = linear,
     # the paper (docs/networks.md#input-compression)
     d_compress: float = 1.0
+    # width of D's pooled branch (docs/networks.md#pooled-branch): a second, small conv stack whose score is
+    # added to D's, on D's input as rms over d_pooled_frames frames, where a held chord is steady and a
+    # chord change one edge; 0 = off (the paper)
+    d_pooled_channels: int = 0
+    d_pooled_frames: int = 8
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
@@ -102,6 +110,19 @@ class ModelConfig:
             raise ConfigError(f"model.amplitude_gain must be > 0, got {self.amplitude_gain}")
         if not 0 < self.d_compress <= 1:
             raise ConfigError(f"model.d_compress must be in (0, 1], got {self.d_compress}")
+        if self.d_pooled_channels < 0:
+            raise ConfigError(f"model.d_pooled_channels must be >= 0, got {self.d_pooled_channels}")
+        if self.d_pooled_channels and (
+            self.d_pooled_frames < 1
+            or self.n_frames % self.d_pooled_frames
+            or self.n_frames // self.d_pooled_frames < POOLED_MIN_LENGTH
+            or self.n_bands < POOLED_MIN_LENGTH
+        ):
+            raise ConfigError(
+                f"model.d_pooled_frames must divide the {self.n_frames} frames into at least "
+                f"{POOLED_MIN_LENGTH} steps (and n_bands be at least {POOLED_MIN_LENGTH}), "
+                f"got {self.d_pooled_frames}"
+            )
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")

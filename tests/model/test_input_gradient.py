@@ -24,11 +24,16 @@ def autograd_penalty_grads(D, x):
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 # model.amplitude_gain and d_compress: the paper's linear unit, the tiny preset's gain, and a compressed input
 # (signed amplitudes around 0, where the compression bends most)
-@pytest.mark.parametrize("gain,power", [(1.0, 1.0), (64.0, 1.0), (64.0, 0.5)])
-def test_input_gradient_matches_autograd(batch, layout, gain, power):
-    cfg = replace(preset("tiny").model, amplitude_gain=gain, d_compress=power)
+# and D's pooled branch (its score layer drawn at random: it starts at zero)
+@pytest.mark.parametrize(
+    "gain,power,pooled", [(1.0, 1.0, 0), (64.0, 1.0, 0), (64.0, 0.5, 0), (64.0, 1 / 3, 8)]
+)
+def test_input_gradient_matches_autograd(batch, layout, gain, power, pooled):
+    cfg = replace(preset("tiny").model, amplitude_gain=gain, d_compress=power, d_pooled_channels=pooled)
     torch.manual_seed(0)
     D = Discriminator(cfg).double()
+    if pooled:
+        torch.nn.init.normal_(D.pooled.score.weight)
     x = torch.randn(batch, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
     x = x.abs() if power == 1 else x * 0.01
     score_ref, g_ref, grads_ref = autograd_penalty_grads(copy.deepcopy(D), x)
@@ -74,3 +79,19 @@ def test_input_gradient_with_respect_to_ds_input():
     _, want = plain.input_gradient(u)
     torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(D(x), plain(u), rtol=1e-12, atol=0)
+
+
+def test_pooled_branch_starts_silent_and_sees_held_tones_steadily():
+    """A D that gains the branch scores as before; the branch's input is the rms over d_pooled_frames
+    frames: a coefficient that flips sign every frame (a steady tone's MDCT pattern) is a constant there."""
+    from mp3net.model.discriminator import pooled_rms
+
+    base = preset("tiny").model
+    torch.manual_seed(0)
+    D0 = Discriminator(replace(base, amplitude_gain=64.0)).double()
+    D1 = Discriminator(replace(base, amplitude_gain=64.0, d_pooled_channels=8)).double()
+    D1.load_state_dict(D0.state_dict(), strict=False)
+    x = torch.randn(2, base.channels, base.n_frames, base.n_bands, dtype=torch.float64) * 0.01
+    torch.testing.assert_close(D1(x), D0(x), rtol=0, atol=0)
+    flips = torch.ones(1, 1, 16, 4) * torch.tensor([1.0, -1.0]).repeat(8).view(1, 1, 16, 1) * 3
+    torch.testing.assert_close(pooled_rms(flips, 8), torch.full((1, 1, 2, 4), 3.0), rtol=1e-6, atol=1e-6)

@@ -82,6 +82,32 @@ def test_init_from_may_change_ds_input_compression_but_resume_may_not(notes_data
         Trainer(fast_config("model.d_compress=0.5"), notes_dataset, tmp_path / "src")
 
 
+def test_init_from_may_add_ds_pooled_branch_which_starts_fresh(notes_dataset, tmp_path):
+    """model.d_pooled_channels adds weights of its own: D's other weights come from the source, the branch
+    is the new run's own, and it trains; carrying D's Adam state over to it is a one-line error."""
+    src = train(fast_config(), notes_dataset, tmp_path / "src", steps=2, progress=False)
+    fresh = Trainer(fast_config("model.d_pooled_channels=4"), notes_dataset, tmp_path / "fresh")
+    b = Trainer(
+        fast_config("model.d_pooled_channels=4"), notes_dataset, tmp_path / "b", init_from=tmp_path / "src"
+    )
+    shared = {k: v for k, v in b.D.state_dict().items() if not k.startswith("pooled.")}
+    assert all(torch.equal(v, src.D.state_dict()[k]) for k, v in shared.items())
+    assert _equal(b.D.pooled, fresh.D.pooled)
+    before = b.D.pooled.score.weight.detach().clone()
+    b.run(2)
+    assert not torch.equal(b.D.pooled.score.weight, before)
+    fresh.close()
+    b.close()
+    with pytest.raises(MP3NetError, match="does not match"):
+        Trainer(
+            fast_config("model.d_pooled_channels=4"),
+            notes_dataset,
+            tmp_path / "c",
+            init_from=tmp_path / "src",
+            init_optimizer=True,
+        )
+
+
 def test_cli_fine_tunes_the_shipped_model_with_its_config(notes_dataset, tmp_path, capsys):
     run = tmp_path / "ft"
     args = ["train", "--data", str(notes_dataset), "--run", str(run), "--init-from", "pretrained"]

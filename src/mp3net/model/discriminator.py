@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
-from mp3net.config import ModelConfig
+from mp3net.config import POOLED_DOWNSAMPLES, ModelConfig
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights
 
 # ε of D's input compression, in D's unit scale: bounds its slope at 0 (p·ε^(p−1)) and sits far below any
@@ -135,6 +135,35 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
     return torch.cat([x, feat], dim=1)
 
 
+def pooled_rms(u: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[B, C, M, K]`` → ``[B, C, M/frames, K]``: the rms of each band over consecutive groups of ``frames``
+    frames. A steady tone's MDCT coefficients change sign and size from frame to frame with its phase; their
+    rms over a few frames does not."""
+    b, c, m, k = u.shape
+    return torch.sqrt(u.square().reshape(b, c, m // frames, frames, k).mean(3) + 1e-8)
+
+
+class PooledBranch(nn.Module):
+    """D's second view (docs/networks.md#pooled-branch): D's input u ``[B, C, M, K]`` → :func:`pooled_rms`
+    over ``frames`` → a 3×3 conv, then ``POOLED_DOWNSAMPLES`` stride-(2, 2) convs (its receptive field spans
+    the whole pooled grid of the smallest allowed size) → mean over time and bands → score ``[B, 1]``.
+
+    Its score layer starts at zero, so a trained D that gains the branch scores as before until it learns."""
+
+    def __init__(self, channels: int, width: int, frames: int, slope: float = 0.2) -> None:
+        super().__init__()
+        self.frames = frames
+        layers: list[nn.Module] = [Conv3(channels, width), LeakyReLU(slope)]
+        for _ in range(POOLED_DOWNSAMPLES):
+            layers += [Conv3(width, width, stride=(2, 2)), LeakyReLU(slope)]
+        self.body = nn.Sequential(*layers)
+        self.score = nn.Linear(width, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h = self.body(pooled_rms(u, self.frames))  # [B, width, M/(16·frames), K/16]
+        return self.score(h.float().mean(dim=(2, 3)) if h.dtype != torch.float64 else h.mean(dim=(2, 3)))
+
+
 class Discriminator(nn.Module):
     """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D)."""
 
@@ -153,7 +182,14 @@ class Discriminator(nn.Module):
         ch = cfg.dense_channels
         self.dense = nn.Linear((ch + 1) * cfg.start_frames * cfg.start_bands, cfg.d_dense)
         self.score = nn.Linear(cfg.d_dense, 1)
+        self.pooled = (
+            PooledBranch(cfg.channels, cfg.d_pooled_channels, cfg.d_pooled_frames, cfg.leaky_slope)
+            if cfg.d_pooled_channels
+            else None
+        )
         init_weights(self)
+        if self.pooled is not None:
+            nn.init.zeros_(self.pooled.score.weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer), in the layout of
@@ -203,7 +239,10 @@ class Discriminator(nn.Module):
         return score if score.dtype == torch.float64 else score.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        score = self.head(self.features(x))
+        if self.pooled is None:
+            return score
+        return score + self.pooled(self._unit(x)).to(score.dtype)
 
     def input_gradient(self, x: torch.Tensor, wrt_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and ∂ΣD/∂x for the gradient penalty, the gradient differentiable in D's weights; with
@@ -236,6 +275,13 @@ class Discriminator(nn.Module):
         for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
         g = self.from_in.adjoint(self.act.adjoint(g, acts.input))  # ∂ΣD/∂u
+        if self.pooled is not None:  # a small branch: its part of ∂ΣD/∂u by autograd
+            with torch.enable_grad():
+                u = self._unit(x.detach()).requires_grad_(True)
+                pooled = self.pooled(u)
+                (g_pooled,) = torch.autograd.grad(pooled.sum(), u, create_graph=graph)
+            score = score + pooled.to(score.dtype)
+            g = g + g_pooled
         if not wrt_input:
             g = g * self._unit_slope(x.detach())  # x is data: a constant factor
         return score.detach(), g

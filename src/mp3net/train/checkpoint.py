@@ -147,8 +147,9 @@ def load_latest(
     return None
 
 
-# model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are
-FINE_TUNABLE = frozenset({"d_compress"})
+# model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are, or
+# (D's pooled branch) add weights of their own that start fresh
+FINE_TUNABLE = frozenset({"d_compress", "d_pooled_channels", "d_pooled_frames"})
 
 
 def check_compatible(

@@ -56,12 +56,15 @@ RUN_INFO = "run.json"
 # ---------------------------------------------------------------------------------------------------------
 def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tuple[list, list]:
     """Parameters of G and D that train. With ``freeze_deep = k > 0`` only the k shallowest blocks of each
-    (plus G's output layer and D's input layer, which sit on the shallow side) train: paper §4.3.1."""
+    (plus G's output layer and D's input layer and pooled branch, which sit on the shallow side) train:
+    paper §4.3.1."""
     if freeze_deep <= 0:
         return list(G.parameters()), list(D.parameters())
     k = min(freeze_deep, len(G.blocks))
     g = [p for b in list(G.blocks)[-k:] for p in b.parameters()] + list(G.to_out.parameters())
     d = list(D.from_in.parameters()) + [p for b in list(D.blocks)[:k] for p in b.parameters()]
+    if D.pooled is not None:
+        d += list(D.pooled.parameters())
     return g, d
 
 
@@ -211,9 +214,19 @@ class Trainer:
             if self.G_ema is not None:
                 self.G_ema.load_state_dict(g_ema)
             if d is not None:
-                self.D.load_state_dict(d)
+                self._load_discriminator(d)
         except (RuntimeError, KeyError, ValueError) as e:
             raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+
+    def _load_discriminator(self, d: dict) -> None:
+        """D's weights; when this run adds D's pooled branch and the source's D has none, it starts fresh."""
+        if self.D.pooled is None or any(k.startswith("pooled.") for k in d):
+            self.D.load_state_dict(d)
+            return
+        missing, unexpected = self.D.load_state_dict(d, strict=False)
+        if unexpected or any(not k.startswith("pooled.") for k in missing):
+            self.D.load_state_dict(d)  # raises with the mismatch
+        self._say(f"D's pooled branch ({self.cfg.model.d_pooled_channels} channels) starts fresh")
 
     def _load_optimizers(self, state: dict[str, Any], where: str | Path) -> None:
         try:
