@@ -49,12 +49,21 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
         del d["train"][key]
     for key in ("augment", "ema_half_life", "ema_rampup"):
         del d["train"][key]
-    for key in ("upsample", "min_channels", "amplitude_gain", "d_compress"):
+    for key in (
+        "upsample",
+        "min_channels",
+        "amplitude_gain",
+        "d_compress",
+        "d_pooled_channels",
+        "d_pooled_frames",
+    ):
         del d["model"][key]
     (tmp_path / "old.json").write_text(json.dumps(d))
     cfg = Config.load(tmp_path / "old.json")
     assert cfg.train.loss == "wgan-gp" and cfg.model.upsample == "transposed" and cfg.model.min_channels == 0
-    assert cfg.model.amplitude_gain == 1.0 and cfg.model.d_compress == 1.0
+    assert (
+        cfg.model.amplitude_gain == 1.0 and cfg.model.d_compress == 1.0 and cfg.model.d_pooled_channels == 0
+    )
     assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
 
 
@@ -72,6 +81,7 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
         "train.reg_every=0",
         "train.augment=1.5",
         "model.upsample=bilinear",
+        "model.d_pooled_channels=-1",
         "train.betas_g=[1]",
         "train.eval_every=-1",
         "train.eval_clips=1",
@@ -80,6 +90,13 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
 def test_bad_recipe_values_are_config_errors(item):
     with pytest.raises(ConfigError):
         preset("tiny").override([item])
+
+
+@pytest.mark.parametrize("frames", [3, 0, 64])  # not a divisor of 512 frames; none; fewer than 16 steps left
+def test_the_pooled_branch_needs_its_frames_to_tile_the_clip(frames):
+    preset("tiny").override(["model.d_pooled_channels=8", "model.d_pooled_frames=32"])
+    with pytest.raises(ConfigError, match="d_pooled_frames"):
+        preset("tiny").override(["model.d_pooled_channels=8", f"model.d_pooled_frames={frames}"])
 
 
 def test_min_channels_floors_every_block():
