@@ -143,8 +143,17 @@ def pooled_rms(u: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.sqrt(u.square().reshape(b, c, m // frames, frames, k).mean(3) + 1e-8)
 
 
+def pooled_view(u: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[B, C, M, K]`` → ``[B, 2C, M/frames, K]``: :func:`pooled_rms` v, and |v[t] − v[t − 1]| (zero at the
+    first step), how much each band changed since the step before: small while a chord is held, large in
+    every band at once where it changes."""
+    v = pooled_rms(u, frames)
+    change = F.pad((v[:, :, 1:] - v[:, :, :-1]).abs(), (0, 0, 1, 0))
+    return torch.cat([v, change], dim=1)
+
+
 class PooledBranch(nn.Module):
-    """D's second view (docs/networks.md#pooled-branch): D's input u ``[B, C, M, K]`` → :func:`pooled_rms`
+    """D's second view (docs/networks.md#pooled-branch): D's input u ``[B, C, M, K]`` → :func:`pooled_view`
     over ``frames`` → a 3×3 conv, then ``POOLED_DOWNSAMPLES`` stride-(2, 2) convs (its receptive field spans
     the whole pooled grid of the smallest allowed size) → mean over time and bands → score ``[B, 1]``.
 
@@ -153,14 +162,14 @@ class PooledBranch(nn.Module):
     def __init__(self, channels: int, width: int, frames: int, slope: float = 0.2) -> None:
         super().__init__()
         self.frames = frames
-        layers: list[nn.Module] = [Conv3(channels, width), LeakyReLU(slope)]
+        layers: list[nn.Module] = [Conv3(2 * channels, width), LeakyReLU(slope)]
         for _ in range(POOLED_DOWNSAMPLES):
             layers += [Conv3(width, width, stride=(2, 2)), LeakyReLU(slope)]
         self.body = nn.Sequential(*layers)
         self.score = nn.Linear(width, 1)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        h = self.body(pooled_rms(u, self.frames))  # [B, width, M/(16·frames), K/16]
+        h = self.body(pooled_view(u, self.frames))  # [B, width, M/(16·frames), K/16]
         return self.score(h.float().mean(dim=(2, 3)) if h.dtype != torch.float64 else h.mean(dim=(2, 3)))
 
 
