@@ -89,8 +89,9 @@ def test_input_gradient_with_respect_to_ds_input():
 
 def test_pooled_branch_starts_silent_and_sees_held_tones_steadily():
     """A D that gains the branch scores as before; the branch's input is the rms over d_pooled_frames
-    frames: a coefficient that flips sign every frame (a steady tone's MDCT pattern) is a constant there."""
-    from mp3net.model.discriminator import pooled_rms
+    frames (a coefficient that flips sign every frame, a steady tone's MDCT pattern, is a constant there)
+    and its change from step to step (zero while held, the jump where the level changes)."""
+    from mp3net.model.discriminator import pooled_rms, pooled_view
 
     base = preset("tiny").model
     torch.manual_seed(0)
@@ -101,3 +102,6 @@ def test_pooled_branch_starts_silent_and_sees_held_tones_steadily():
     torch.testing.assert_close(D1(x), D0(x), rtol=0, atol=0)
     flips = torch.ones(1, 1, 16, 4) * torch.tensor([1.0, -1.0]).repeat(8).view(1, 1, 16, 1) * 3
     torch.testing.assert_close(pooled_rms(flips, 8), torch.full((1, 1, 2, 4), 3.0), rtol=1e-6, atol=1e-6)
+    chord_change = torch.cat([flips, 2 * flips], dim=2)  # [1, 1, 32, 4] → 4 pooled steps: 3, 3, 6, 6
+    view = pooled_view(chord_change, 8)
+    torch.testing.assert_close(view[0, 1, :, 0], torch.tensor([0.0, 0.0, 3.0, 0.0]), rtol=1e-5, atol=1e-5)
