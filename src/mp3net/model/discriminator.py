@@ -170,7 +170,7 @@ class PooledBranch(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         h = self.body(pooled_view(u, self.frames))  # [B, width, M/(16·frames), K/16]
-        return self.score(h.float().mean(dim=(2, 3)) if h.dtype != torch.float64 else h.mean(dim=(2, 3)))
+        return self.score(h.mean(dim=(2, 3)))
 
 
 class Discriminator(nn.Module):
