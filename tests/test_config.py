@@ -23,6 +23,7 @@ RECIPE = [
     "train.ema_rampup=0.05",
     "model.upsample=resize",
     "model.min_channels=16",
+    "train.change_match=0.5",
 ]
 
 
@@ -85,6 +86,7 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
         "train.betas_g=[1]",
         "train.eval_every=-1",
         "train.eval_clips=1",
+        "train.change_match=-1",
     ],
 )
 def test_bad_recipe_values_are_config_errors(item):

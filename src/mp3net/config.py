@@ -155,6 +155,8 @@ class TrainConfig:
     augment: float = 0.0  # probability of each augmentation (time shift, gain, L/R swap) per clip, before D
     ema_half_life: float = 0.0  # clips; 0 = the fixed ema_decay
     ema_rampup: float = 0.0  # half-life at most this fraction of the clips seen so far (0 = no ramp)
+    # weight of the change-matching term in G's loss (docs/training.md#change-matching); 0 = off
+    change_match: float = 0.0
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -168,8 +170,10 @@ class TrainConfig:
             raise ConfigError("train.reg_every, train.n_critic and train.batch_size must be at least 1")
         if not 0.0 <= self.augment <= 1.0:
             raise ConfigError(f"train.augment is a probability in [0, 1], got {self.augment}")
-        if min(self.ema_half_life, self.ema_rampup, self.r1_gamma, self.warmup_steps) < 0:
-            raise ConfigError("train.ema_half_life, ema_rampup, r1_gamma and warmup_steps must be >= 0")
+        if min(self.ema_half_life, self.ema_rampup, self.r1_gamma, self.warmup_steps, self.change_match) < 0:
+            raise ConfigError(
+                "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps and change_match must be >= 0"
+            )
         if not self.ckpt_minutes >= 0:
             raise ConfigError(f"train.ckpt_minutes must be >= 0 (0 = off), got {self.ckpt_minutes}")
         if self.eval_every < 0 or (self.eval_every and self.eval_clips < 2):

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mp3net.dsp import PsychoacousticModel, mdct, tonality
+from mp3net.dsp import PsychoacousticModel, mdct, pooled_level_change, tonality
 from mp3net.model import NoiseLayer
 
 
@@ -388,12 +388,10 @@ def spectral_flux(
     changes = []
     for c in clips:
         E = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate).square().mean(0)  # [F, N]
-        f = E.shape[0] // pool * pool
-        if f < 4 * pool:
+        if E.shape[0] < 4 * pool:
             continue
-        L = 10 * torch.log10(E[:f].reshape(f // pool, pool, -1).mean(1) + _LOG_FLOOR)  # [F / pool, N]
-        L = torch.maximum(L, L.max() - floor_db)
-        changes.append((L[2:-1] - L[1:-2]).abs().mean(-1).numpy())  # the edge frames see the padding
+        change = pooled_level_change(E, pool, floor_db)  # [F / pool - 1, N]
+        changes.append(change[1:-1].mean(-1).numpy())  # the edge frames see the padding
     if not changes:
         raise ValueError(f"spectral_flux needs clips of at least {4 * pool} frames")
     flux = np.concatenate(changes)
@@ -442,7 +440,7 @@ class EvalReport:
 
     def headline(self) -> dict[str, float]:
         """The figures a training curve follows: FD, tonality of fakes and reals, the Bark-band level error's
-        mean and worst band (absolute, dB) and the hum (dB)."""
+        mean and worst band (absolute, dB), the hum (dB) and the onset contrast of fakes and reals."""
         err = np.abs(self.bark_error_db)
         return {
             "fd": self.fd,
@@ -451,6 +449,8 @@ class EvalReport:
             "bark_err_mean_db": float(err.mean()),
             "bark_err_max_db": float(err.max()),
             "hum_db": self.hum_db,
+            "onset_contrast_fake": self.onset_contrast_fake,
+            "onset_contrast_real": self.onset_contrast_real,
         }
 
     def to_json(self) -> str:

@@ -253,3 +253,20 @@ def test_exact_resume_with_every_recipe_option(notes_dataset, tmp_path):
     for net in ("G", "D", "G_ema"):
         for key in sa[net]:
             assert torch.equal(sa[net][key], sb[net][key]), (net, key)
+
+
+def test_change_matching_joins_gs_loss_only(notes_dataset, tmp_path):
+    """The same first iteration with and without the term: D's update is the same, G's is not, and the
+    term is logged."""
+    runs = {}
+    for w in (0.0, 10.0):
+        tr = Trainer(
+            fast_config(f"train.change_match={w}", "train.n_critic=1"), notes_dataset, tmp_path / f"{w}"
+        )
+        stats = tr.train_step()
+        runs[w] = (stats, copy.deepcopy(tr.G.state_dict()), copy.deepcopy(tr.D.state_dict()))
+        tr.close()
+    (s0, g0, d0), (s1, g1, d1) = runs[0.0], runs[10.0]
+    assert "loss/change_match" not in s0 and s1["loss/change_match"] > 0
+    assert all(torch.equal(d0[k], d1[k]) for k in d0)
+    assert any(not torch.equal(g0[k], g1[k]) for k in g0)

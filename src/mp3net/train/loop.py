@@ -43,7 +43,7 @@ from mp3net.train import distributed as ddp
 from mp3net.train.augment import augment
 from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
-from mp3net.train.losses import d_loss, g_loss, penalty
+from mp3net.train.losses import CHANGE_STEP_SECONDS, change_matching, d_loss, g_loss, penalty
 from mp3net.utils import MP3NetError, derive_seed
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
@@ -118,6 +118,7 @@ class Trainer:
         self.dataset = ClipDataset(self.data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
         self._build_models()
         self._build_optimizers()
+        self.change_pool = max(2, round(CHANGE_STEP_SECONDS * mc.sample_rate / mc.n_bands))  # frames
         self._build_rng()
         self.last: dict[str, float] = {}
         self._stop = False
@@ -511,20 +512,26 @@ class Trainer:
             stats["tonality/real"] = float(tonality(real).mean())
         return stats, real_n.detach(), ok
 
-    def g_step(self, real_n: torch.Tensor) -> tuple[dict[str, float], bool]:
-        """One G update through D (frozen) on fresh fakes; ``real_n``: D's noised reals of this iteration
-        (the relativistic loss scores them)."""
+    def g_step(self, real: torch.Tensor, real_n: torch.Tensor) -> tuple[dict[str, float], bool]:
+        """One G update through D (frozen) on fresh fakes; ``real`` ``[B, C, M, K]``: this iteration's
+        reals (for change matching), ``real_n``: D's noised view of them (the relativistic loss scores
+        them)."""
         tc = self.cfg.train
         self._phase(train_g=True)
-        fake_n = self._to_d(self._fakes(grad=True))
+        fake = self._fakes(grad=True)
         with self._autocast():
-            loss, st = g_loss(self.D, fake_n, tc.loss, real_n)
+            loss, st = g_loss(self.D, self._to_d(fake), tc.loss, real_n)
+        stats = {"loss/g": float(st["g_loss"])}
+        if tc.change_match > 0:
+            change = change_matching(fake, real, self.change_pool)
+            loss = loss + tc.change_match * change
+            stats["loss/change_match"] = float(change.detach())
         loss.backward()
         gn, ok = self._apply(self.opt_G, self.g_params, loss)
         if ok:
             self.g_steps += 1
             self._update_ema()
-        return {"loss/g": float(st["g_loss"]), "grad_norm/g": gn}, ok
+        return {**stats, "grad_norm/g": gn}, ok
 
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars."""
@@ -535,7 +542,7 @@ class Trainer:
         self._set_lr()
         stats, real_n, ok = self.d_step(real)
         if (self.step + 1) % tc.n_critic == 0:
-            g_stats, ok_g = self.g_step(real_n)
+            g_stats, ok_g = self.g_step(real, real_n)
             stats.update(g_stats)
             ok = ok and ok_g
         self._phase(train_g=False)
@@ -602,7 +609,8 @@ class Trainer:
         self._say(
             f"step {self.step}: FD {head['fd']:.0f}, tonality {head['tonality_fake']:.1%} (reals "
             f"{head['tonality_real']:.1%}), Bark-band error {head['bark_err_mean_db']:.1f} / "
-            f"{head['bark_err_max_db']:.1f} dB"
+            f"{head['bark_err_max_db']:.1f} dB, onset contrast {head['onset_contrast_fake']:.1f} (reals "
+            f"{head['onset_contrast_real']:.1f})"
         )
         return stats
 

@@ -13,6 +13,9 @@ With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softp
 The penalties are taken on the noised inputs, the ones D sees, with ∇ with respect to D's input u (x~ in D's
 unit scale x~·``model.amplitude_gain``, compressed by ``model.d_compress``; docs/networks.md#amplitude-gain),
 so λ and γ mean the same at any gain.
+Optionally G's loss adds w·W₁ of the pooled level changes (:func:`change_matching`,
+docs/training.md#change-matching).
+
 Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
 
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mp3net.dsp import pooled_level_change
 from mp3net.model import Discriminator
 
 
@@ -174,3 +178,30 @@ def g_loss(
             d_real = D(real_noised)
     out = adversarial_g(loss, d_fake, d_real)
     return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}
+
+
+CHANGE_STEP_SECONDS = 8 * 64 / 11008  # ≈ 46 ms: evaluate's spectral-change step at the tiny preset's rate
+CHANGE_FLOOR_DB = 60.0
+
+
+def _w1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1-D Wasserstein distance of two equally many samples (any shape): mean |sorted a − sorted b|."""
+    return (a.flatten().sort().values - b.flatten().sort().values).abs().mean()
+
+
+def change_matching(
+    fake: torch.Tensor, real: torch.Tensor, pool: int, floor_db: float = CHANGE_FLOOR_DB
+) -> torch.Tensor:
+    """How far fakes' spectral motion is from the reals' (dB): the 1-D Wasserstein distance between the
+    batches' pooled level changes per bin (steady partials: most bins still most of the time) plus that
+    between their means over the bins per step (onsets: many bins moving at the same step).
+
+    Args:
+        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
+        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
+        pool: frames per step of :func:`mp3net.dsp.pooled_level_change`.
+    """
+    cf = pooled_level_change(fake.float().square().mean(1), pool, floor_db)  # [B, M / pool - 1, K]
+    with torch.no_grad():
+        cr = pooled_level_change(real.float().square().mean(1), pool, floor_db)
+    return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))

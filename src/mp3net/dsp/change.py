@@ -1,0 +1,36 @@
+"""How much a spectrum changes from one short step to the next (docs/training.md#change-matching).
+
+A held chord keeps every bin's level steady and a chord change moves many bins at once; noise moves a
+little everywhere all the time. The pooled level change below measures both, on any energy grid
+``[..., T, K]`` (frames × bins): ``mp3net evaluate`` reads it off the analysis MDCT of audio, and the
+change-matching loss off G's MDCT amplitudes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_LOG_FLOOR = 1e-10  # as evaluate's level floor; the floor_db clamp decides for any clip not near silence
+
+
+def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float) -> torch.Tensor:
+    """The absolute change per bin between consecutive ``pool``-frame means of ``energy``, in dB.
+
+    Args:
+        energy: ``[..., T, K]`` non-negative (squared amplitudes), ``T >= 2 * pool``.
+        pool: frames per step; enough to average out a steady tone's MDCT phase fluctuation.
+        floor_db: levels further below the loudest pooled bin of each ``[T, K]`` grid count as this
+            floor, so changes deep in the noise floor do not count.
+
+    Returns:
+        ``[..., T // pool - 1, K]`` dB changes.
+    """
+    T, K = energy.shape[-2:]
+    steps = T // pool
+    if steps < 2:
+        raise ValueError(f"pooled_level_change needs at least {2 * pool} frames, got {T}")
+    E = energy[..., : steps * pool, :].reshape(*energy.shape[:-2], steps, pool, K).mean(-2)
+    L = 10 * torch.log10(E + _LOG_FLOOR)
+    peak = L.detach().amax(dim=(-2, -1), keepdim=True)
+    L = torch.maximum(L, peak - floor_db)
+    return (L[..., 1:, :] - L[..., :-1, :]).abs()
