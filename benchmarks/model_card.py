@@ -5,7 +5,8 @@ write ``OUT/README.md`` with the command, the cost and the numbers; copy the run
     python benchmarks/model_card.py --run ~/runs/ship --data ~/data/chorales-tiny \\
         --out src/mp3net/pretrained/tiny-chorales --command "mp3net train ..."
 
-Evaluations are cached in RUN/card_eval.json, so a second call only evaluates new checkpoints.
+Evaluations are cached in RUN/card_eval.json, so a second call only evaluates new checkpoints;
+OUT/card_eval.json keeps every stage's rows, for ``--history`` when the next model starts from this one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def staged_rows(earlier: list[str], run: Path, data: Path) -> list[dict]:
     return rows + [_shifted(r, clips, steps, run.name) for r in evaluate_run(run, data)]
 
 
+def with_history(history: Path | None, rows: list[dict]) -> list[dict]:
+    """The rows of a card's earlier stages (``card_eval.json`` of the model this run started from,
+    ``--init-from``), then ``rows`` counted on from the history's last clips and steps."""
+    if history is None:
+        return rows
+    old = json.loads(history.read_text())
+    clips, steps = old[-1]["clips_seen"], old[-1]["step"]
+    return old + [{**r, "clips_seen": r["clips_seen"] + clips, "step": r["step"] + steps} for r in rows]
+
+
 def _shifted(r: dict, clips: int, steps: int, stage: str) -> dict:
     return {**r, "clips_seen": r["clips_seen"] + clips, "step": r["step"] + steps, "stage": stage}
 
@@ -115,17 +126,17 @@ def curves(rows: list[dict], path: Path) -> None:
 
     from mp3net.plots import save_png
 
-    fig = Figure(figsize=(9, 2.8))
-    x = [r["clips_seen"] / 1000 for r in rows]
+    fig = Figure(figsize=(12, 2.8))
     for ax, key, label in zip(
-        fig.subplots(1, 3),
-        ("fd", "tonality_fake", "bark_err_mean_db"),
-        ("Fréchet distance", "tonality of fakes", "Bark-band level error, dB"),
+        fig.subplots(1, 4),
+        ("fd", "tonality_fake", "bark_err_mean_db", "onset_contrast_fake"),
+        ("Fréchet distance", "tonality of fakes", "Bark-band level error, dB", "onset contrast of fakes"),
         strict=True,
     ):
-        ax.plot(x, [r[key] for r in rows], marker=".")
-        if key == "tonality_fake":
-            ax.axhline(rows[-1]["tonality_real"], color="k", ls="--", lw=0.8, label="reals")
+        have = [r for r in rows if r.get(key) is not None]
+        ax.plot([r["clips_seen"] / 1000 for r in have], [r[key] for r in have], marker=".")
+        if key in ("tonality_fake", "onset_contrast_fake"):
+            ax.axhline(have[-1][key.replace("fake", "real")], color="k", ls="--", lw=0.8, label="reals")
             ax.legend(fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("thousand clips seen", fontsize=8)
@@ -148,14 +159,17 @@ def spectrograms(out: Path, data: Path) -> None:
 
 def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = "") -> str:
     last = rows[-1]
-    table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum |\n"
-    table += "|---|---|---|---|---|---|\n"
+    table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum | "
+    table += "onset contrast fake / real |\n|---|---|---|---|---|---|---|\n"
     for r in rows:
+        onsets = "–"  # the earliest stages were evaluated before the onset contrast existed
+        if r.get("onset_contrast_fake") is not None:
+            onsets = f"{r['onset_contrast_fake']:.1f} / {r['onset_contrast_real']:.1f}"
         table += (
             f"| {r.get('stage', '')} | {r['clips_seen']} | {r['fd']:.0f} ({r['fd_real_halves']:.0f}) | "
             f"{r['tonality_fake']:.1%} / "
             f"{r['tonality_real']:.1%} | {r['bark_err_mean_db']:.1f} / {r['bark_err_max_db']:.1f} dB | "
-            f"{r['hum_db']:+.1f} dB |\n"
+            f"{r['hum_db']:+.1f} dB | {onsets} |\n"
         )
     return f"""# tiny-chorales
 
@@ -219,22 +233,30 @@ def main() -> int:
         help="earlier stages of a staged run (each up to the step the next one started from), in order",
     )
     ap.add_argument(
+        "--history",
+        type=Path,
+        metavar="CARD_EVAL_JSON",
+        help="the evaluations of the stages before --run (the source model's card_eval.json)",
+    )
+    ap.add_argument(
         "--progress", type=Path, metavar="IMAGES", help="only print the expected-progress table (images here)"
     )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    rows = staged_rows(args.earlier, args.run, args.data)
+    rows = with_history(args.history, staged_rows(args.earlier, args.run, args.data))
     if args.progress:
         print(progress_table(rows, args.run, args.progress))
         return 0
+    from mp3net.utils import atomic_write_text
+
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(args.run / "export" / name, args.out / name)
+    atomic_write_text(args.out / "card_eval.json", json.dumps(rows, indent=1) + "\n")
     curves(rows, args.out / "curves.png")
     spectrograms(args.out, args.data)
-    from mp3net.utils import atomic_write_text
 
     atomic_write_text(args.out / "README.md", readme(rows, args.out, args.command, args.cost, args.remarks))
     print(f"wrote {args.out}")
