@@ -24,6 +24,7 @@ RECIPE = [
     "model.upsample=resize",
     "model.min_channels=16",
     "train.change_match=0.5",
+    "train.change_lags=[1, 2, 4]",
 ]
 
 
@@ -35,6 +36,7 @@ def test_recipe_options_round_trip_through_config_json(tmp_path):
     assert back.train.betas_g == (0.0, 0.99) and isinstance(back.train.betas_d, tuple)
     assert back.train.adam("G") == (3e-4, (0.0, 0.99))
     assert back.train.adam("D") == (1e-4, (0.1, 0.9))
+    assert back.train.change_lags == (1, 2, 4)
 
 
 def test_unset_rates_and_betas_fall_back_to_the_shared_ones():
@@ -87,6 +89,9 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
         "train.eval_every=-1",
         "train.eval_clips=1",
         "train.change_match=-1",
+        "train.change_lags=[0]",
+        "train.change_lags=[]",
+        "train.change_lags=2",
     ],
 )
 def test_bad_recipe_values_are_config_errors(item):

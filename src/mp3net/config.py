@@ -157,6 +157,7 @@ class TrainConfig:
     ema_rampup: float = 0.0  # half-life at most this fraction of the clips seen so far (0 = no ramp)
     # weight of the change-matching term in G's loss (docs/training.md#change-matching); 0 = off
     change_match: float = 0.0
+    change_lags: tuple[int, ...] = (1,)  # the steps (≈ 46 ms each) apart that change matching compares
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -174,6 +175,8 @@ class TrainConfig:
             raise ConfigError(
                 "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps and change_match must be >= 0"
             )
+        if not self.change_lags or min(self.change_lags) < 1:
+            raise ConfigError(f"train.change_lags must be one or more steps >= 1, got {self.change_lags}")
         if not self.ckpt_minutes >= 0:
             raise ConfigError(f"train.ckpt_minutes must be >= 0 (0 = off), got {self.ckpt_minutes}")
         if self.eval_every < 0 or (self.eval_every and self.eval_clips < 2):
@@ -223,7 +226,7 @@ class Config:
         try:
             model = ModelConfig(**d.get("model", {}))
             tr = dict(d.get("train", {}))
-            for key in ("betas", "betas_g", "betas_d"):
+            for key in ("betas", "betas_g", "betas_d", "change_lags"):
                 if tr.get(key) is not None:
                     tr[key] = tuple(tr[key])
             train = TrainConfig(**tr)
@@ -290,6 +293,10 @@ class Config:
                 if not isinstance(value, list) or len(value) != 2:
                     raise ConfigError(f"{key} expects [beta1, beta2], got {raw!r}")
                 value = tuple(float(v) for v in value)
+            elif parts[1] == "change_lags":
+                if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+                    raise ConfigError(f"{key} expects a list of whole numbers, e.g. [1, 2, 4], got {raw!r}")
+                value = tuple(value)
             elif current is None or (parts[1] in ("lr_g", "lr_d") and value is None):
                 if value is not None and not isinstance(value, (int, float)):
                     raise ConfigError(f"{key} expects a number or null, got {raw!r}")

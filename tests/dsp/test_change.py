@@ -1,6 +1,8 @@
 """The pooled level change (docs/training.md#change-matching): steady grids are still, a step moves every bin
 once, the floor hides changes deep below the peak."""
 
+import math
+
 import pytest
 import torch
 
@@ -25,11 +27,22 @@ def test_the_step_is_the_pooled_mean_not_the_frames():
 
 def test_levels_below_the_floor_do_not_count():
     E = torch.ones(1, 32, 2)
-    E[:, :, 1] = 1e-9 * torch.rand(32).add(0.5)  # 90 dB below bin 0: jitters by several dB
+    E[:, :, 1] = 1e-9 * torch.tensor([1.0, 4.0]).repeat_interleave(4).repeat(4)  # 90 dB down, ±6 dB steps
     assert pooled_level_change(E, pool=4, floor_db=60.0).abs().max() < 1e-4
-    assert pooled_level_change(E, pool=4, floor_db=120.0)[..., 1].max() > 0.5
+    assert pooled_level_change(E, pool=4, floor_db=120.0)[..., 1].min() == pytest.approx(10 * math.log10(4))
 
 
 def test_too_few_frames_is_an_error():
     with pytest.raises(ValueError, match="at least 16 frames"):
         pooled_level_change(torch.ones(15, 4), pool=8, floor_db=60.0)
+
+
+def test_a_second_lag_tells_a_click_from_a_held_change():
+    held, click = torch.ones(1, 64, 4), torch.ones(1, 64, 4)
+    held[:, 32:] = 100.0  # +20 dB from frame 32 on
+    click[:, 32:40] = 100.0  # +20 dB for one pooled step only
+    for E in (held, click):  # at lag 1 both move by 20 dB: the click twice
+        assert pooled_level_change(E, pool=8, floor_db=60.0).max() == pytest.approx(20.0)
+    assert pooled_level_change(held, pool=8, floor_db=60.0, lag=2).max() == pytest.approx(20.0)
+    lag2 = pooled_level_change(click, pool=8, floor_db=60.0, lag=2)
+    assert lag2.shape == (1, 6, 4) and lag2[:, 3].abs().max() < 1e-4  # steps 3 and 5: before and after

@@ -13,8 +13,9 @@ import torch
 _LOG_FLOOR = 1e-10  # as evaluate's level floor; the floor_db clamp decides for any clip not near silence
 
 
-def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float) -> torch.Tensor:
-    """The absolute change per bin between consecutive ``pool``-frame means of ``energy``, in dB.
+def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float, lag: int = 1) -> torch.Tensor:
+    """The absolute change per bin between ``pool``-frame means of ``energy`` ``lag`` steps apart, in dB
+    (a click is a large change at lag 1 and none at lag 2; a chord change is large at both).
 
     Args:
         energy: ``[..., T, K]`` non-negative (squared amplitudes), ``T >= 2 * pool``.
@@ -22,15 +23,18 @@ def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float) -> tor
         floor_db: levels further below the loudest pooled bin of each ``[T, K]`` grid count as this
             floor, so changes deep in the noise floor do not count.
 
+        lag: steps between the two means compared.
+
     Returns:
-        ``[..., T // pool - 1, K]`` dB changes.
+        ``[..., T // pool - lag, K]`` dB changes.
     """
     T, K = energy.shape[-2:]
     steps = T // pool
-    if steps < 2:
-        raise ValueError(f"pooled_level_change needs at least {2 * pool} frames, got {T}")
+    if steps < lag + 1 or lag < 1:
+        need = (lag + 1) * pool
+        raise ValueError(f"pooled_level_change at lag {lag} needs at least {need} frames, got {T}")
     E = energy[..., : steps * pool, :].reshape(*energy.shape[:-2], steps, pool, K).mean(-2)
     L = 10 * torch.log10(E + _LOG_FLOOR)
     peak = L.detach().amax(dim=(-2, -1), keepdim=True)
     L = torch.maximum(L, peak - floor_db)
-    return (L[..., 1:, :] - L[..., :-1, :]).abs()
+    return (L[..., lag:, :] - L[..., :-lag, :]).abs()

@@ -523,7 +523,7 @@ class Trainer:
             loss, st = g_loss(self.D, self._to_d(fake), tc.loss, real_n)
         stats = {"loss/g": float(st["g_loss"])}
         if tc.change_match > 0:
-            change = change_matching(fake, real, self.change_pool)
+            change = change_matching(fake, real, self.change_pool, tc.change_lags)
             loss = loss + tc.change_match * change
             stats["loss/change_match"] = float(change.detach())
         loss.backward()

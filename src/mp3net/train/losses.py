@@ -190,18 +190,26 @@ def _w1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def change_matching(
-    fake: torch.Tensor, real: torch.Tensor, pool: int, floor_db: float = CHANGE_FLOOR_DB
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    pool: int,
+    lags: tuple[int, ...] = (1,),
+    floor_db: float = CHANGE_FLOOR_DB,
 ) -> torch.Tensor:
-    """How far fakes' spectral motion is from the reals' (dB): the 1-D Wasserstein distance between the
-    batches' pooled level changes per bin (steady partials: most bins still most of the time) plus that
-    between their means over the bins per step (onsets: many bins moving at the same step).
+    """How far fakes' spectral motion is from the reals' (dB): at each lag, the 1-D Wasserstein distance
+    between the batches' pooled level changes per bin (steady partials: most bins still most of the time)
+    plus that between their means over the bins per step (onsets: many bins moving at the same step).
 
     Args:
         fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
         real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
         pool: frames per step of :func:`mp3net.dsp.pooled_level_change`.
+        lags: the steps apart compared; more than lag 1 tells a held change from a click.
     """
-    cf = pooled_level_change(fake.float().square().mean(1), pool, floor_db)  # [B, M / pool - 1, K]
-    with torch.no_grad():
-        cr = pooled_level_change(real.float().square().mean(1), pool, floor_db)
-    return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
+    Ef, Er = fake.float().square().mean(1), real.float().square().mean(1).detach()  # [B, M, K]
+    total = fake.new_zeros((), dtype=torch.float32)
+    for lag in lags:
+        cf = pooled_level_change(Ef, pool, floor_db, lag)  # [B, M / pool - lag, K]
+        cr = pooled_level_change(Er, pool, floor_db, lag)
+        total = total + _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
+    return total
