@@ -270,3 +270,11 @@ def test_change_matching_joins_gs_loss_only(notes_dataset, tmp_path):
     assert "loss/change_match" not in s0 and s1["loss/change_match"] > 0
     assert all(torch.equal(d0[k], d1[k]) for k in d0)
     assert any(not torch.equal(g0[k], g1[k]) for k in g0)
+
+
+def test_change_lags_longer_than_the_clip_are_a_clear_error(notes_dataset, tmp_path):
+    from mp3net.utils import MP3NetError
+
+    cfg = fast_config("train.change_match=1", "train.change_lags=[1, 16]")  # 128 frames: 16 steps of 8
+    with pytest.raises(MP3NetError, match="lags must be fewer"):
+        Trainer(cfg, notes_dataset, tmp_path / "r")

@@ -22,7 +22,6 @@ def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float, lag: i
         pool: frames per step; enough to average out a steady tone's MDCT phase fluctuation.
         floor_db: levels further below the loudest pooled bin of each ``[T, K]`` grid count as this
             floor, so changes deep in the noise floor do not count.
-
         lag: steps between the two means compared.
 
     Returns:

@@ -119,6 +119,11 @@ class Trainer:
         self._build_models()
         self._build_optimizers()
         self.change_pool = max(2, round(CHANGE_STEP_SECONDS * mc.sample_rate / mc.n_bands))  # frames
+        if cfg.train.change_match > 0 and max(cfg.train.change_lags) >= mc.n_frames // self.change_pool:
+            raise MP3NetError(
+                f"train.change_lags: a clip has {mc.n_frames // self.change_pool} steps of "
+                f"{self.change_pool} frames; lags must be fewer, got {list(cfg.train.change_lags)}"
+            )
         self._build_rng()
         self.last: dict[str, float] = {}
         self._stop = False
