@@ -25,6 +25,8 @@ RECIPE = [
     "model.min_channels=16",
     "train.change_match=0.5",
     "train.change_lags=[1, 2, 4]",
+    "train.contrast_match=0.5",
+    "train.contrast_width=3",
 ]
 
 
@@ -37,6 +39,7 @@ def test_recipe_options_round_trip_through_config_json(tmp_path):
     assert back.train.adam("G") == (3e-4, (0.0, 0.99))
     assert back.train.adam("D") == (1e-4, (0.1, 0.9))
     assert back.train.change_lags == (1, 2, 4)
+    assert (back.train.contrast_match, back.train.contrast_width) == (0.5, 3)
 
 
 def test_unset_rates_and_betas_fall_back_to_the_shared_ones():
@@ -92,6 +95,8 @@ def test_the_paper_recipe_stays_the_default_of_the_big_presets():
         "train.change_lags=[0]",
         "train.change_lags=[]",
         "train.change_lags=2",
+        "train.contrast_match=-1",
+        "train.contrast_width=0",
     ],
 )
 def test_bad_recipe_values_are_config_errors(item):

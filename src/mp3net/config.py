@@ -158,6 +158,9 @@ class TrainConfig:
     # weight of the change-matching term in G's loss (docs/training.md#change-matching); 0 = off
     change_match: float = 0.0
     change_lags: tuple[int, ...] = (1,)  # the steps (≈ 46 ms each) apart that change matching compares
+    # G's loss adds contrast_match · W1 of the pooled level contrasts (docs/training.md#contrast-matching)
+    contrast_match: float = 0.0
+    contrast_width: int = 2  # bins on each side of a peak
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -171,12 +174,25 @@ class TrainConfig:
             raise ConfigError("train.reg_every, train.n_critic and train.batch_size must be at least 1")
         if not 0.0 <= self.augment <= 1.0:
             raise ConfigError(f"train.augment is a probability in [0, 1], got {self.augment}")
-        if min(self.ema_half_life, self.ema_rampup, self.r1_gamma, self.warmup_steps, self.change_match) < 0:
+        if (
+            min(
+                self.ema_half_life,
+                self.ema_rampup,
+                self.r1_gamma,
+                self.warmup_steps,
+                self.change_match,
+                self.contrast_match,
+            )
+            < 0
+        ):
             raise ConfigError(
-                "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps and change_match must be >= 0"
+                "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match and contrast_match "
+                "must be >= 0"
             )
         if not self.change_lags or min(self.change_lags) < 1:
             raise ConfigError(f"train.change_lags must be one or more steps >= 1, got {self.change_lags}")
+        if self.contrast_width < 1:
+            raise ConfigError(f"train.contrast_width must be >= 1 bin, got {self.contrast_width}")
         if not self.ckpt_minutes >= 0:
             raise ConfigError(f"train.ckpt_minutes must be >= 0 (0 = off), got {self.ckpt_minutes}")
         if self.eval_every < 0 or (self.eval_every and self.eval_clips < 2):

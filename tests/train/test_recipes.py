@@ -255,19 +255,18 @@ def test_exact_resume_with_every_recipe_option(notes_dataset, tmp_path):
             assert torch.equal(sa[net][key], sb[net][key]), (net, key)
 
 
-def test_change_matching_joins_gs_loss_only(notes_dataset, tmp_path):
+@pytest.mark.parametrize("term", ["change_match", "contrast_match"])
+def test_a_matching_term_joins_gs_loss_only(notes_dataset, tmp_path, term):
     """The same first iteration with and without the term: D's update is the same, G's is not, and the
     term is logged."""
     runs = {}
     for w in (0.0, 10.0):
-        tr = Trainer(
-            fast_config(f"train.change_match={w}", "train.n_critic=1"), notes_dataset, tmp_path / f"{w}"
-        )
+        tr = Trainer(fast_config(f"train.{term}={w}", "train.n_critic=1"), notes_dataset, tmp_path / f"{w}")
         stats = tr.train_step()
         runs[w] = (stats, copy.deepcopy(tr.G.state_dict()), copy.deepcopy(tr.D.state_dict()))
         tr.close()
     (s0, g0, d0), (s1, g1, d1) = runs[0.0], runs[10.0]
-    assert "loss/change_match" not in s0 and s1["loss/change_match"] > 0
+    assert f"loss/{term}" not in s0 and s1[f"loss/{term}"] > 0
     assert all(torch.equal(d0[k], d1[k]) for k in d0)
     assert any(not torch.equal(g0[k], g1[k]) for k in g0)
 
@@ -277,4 +276,12 @@ def test_change_lags_longer_than_the_clip_are_a_clear_error(notes_dataset, tmp_p
 
     cfg = fast_config("train.change_match=1", "train.change_lags=[1, 16]")  # 128 frames: 16 steps of 8
     with pytest.raises(MP3NetError, match="lags must be fewer"):
+        Trainer(cfg, notes_dataset, tmp_path / "r")
+
+
+def test_a_contrast_width_as_wide_as_the_bands_is_a_clear_error(notes_dataset, tmp_path):
+    from mp3net.utils import MP3NetError
+
+    cfg = fast_config("train.contrast_match=1", "train.contrast_width=64")
+    with pytest.raises(MP3NetError, match="contrast_width must be fewer"):
         Trainer(cfg, notes_dataset, tmp_path / "r")

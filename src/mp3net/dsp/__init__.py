@@ -1,8 +1,19 @@
 """Signal core, pure tensor functions: the MDCT (docs/mdct.md), the psychoacoustic model
-(docs/psychoacoustics.md) and the pooled spectral change (docs/training.md#change-matching)."""
+(docs/psychoacoustics.md), the pooled spectral change and contrast (docs/training.md#change-matching,
+docs/training.md#contrast-matching)."""
 
-from mp3net.dsp.change import pooled_level_change
+from mp3net.dsp.change import pooled_level_change, pooled_levels
+from mp3net.dsp.contrast import pooled_level_contrast
 from mp3net.dsp.mdct import imdct, mdct, vorbis_window
 from mp3net.dsp.psycho import PsychoacousticModel, tonality
 
-__all__ = ["mdct", "imdct", "vorbis_window", "PsychoacousticModel", "tonality", "pooled_level_change"]
+__all__ = [
+    "mdct",
+    "imdct",
+    "vorbis_window",
+    "PsychoacousticModel",
+    "tonality",
+    "pooled_level_change",
+    "pooled_levels",
+    "pooled_level_contrast",
+]

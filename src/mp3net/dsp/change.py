@@ -27,13 +27,20 @@ def pooled_level_change(energy: torch.Tensor, pool: int, floor_db: float, lag: i
     Returns:
         ``[..., T // pool - lag, K]`` dB changes.
     """
-    T, K = energy.shape[-2:]
-    steps = T // pool
-    if steps < lag + 1 or lag < 1:
+    T = energy.shape[-2]
+    if T // pool < lag + 1 or lag < 1:
         need = (lag + 1) * pool
         raise ValueError(f"pooled_level_change at lag {lag} needs at least {need} frames, got {T}")
+    L = pooled_levels(energy, pool, floor_db)
+    return (L[..., lag:, :] - L[..., :-lag, :]).abs()
+
+
+def pooled_levels(energy: torch.Tensor, pool: int, floor_db: float) -> torch.Tensor:
+    """The levels in dB of ``pool``-frame means of ``energy`` ``[..., T, K]``, floored ``floor_db``
+    below the loudest pooled bin of each ``[T, K]`` grid. Returns ``[..., T // pool, K]``."""
+    T, K = energy.shape[-2:]
+    steps = T // pool
     E = energy[..., : steps * pool, :].reshape(*energy.shape[:-2], steps, pool, K).mean(-2)
     L = 10 * torch.log10(E + _LOG_FLOOR)
     peak = L.detach().amax(dim=(-2, -1), keepdim=True)
-    L = torch.maximum(L, peak - floor_db)
-    return (L[..., lag:, :] - L[..., :-lag, :]).abs()
+    return torch.maximum(L, peak - floor_db)

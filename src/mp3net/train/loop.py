@@ -43,7 +43,14 @@ from mp3net.train import distributed as ddp
 from mp3net.train.augment import augment
 from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
-from mp3net.train.losses import CHANGE_STEP_SECONDS, change_matching, d_loss, g_loss, penalty
+from mp3net.train.losses import (
+    CHANGE_STEP_SECONDS,
+    change_matching,
+    contrast_matching,
+    d_loss,
+    g_loss,
+    penalty,
+)
 from mp3net.utils import MP3NetError, derive_seed
 
 MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the last checkpoint
@@ -124,6 +131,8 @@ class Trainer:
                 f"train.change_lags: a clip has {mc.n_frames // self.change_pool} steps of "
                 f"{self.change_pool} frames; lags must be fewer, got {list(cfg.train.change_lags)}"
             )
+        if cfg.train.contrast_match > 0 and cfg.train.contrast_width >= mc.n_bands:
+            raise MP3NetError(f"train.contrast_width must be fewer than the {mc.n_bands} bands")
         self._build_rng()
         self.last: dict[str, float] = {}
         self._stop = False
@@ -519,8 +528,8 @@ class Trainer:
 
     def g_step(self, real: torch.Tensor, real_n: torch.Tensor) -> tuple[dict[str, float], bool]:
         """One G update through D (frozen) on fresh fakes; ``real`` ``[B, C, M, K]``: this iteration's
-        reals (for change matching), ``real_n``: D's noised view of them (the relativistic loss scores
-        them)."""
+        reals (for change and contrast matching), ``real_n``: D's noised view of them (the relativistic
+        loss scores them)."""
         tc = self.cfg.train
         self._phase(train_g=True)
         fake = self._fakes(grad=True)
@@ -531,6 +540,10 @@ class Trainer:
             change = change_matching(fake, real, self.change_pool, tc.change_lags)
             loss = loss + tc.change_match * change
             stats["loss/change_match"] = float(change.detach())
+        if tc.contrast_match > 0:
+            contrast = contrast_matching(fake, real, self.change_pool, tc.contrast_width)
+            loss = loss + tc.contrast_match * contrast
+            stats["loss/contrast_match"] = float(contrast.detach())
         loss.backward()
         gn, ok = self._apply(self.opt_G, self.g_params, loss)
         if ok:

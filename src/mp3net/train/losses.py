@@ -14,7 +14,8 @@ The penalties are taken on the noised inputs, the ones D sees, with ∇ with res
 unit scale x~·``model.amplitude_gain``, compressed by ``model.d_compress``; docs/networks.md#amplitude-gain),
 so λ and γ mean the same at any gain.
 Optionally G's loss adds w·W₁ of the pooled level changes (:func:`change_matching`,
-docs/training.md#change-matching).
+docs/training.md#change-matching) and of the pooled level contrasts (:func:`contrast_matching`,
+docs/training.md#contrast-matching).
 
 Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mp3net.dsp import pooled_level_change
+from mp3net.dsp import pooled_level_change, pooled_level_contrast
 from mp3net.model import Discriminator
 
 
@@ -213,3 +214,27 @@ def change_matching(
         cr = pooled_level_change(Er, pool, floor_db, lag)
         total = total + _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
     return total
+
+
+def contrast_matching(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    pool: int,
+    width: int = 2,
+    floor_db: float = CHANGE_FLOOR_DB,
+) -> torch.Tensor:
+    """How far the depth of fakes' valleys between sustained partials is from the reals' (dB): the 1-D
+    Wasserstein distance between the batches' pooled level contrasts per bin
+    (:func:`mp3net.dsp.pooled_level_contrast`: 0 on a held peak, deep between held partials, shallow in
+    noise or where peaks flicker) plus that between their means over the bins per step.
+
+    Args:
+        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
+        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
+        pool: frames per step, as change matching's.
+        width: bins on each side of a peak.
+    """
+    Ef, Er = fake.float().square().mean(1), real.float().square().mean(1).detach()  # [B, M, K]
+    cf = pooled_level_contrast(Ef, pool, floor_db, width)  # [B, M / pool, K]
+    cr = pooled_level_contrast(Er, pool, floor_db, width)
+    return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
