@@ -149,6 +149,29 @@ def test_spectral_flux_tells_held_chords_from_noise(music):
     assert music_onsets > blurred[0] > blurred[1] > noise_onsets
 
 
+def test_valley_depth_tells_sustained_partials_from_noise_and_flicker(music):
+    """A held note has deep valleys between its partials; noise has shallow ones, and so have tones that
+    hop to new pitches every frame (each frame peaky, the pooled spectrum flat)."""
+    g = torch.Generator().manual_seed(0)
+    noise = [torch.randn(c.shape, generator=g) * 0.1 for c in music[:8]]
+    t = torch.arange(int(CLIP * SR)) / SR
+    note = sum(0.05 / k * torch.sin(2 * torch.pi * k * 330.0 * t) for k in range(1, 16))  # 15 partials
+    frame = E.analysis_bands(SR)
+    hopping = sum(  # 12 tones, each at a new random pitch every frame
+        0.05 * torch.sin(2 * torch.pi * torch.cumsum(f.repeat_interleave(frame)[: len(t)], 0) / SR)
+        for f in 200 + 4000 * torch.rand(12, len(t) // frame + 1, generator=g)
+    )
+    depth = {
+        name: E.valley_depth(clips, SR)
+        for name, clips in {
+            "note": [torch.stack([note, note])] * 2,
+            "noise": noise,
+            "hopping": [torch.stack([hopping, hopping])] * 2,
+        }.items()
+    }
+    assert depth["note"] > 8 and depth["noise"] < 2.5 and depth["hopping"] < 4, depth
+
+
 def test_memorisation_flags_copies(feats):
     real = feats[:24]
     copies = E.memorisation(real, real[:8])

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mp3net.dsp import PsychoacousticModel, mdct, pooled_level_change, tonality
+from mp3net.dsp import PsychoacousticModel, mdct, pooled_level_change, pooled_level_contrast, tonality
 from mp3net.model import NoiseLayer
 
 
@@ -399,6 +399,31 @@ def spectral_flux(
     return median, float(np.percentile(flux, 99) / median) if median > 0 else math.nan
 
 
+VALLEY_WIDTH = 2  # bins (±172 Hz at 86 Hz bands) a peak rules over
+
+
+def valley_depth(
+    clips: Sequence[torch.Tensor],
+    sample_rate: int,
+    pool: int = FLUX_POOL,
+    floor_db: float = FLUX_FLOOR_DB,
+    width: int = VALLEY_WIDTH,
+) -> float:
+    """How discrete and sustained the partials are: per clip ``[C, T]``, the MDCT energy (channels
+    averaged) pooled over ``pool`` frames and floored as :func:`spectral_flux`'s, and each bin's level below
+    the loudest bin within ``width`` bins (:func:`mp3net.dsp.pooled_level_contrast`). Returns its mean over
+    all bins, steps and clips as a positive dB depth: large for held chords, small for noise and for peaks
+    that flicker from frame to frame (they average out in the pool)."""
+    depths = []
+    for c in clips:
+        E = clip_mdct(c.to(torch.float64).reshape(-1, c.shape[-1]), sample_rate).square().mean(0)  # [F, N]
+        if E.shape[0] >= pool:
+            depths.append(-float(pooled_level_contrast(E, pool, floor_db, width).mean()))
+    if not depths:
+        raise ValueError(f"valley_depth needs clips of at least {pool} frames")
+    return float(np.mean(depths))
+
+
 # ---------------------------------------------------------------------------------------------------
 # report
 
@@ -427,6 +452,8 @@ class EvalReport:
     flux_fake_db: float = math.nan
     onset_contrast_real: float = math.nan
     onset_contrast_fake: float = math.nan
+    valley_db_real: float = math.nan
+    valley_db_fake: float = math.nan
 
     @property
     def bark_error_db(self) -> np.ndarray:
@@ -440,7 +467,8 @@ class EvalReport:
 
     def headline(self) -> dict[str, float]:
         """The figures a training curve follows: FD, tonality of fakes and reals, the Bark-band level error's
-        mean and worst band (absolute, dB), the hum (dB) and the onset contrast of fakes and reals."""
+        mean and worst band (absolute, dB), the hum (dB), the onset contrast and the valley depth of fakes
+        and reals."""
         err = np.abs(self.bark_error_db)
         return {
             "fd": self.fd,
@@ -451,6 +479,8 @@ class EvalReport:
             "hum_db": self.hum_db,
             "onset_contrast_fake": self.onset_contrast_fake,
             "onset_contrast_real": self.onset_contrast_real,
+            "valley_db_fake": self.valley_db_fake,
+            "valley_db_real": self.valley_db_real,
         }
 
     def to_json(self) -> str:
@@ -493,6 +523,14 @@ class EvalReport:
                     "onset contrast (99th pct / median)",
                     f"{self.onset_contrast_real:.1f}",
                     f"{self.onset_contrast_fake:.1f}",
+                )
+            )
+        if not math.isnan(self.valley_db_real):
+            rows.append(
+                (
+                    "valley depth between held partials",
+                    f"{self.valley_db_real:.1f} dB",
+                    f"{self.valley_db_fake:.1f} dB",
                 )
             )
         return rows
@@ -555,6 +593,8 @@ def evaluate_clips(
         flux_fake_db=flux_fake,
         onset_contrast_real=onset_real,
         onset_contrast_fake=onset_fake,
+        valley_db_real=valley_depth(real, sample_rate),
+        valley_db_fake=valley_depth(fake, sample_rate),
     )
 
 

@@ -628,7 +628,8 @@ class Trainer:
             f"step {self.step}: FD {head['fd']:.0f}, tonality {head['tonality_fake']:.1%} (reals "
             f"{head['tonality_real']:.1%}), Bark-band error {head['bark_err_mean_db']:.1f} / "
             f"{head['bark_err_max_db']:.1f} dB, onset contrast {head['onset_contrast_fake']:.1f} (reals "
-            f"{head['onset_contrast_real']:.1f})"
+            f"{head['onset_contrast_real']:.1f}), valley depth {head['valley_db_fake']:.1f} dB (reals "
+            f"{head['valley_db_real']:.1f})"
         )
         return stats
 
