@@ -285,3 +285,13 @@ def test_a_contrast_width_as_wide_as_the_bands_is_a_clear_error(notes_dataset, t
     cfg = fast_config("train.contrast_match=1", "train.contrast_width=64")
     with pytest.raises(MP3NetError, match="contrast_width must be fewer"):
         Trainer(cfg, notes_dataset, tmp_path / "r")
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bf16_where_it_is_emulated_is_warned_about(notes_dataset, tmp_path, monkeypatch, capsys, fast):
+    from mp3net import ops
+
+    monkeypatch.setattr(ops, "bf16_is_fast", lambda device: fast)
+    Trainer(fast_config("train.amp=bf16"), notes_dataset, tmp_path / "r").close()
+    warned = "train.amp=bf16 on a cpu without native bf16" in capsys.readouterr().err
+    assert warned != fast

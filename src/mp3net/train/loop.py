@@ -119,6 +119,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress, self.hooks = progress and self.is_main, list(hooks or [])
         self.amp = ops.resolve_amp(cfg.train.amp, self.device)
+        if self.amp and not ops.bf16_is_fast(self.device):
+            self._say(
+                f"warning: train.amp=bf16 on a {self.device.type} without native bf16 (CPUs: AVX512_BF16 or "
+                "AMX) is emulated and many times slower than float32; -o train.amp=auto picks float32 here"
+            )
         ops.configure_process(self.device)
         # data first: a wrong or empty dataset fails before the models are built
         mc = cfg.model
