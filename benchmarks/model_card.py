@@ -126,16 +126,22 @@ def curves(rows: list[dict], path: Path) -> None:
 
     from mp3net.plots import save_png
 
-    fig = Figure(figsize=(12, 2.8))
+    fig = Figure(figsize=(15, 2.8))
     for ax, key, label in zip(
-        fig.subplots(1, 4),
-        ("fd", "tonality_fake", "bark_err_mean_db", "onset_contrast_fake"),
-        ("Fréchet distance", "tonality of fakes", "Bark-band level error, dB", "onset contrast of fakes"),
+        fig.subplots(1, 5),
+        ("fd", "tonality_fake", "bark_err_mean_db", "onset_contrast_fake", "valley_db_fake"),
+        (
+            "Fréchet distance",
+            "tonality of fakes",
+            "Bark-band level error, dB",
+            "onset contrast of fakes",
+            "valley depth of fakes, dB",
+        ),
         strict=True,
     ):
         have = [r for r in rows if r.get(key) is not None]
         ax.plot([r["clips_seen"] / 1000 for r in have], [r[key] for r in have], marker=".")
-        if key in ("tonality_fake", "onset_contrast_fake"):
+        if key in ("tonality_fake", "onset_contrast_fake", "valley_db_fake"):
             ax.axhline(have[-1][key.replace("fake", "real")], color="k", ls="--", lw=0.8, label="reals")
             ax.legend(fontsize=7)
         ax.set_title(label, fontsize=9)
@@ -160,16 +166,18 @@ def spectrograms(out: Path, data: Path) -> None:
 def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = "") -> str:
     last = rows[-1]
     table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum | "
-    table += "onset contrast fake / real |\n|---|---|---|---|---|---|---|\n"
+    table += "onset contrast fake / real | valley depth fake / real |\n|---|---|---|---|---|---|---|---|\n"
     for r in rows:
-        onsets = "–"  # the earliest stages were evaluated before the onset contrast existed
+        onsets = valleys = "–"  # the earlier stages were evaluated before these measures existed
         if r.get("onset_contrast_fake") is not None:
             onsets = f"{r['onset_contrast_fake']:.1f} / {r['onset_contrast_real']:.1f}"
+        if r.get("valley_db_fake") is not None:
+            valleys = f"{r['valley_db_fake']:.1f} / {r['valley_db_real']:.1f} dB"
         table += (
             f"| {r.get('stage', '')} | {r['clips_seen']} | {r['fd']:.0f} ({r['fd_real_halves']:.0f}) | "
             f"{r['tonality_fake']:.1%} / "
             f"{r['tonality_real']:.1%} | {r['bark_err_mean_db']:.1f} / {r['bark_err_max_db']:.1f} dB | "
-            f"{r['hum_db']:+.1f} dB | {onsets} |\n"
+            f"{r['hum_db']:+.1f} dB | {onsets} | {valleys} |\n"
         )
     return f"""# tiny-chorales
 
