@@ -144,11 +144,7 @@ def test_change_matching_descends_towards_held_notes():
         return float(pooled_level_change(fake.detach().square().mean(1), 8, 60.0).median())
 
     first, first_median = float(change_matching(fake.detach(), real, pool=8)), median_change()
-    for _ in range(100):
-        loss = change_matching(fake, real, pool=8)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _descend(opt, lambda: change_matching(fake, real, pool=8), 100)
     assert float(change_matching(fake.detach(), real, pool=8)) < 0.5 * first
     assert median_change() < 0.5 * first_median  # most steps held still, as the reals' are
 
@@ -188,10 +184,15 @@ def test_contrast_matching_descends_towards_held_partials():
         return float(pooled_level_contrast(fake.detach().square().mean(1), 8, 60.0, 2).mean())
 
     first, first_mean = float(contrast_matching(fake.detach(), real, pool=8)), mean_contrast()
-    for _ in range(150):
-        loss = contrast_matching(fake, real, pool=8)
+    _descend(opt, lambda: contrast_matching(fake, real, pool=8), 150)
+    assert float(contrast_matching(fake.detach(), real, pool=8)) < 0.5 * first
+    assert mean_contrast() < first_mean - 5.0  # valleys dug several dB deeper, towards the reals'
+
+
+def _descend(opt: torch.optim.Optimizer, loss_fn, steps: int) -> None:
+    """``steps`` optimiser steps on ``loss_fn()``."""
+    for _ in range(steps):
+        loss = loss_fn()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(contrast_matching(fake.detach(), real, pool=8)) < 0.5 * first
-    assert mean_contrast() < first_mean - 5.0  # valleys dug several dB deeper, towards the reals'
