@@ -154,6 +154,24 @@ def test_long_track_has_no_seams(G, cfg, monkeypatch):
     assert (at_naive > p99_naive).any(), (at_naive, p99_naive)  # the measure does see seams
 
 
+def test_oscillator_output_long_track_is_one_synthesis(cfg, monkeypatch):
+    """An oscillator output's phase runs over the whole track: window by window it equals one pass."""
+    m = cfg.override(["model.output=oscillator"]).model
+    torch.manual_seed(0)
+    G = Generator(m).eval()
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 128)  # windows of 8·TILE_HALO start frames: 3 here
+    dur = 20 * m.clip_seconds
+    ours, _ = gen.generate(G, [0], dur, precision="fp32")
+    monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 10**9)
+    whole, _ = gen.generate(G, [0], dur, precision="fp32")
+    assert ours.shape == whole.shape == (1, m.channels, round(dur * m.sample_rate))
+    torch.testing.assert_close(ours, whole, rtol=0, atol=1e-5)
+    one, _ = gen.generate(G, [0], precision="fp32")  # one clip is exactly G(z)
+    with torch.no_grad():
+        ref = imdct(G(gen.seed_latents(0, 1, m.latent_dim)), trim=True)
+    torch.testing.assert_close(one, ref[..., : one.shape[-1]], rtol=0, atol=1e-5)
+
+
 def test_latent_path_is_smooth_and_hits_anchors():
     anchors = torch.randn(4, 16)
     path = gen.latent_path(anchors, 4, 4)  # 16 frames, anchor j between frames 4j+1 and 4j+2

@@ -17,6 +17,7 @@ CONFIG_VERSION = 1
 
 
 UPSAMPLE_MODES = ("transposed", "resize", "kernel4")
+OUTPUT_MODES = ("linear", "oscillator")
 # D's pooled branch halves time and bands POOLED_DOWNSAMPLES times: both must be at least 2^that long
 POOLED_DOWNSAMPLES = 4
 POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
@@ -56,6 +57,10 @@ class ModelConfig:
     # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv), "resize" (nearest ×2, then
     # a 3×3 conv) or "kernel4" (4-tap transposed conv: the kernel divisible by the stride, no checkerboard)
     upsample: str = "transposed"
+    # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes) or "oscillator" (a log
+    # amplitude per channel and a frequency offset per band, whose phase the generator accumulates over
+    # frames, so a held partial is a held output; docs/networks.md#oscillator-output)
+    output: str = "linear"
     # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
     # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper
     amplitude_gain: float = 1.0
@@ -126,6 +131,9 @@ class ModelConfig:
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")
+        if self.output not in OUTPUT_MODES:
+            modes = ", ".join(OUTPUT_MODES)
+            raise ConfigError(f"model.output must be one of {modes}, got {self.output!r}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ on frequency as [low, high] and upsampled in time once more.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
+from mp3net.dsp.oscillator import oscillator_mdct, start_phase
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, upsample3
 from mp3net.ops import ExecutionPlan, TileLevel
 
@@ -23,6 +25,11 @@ from mp3net.ops import ExecutionPlan, TileLevel
 # quarter of its predecessor's reach, so any number of tiled blocks stays below 2 frames;
 # 2 is exact (tests/model).
 TILE_HALO = 2
+# the oscillator output (docs/networks.md#oscillator-output): amplitude = sigmoid(y + offset), so a zero
+# output is the data's typical amplitude (rms ≈ 0.01) and every level below full scale is a finite y;
+# δ = MAX_DELTA·tanh(y) keeps each band's tone inside the band's own frequency range
+LOG_AMPLITUDE_OFFSET = math.log(0.01)
+MAX_DELTA = 0.5
 
 
 class GeneratorBlock(Block):
@@ -81,7 +88,9 @@ class Generator(nn.Module):
             GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
             for i in range(cfg.n_blocks)
         )
-        self.to_out = Conv1(cfg.block_channels(cfg.n_blocks - 1)[2], cfg.channels)
+        # linear: the amplitudes; oscillator: a log amplitude per channel and one frequency offset
+        n_out = cfg.channels + (cfg.output == "oscillator")
+        self.to_out = Conv1(cfg.block_channels(cfg.n_blocks - 1)[2], n_out)
         init_weights(self)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
@@ -103,11 +112,33 @@ class Generator(nn.Module):
         return self.act(h)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer, frame by frame (so time tiles may run it): the amplitudes of a linear output,
+        the raw ``[B, C + 1, M, K]`` drawing of an oscillator output (:meth:`oscillate` finishes it)."""
         # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
         with ops.full_precision(x.device):
             y = self.to_out(x.float())
+            if self.cfg.output == "oscillator":
+                return y
             gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
             return torch.tanh_(y if gain == 1 else y / gain)
+
+    def oscillate(
+        self, y: torch.Tensor, phase: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frame-by-frame output ``y`` of consecutive frames → amplitudes ``[B, C, M, K]``, and the
+        phase to continue from (None for a linear output, which is already the amplitudes).
+
+        An oscillator output's phase runs over the whole track (docs/networks.md#oscillator-output):
+        ``phase`` is where the previous frames left it, None at a track's first frame.
+        """
+        if self.cfg.output != "oscillator":
+            return y, None
+        C = self.cfg.channels
+        with ops.full_precision(y.device):
+            amplitude = torch.sigmoid(y[:, :C] + LOG_AMPLITUDE_OFFSET)
+            delta = MAX_DELTA * torch.tanh(y[:, C:])
+            start = start_phase(y.shape[-1], y.device) if phase is None else phase
+            return oscillator_mdct(amplitude, delta, start)
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):
         """Run ``blocks`` and the output layer, the last ``tiles[0].blocks`` of them in time tiles of
@@ -159,6 +190,18 @@ class Generator(nn.Module):
         Returns:
             ``[B, C, 4^n_blocks·M0, K]`` (``4^(n_blocks − first_block)·M0`` frames with ``first_block``).
         """
+        return self.oscillate(self.synthesize_frames(x, tiles, halo, first_block, plan))[0]
+
+    def synthesize_frames(
+        self,
+        x: torch.Tensor,
+        tiles: Sequence[TileLevel] = (),
+        halo: int = TILE_HALO,
+        first_block: int = 0,
+        plan: ExecutionPlan | None = None,
+    ) -> torch.Tensor:
+        """:meth:`synthesize` up to the frame-by-frame output (:meth:`_output`), before :meth:`oscillate`;
+        a window of a longer start tensor gives the same frames as the whole (up to float rounding)."""
         x = (plan or ops.prepare_for(x.device)).layout(x)
         return self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo)
 
@@ -176,9 +219,17 @@ class Generator(nn.Module):
         ``[B, C, 4^n_blocks·M0, K]``: no autograd, the plan's layout and time tiles (bounded memory for any
         length, cache-sized tiles on CPU), computed in ``dtype`` (bf16: under autocast; None: the ambient
         autocast state, e.g. the trainer's)."""
+        return self.oscillate(self.render_frames(x, plan, dtype))[0].contiguous()
+
+    @torch.no_grad()
+    def render_frames(
+        self, x: torch.Tensor, plan: ExecutionPlan | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """:meth:`render` up to the frame-by-frame output (float32), before :meth:`oscillate`: what a long
+        track's windows compute (:func:`mp3net.generate.synthesize_tiles`)."""
         plan = plan or ops.prepare_for(x.device)
         with ops.autocast(x.device, dtype):
-            return self.synthesize(x, plan.tiling(len(self.blocks)), plan=plan).contiguous()
+            return self.synthesize_frames(x, plan.tiling(len(self.blocks)), plan=plan)
 
     @torch.no_grad()
     def generate(

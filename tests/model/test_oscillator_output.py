@@ -1,0 +1,96 @@
+"""The generator's oscillator output (docs/networks.md#oscillator-output)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mp3net.config import ConfigError, ModelConfig, preset
+from mp3net.dsp.oscillator import start_phase
+from mp3net.model import Generator
+from mp3net.model.generator import LOG_AMPLITUDE_OFFSET, MAX_DELTA
+from mp3net.ops import TileLevel
+
+
+def _tiny(**kw) -> ModelConfig:
+    return (
+        preset("tiny").override(["model.output=oscillator"] + [f"model.{k}={v}" for k, v in kw.items()]).model
+    )
+
+
+def test_output_is_amplitudes_in_range_with_one_extra_drawing_channel():
+    cfg = _tiny()
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    assert G.to_out.out_channels == cfg.channels + 1
+    with torch.no_grad():
+        A = G(torch.randn(3, cfg.latent_dim))
+    assert A.shape == (3, cfg.channels, cfg.n_frames, cfg.n_bands) and A.dtype == torch.float32
+    assert A.abs().max() < 1
+    # a zero drawing is the data's typical amplitude, at the start phase, in every band
+    y = torch.zeros(1, cfg.channels + 1, 4, cfg.n_bands)
+    A0, _ = G.oscillate(y)
+    a0 = torch.sigmoid(torch.tensor(LOG_AMPLITUDE_OFFSET))
+    assert a0 == pytest.approx(0.01, rel=0.02)
+    k = torch.arange(cfg.n_bands)
+    torch.testing.assert_close(A0[0, 0, 0], a0 * torch.cos(start_phase(cfg.n_bands) + torch.pi * (k + 0.5)))
+
+
+def test_a_held_drawing_is_a_held_partial():
+    """Constant log amplitude and offset: |X| of each band is a steady sinusoidal pattern whose rms over
+    any 32 frames is the same (a held partial), not a decaying or drifting one."""
+    cfg = _tiny()
+    G = Generator(cfg)
+    y = torch.zeros(1, cfg.channels + 1, 512, cfg.n_bands)
+    y[:, -1] = 0.4  # δ = ½·tanh(0.4)
+    A, _ = G.oscillate(y)
+    rms = A[0, 0].reshape(16, 32, -1).pow(2).mean(1).sqrt()  # [16 windows, K]
+    assert (rms.std(0) / rms.mean(0)).max() < 0.1
+    assert MAX_DELTA * torch.tanh(torch.tensor(40.0)) <= 0.5
+
+
+def test_time_tiles_are_exact():
+    cfg = _tiny()
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    with torch.no_grad():
+        h = G.head(torch.randn(1, 2, cfg.latent_dim))
+        full = G.synthesize(h)
+        tol = 1e-5 * full.abs().max().item()
+        for tiles in ([TileLevel(2, 3)], [TileLevel(3, 1), TileLevel(2, 3)]):
+            torch.testing.assert_close(G.synthesize(h, tiles), full, rtol=0, atol=tol)
+        torch.testing.assert_close(G.render(h, dtype=torch.float32), full, rtol=0, atol=tol)
+
+
+def test_phase_runs_on_across_a_split_track():
+    """Two halves of a drawing oscillated one after the other equal the whole oscillated at once."""
+    cfg = _tiny()
+    G = Generator(cfg)
+    torch.manual_seed(1)
+    y = torch.randn(2, cfg.channels + 1, 300, cfg.n_bands)
+    whole, _ = G.oscillate(y)
+    first, phase = G.oscillate(y[:, :, :100])
+    second, _ = G.oscillate(y[:, :, 100:], phase)
+    torch.testing.assert_close(torch.cat([first, second], 2), whole, rtol=0, atol=1e-6)
+    restarted, _ = G.oscillate(y[:, :, 100:])  # without the carried phase the second half is different
+    assert (restarted - whole[:, :, 100:]).abs().max() > 1e-3
+
+
+def test_each_band_is_drawn_from_its_own_band():
+    """The output layer and the oscillators work band by band (the phase runs along time only), so the
+    octave structure of the blocks reaches the amplitudes unchanged."""
+    cfg = _tiny()
+    G = Generator(cfg)
+    features = torch.randn(1, G.to_out.in_channels, 16, cfg.n_bands, requires_grad=True)
+    A, _ = G.oscillate(G._output(features))
+    A[..., 5].square().sum().backward()
+    assert features.grad is not None
+    assert features.grad[..., 5].abs().sum() > 0
+    assert features.grad[..., :5].abs().max() == 0 and features.grad[..., 6:].abs().max() == 0
+
+
+def test_linear_is_the_default_and_a_bad_mode_is_a_config_error():
+    assert ModelConfig().output == "linear"
+    assert preset("95s").model.output == "linear"
+    with pytest.raises(ConfigError, match="model.output"):
+        preset("tiny").override(["model.output=polar"]).model.validate()
