@@ -8,7 +8,7 @@ import torch
 from mp3net.config import ConfigError, ModelConfig, preset
 from mp3net.dsp.oscillator import start_phase
 from mp3net.model import Generator
-from mp3net.model.generator import LOG_AMPLITUDE_OFFSET, MAX_DELTA
+from mp3net.model.generator import MAX_DELTA
 from mp3net.ops import TileLevel
 
 
@@ -27,21 +27,29 @@ def test_output_is_amplitudes_in_range_with_one_extra_drawing_channel():
         A = G(torch.randn(3, cfg.latent_dim))
     assert A.shape == (3, cfg.channels, cfg.n_frames, cfg.n_bands) and A.dtype == torch.float32
     assert A.abs().max() < 1
-    # a zero drawing is the data's typical amplitude, at the start phase, in every band
+    # amplitudes 0.1 and no offset: every band's oscillator at its centre, from the start phase
     y = torch.zeros(1, cfg.channels + 1, 4, cfg.n_bands)
+    y[:, : cfg.channels] = 0.1
     A0, _ = G.oscillate(y)
-    a0 = torch.sigmoid(torch.tensor(LOG_AMPLITUDE_OFFSET))
-    assert a0 == pytest.approx(0.01, rel=0.02)
     k = torch.arange(cfg.n_bands)
-    torch.testing.assert_close(A0[0, 0, 0], a0 * torch.cos(start_phase(cfg.n_bands) + torch.pi * (k + 0.5)))
+    torch.testing.assert_close(A0[0, 0, 0], 0.1 * torch.cos(start_phase(cfg.n_bands) + torch.pi * (k + 0.5)))
+    # the output layer: tanh of the amplitude channels (over the gain), the offsets raw
+    features = torch.randn(1, G.to_out.in_channels, 4, cfg.n_bands)
+    raw = G.to_out(features)
+    drawn = G._output(features)
+    torch.testing.assert_close(
+        drawn[:, : cfg.channels], torch.tanh(raw[:, : cfg.channels] / cfg.amplitude_gain)
+    )
+    torch.testing.assert_close(drawn[:, cfg.channels :], raw[:, cfg.channels :])
 
 
 def test_a_held_drawing_is_a_held_partial():
-    """Constant log amplitude and offset: |X| of each band is a steady sinusoidal pattern whose rms over
+    """Constant amplitude and offset: |X| of each band is a steady sinusoidal pattern whose rms over
     any 32 frames is the same (a held partial), not a decaying or drifting one."""
     cfg = _tiny()
     G = Generator(cfg)
     y = torch.zeros(1, cfg.channels + 1, 512, cfg.n_bands)
+    y[:, : cfg.channels] = 0.05
     y[:, -1] = 0.4  # δ = ½·tanh(0.4)
     A, _ = G.oscillate(y)
     rms = A[0, 0].reshape(16, 32, -1).pow(2).mean(1).sqrt()  # [16 windows, K]

@@ -41,7 +41,8 @@ def oscillator_phase(delta: torch.Tensor, start: torch.Tensor) -> tuple[torch.Te
             so the phase stays exact over tracks of hours).
         start: ``[K]`` or ``[B, 1, 1, K]``: Φ before frame 0 (:func:`start_phase` at a track's start).
     Returns:
-        (Φ ``[B, 1, M, K]`` float32, end ``[B, 1, 1, K]`` float32 = Φ of the last frame).
+        (Φ ``[B, 1, M, K]`` float32, end ``[B, 1, 1, K]`` = Φ of the last frame, in float64 so that a
+        track continued window by window keeps its phase exact).
     """
     if delta.dim() != 4 or delta.shape[1] != 1:
         raise ValueError(f"delta must be [B, 1, M, K], got shape {tuple(delta.shape)}")
@@ -53,7 +54,7 @@ def oscillator_phase(delta: torch.Tensor, start: torch.Tensor) -> tuple[torch.Te
     base = (math.pi / 2) * quarter_turns.double()
     drift = torch.cumsum(delta.double(), dim=2) * math.pi
     phase = torch.remainder(start.double().reshape(-1, 1, 1, K) + base + drift, TWO_PI)
-    return phase.float(), phase[:, :, -1:].float()
+    return phase.float(), phase[:, :, -1:]
 
 
 def oscillator_mdct(
@@ -62,7 +63,7 @@ def oscillator_mdct(
     """MDCT coefficients of one oscillator per band (the module docstring's X).
 
     Args:
-        amplitude: ``[B, C, M, K]`` ≥ 0, per channel.
+        amplitude: ``[B, C, M, K]`` per channel (signed: a sign flip is a half turn of the phase).
         delta: ``[B, 1, M, K]`` frequency offsets in bands, shared by the channels (one phase per band:
             a stereo partial is the same tone at two levels).
         start: ``[K]`` or ``[B, 1, 1, K]`` phase before frame 0.

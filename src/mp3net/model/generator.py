@@ -8,7 +8,6 @@ on frequency as [low, high] and upsampled in time once more.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -25,10 +24,8 @@ from mp3net.ops import ExecutionPlan, TileLevel
 # quarter of its predecessor's reach, so any number of tiled blocks stays below 2 frames;
 # 2 is exact (tests/model).
 TILE_HALO = 2
-# the oscillator output (docs/networks.md#oscillator-output): amplitude = sigmoid(y + offset), so a zero
-# output is the data's typical amplitude (rms ≈ 0.01) and every level below full scale is a finite y;
-# δ = MAX_DELTA·tanh(y) keeps each band's tone inside the band's own frequency range
-LOG_AMPLITUDE_OFFSET = math.log(0.01)
+# the oscillator output's frequency offset δ = MAX_DELTA·tanh(y) keeps each band's tone inside the band's
+# own frequency range (docs/networks.md#oscillator-output)
 MAX_DELTA = 0.5
 
 
@@ -112,15 +109,18 @@ class Generator(nn.Module):
         return self.act(h)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        """The output layer, frame by frame (so time tiles may run it): the amplitudes of a linear output,
-        the raw ``[B, C + 1, M, K]`` drawing of an oscillator output (:meth:`oscillate` finishes it)."""
+        """The output layer, frame by frame (so time tiles may run it): the amplitudes ``[B, C, M, K]`` of a
+        linear output; for an oscillator output the oscillators' amplitudes and the raw offsets,
+        ``[B, C + 1, M, K]`` (:meth:`oscillate` finishes it)."""
         # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
         with ops.full_precision(x.device):
             y = self.to_out(x.float())
-            if self.cfg.output == "oscillator":
-                return y
             gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
-            return torch.tanh_(y if gain == 1 else y / gain)
+            C = self.cfg.channels
+            amplitude = torch.tanh(y[:, :C] if gain == 1 else y[:, :C] / gain)
+            if self.cfg.output == "oscillator":  # the offsets δ stay raw until oscillate
+                return torch.cat([amplitude, y[:, C:]], dim=1)
+            return amplitude
 
     def oscillate(
         self, y: torch.Tensor, phase: torch.Tensor | None = None
@@ -135,10 +135,9 @@ class Generator(nn.Module):
             return y, None
         C = self.cfg.channels
         with ops.full_precision(y.device):
-            amplitude = torch.sigmoid(y[:, :C] + LOG_AMPLITUDE_OFFSET)
             delta = MAX_DELTA * torch.tanh(y[:, C:])
             start = start_phase(y.shape[-1], y.device) if phase is None else phase
-            return oscillator_mdct(amplitude, delta, start)
+            return oscillator_mdct(y[:, :C], delta, start)
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):
         """Run ``blocks`` and the output layer, the last ``tiles[0].blocks`` of them in time tiles of
