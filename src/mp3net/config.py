@@ -17,7 +17,7 @@ CONFIG_VERSION = 1
 
 
 UPSAMPLE_MODES = ("transposed", "resize", "kernel4")
-OUTPUT_MODES = ("linear", "oscillator")
+OUTPUT_MODES = ("linear", "oscillator", "linear+oscillator")
 # D's pooled branch halves time and bands POOLED_DOWNSAMPLES times: both must be at least 2^that long
 POOLED_DOWNSAMPLES = 4
 POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
@@ -57,9 +57,10 @@ class ModelConfig:
     # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv), "resize" (nearest ×2, then
     # a 3×3 conv) or "kernel4" (4-tap transposed conv: the kernel divisible by the stride, no checkerboard)
     upsample: str = "transposed"
-    # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes) or "oscillator" (a log
+    # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes), "oscillator" (an
     # amplitude per channel and a frequency offset per band, whose phase the generator accumulates over
-    # frames, so a held partial is a held output; docs/networks.md#oscillator-output)
+    # frames, so a held partial is a held output) or "linear+oscillator", their sum, the oscillators starting
+    # silent (docs/networks.md#oscillator-output)
     output: str = "linear"
     # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
     # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper

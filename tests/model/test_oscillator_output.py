@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ def test_output_is_amplitudes_in_range_with_one_extra_drawing_channel():
     cfg = _tiny()
     torch.manual_seed(0)
     G = Generator(cfg)
-    assert G.to_out.out_channels == cfg.channels + 1
+    assert G.to_osc.out_channels == cfg.channels + 1
     with torch.no_grad():
         A = G(torch.randn(3, cfg.latent_dim))
     assert A.shape == (3, cfg.channels, cfg.n_frames, cfg.n_bands) and A.dtype == torch.float32
@@ -34,8 +36,8 @@ def test_output_is_amplitudes_in_range_with_one_extra_drawing_channel():
     k = torch.arange(cfg.n_bands)
     torch.testing.assert_close(A0[0, 0, 0], 0.1 * torch.cos(start_phase(cfg.n_bands) + torch.pi * (k + 0.5)))
     # the output layer: tanh of the amplitude channels (over the gain), the offsets raw
-    features = torch.randn(1, G.to_out.in_channels, 4, cfg.n_bands)
-    raw = G.to_out(features)
+    features = torch.randn(1, G.to_osc.in_channels, 4, cfg.n_bands)
+    raw = G.to_osc(features)
     drawn = G._output(features)
     torch.testing.assert_close(
         drawn[:, : cfg.channels], torch.tanh(raw[:, : cfg.channels] / cfg.amplitude_gain)
@@ -89,12 +91,33 @@ def test_each_band_is_drawn_from_its_own_band():
     octave structure of the blocks reaches the amplitudes unchanged."""
     cfg = _tiny()
     G = Generator(cfg)
-    features = torch.randn(1, G.to_out.in_channels, 16, cfg.n_bands, requires_grad=True)
+    features = torch.randn(1, G.to_osc.in_channels, 16, cfg.n_bands, requires_grad=True)
     A, _ = G.oscillate(G._output(features))
     A[..., 5].square().sum().backward()
     assert features.grad is not None
     assert features.grad[..., 5].abs().sum() > 0
     assert features.grad[..., :5].abs().max() == 0 and features.grad[..., 6:].abs().max() == 0
+
+
+def test_linear_plus_oscillator_starts_as_the_linear_output_and_adds_the_oscillators():
+    lin = dataclasses.replace(_tiny(), output="linear")
+    mix = dataclasses.replace(_tiny(), output="linear+oscillator")
+    torch.manual_seed(0)
+    G_lin = Generator(lin)
+    G_mix = Generator(mix)
+    G_mix.load_state_dict(G_lin.state_dict(), strict=False)
+    z = torch.randn(2, lin.latent_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(G_mix(z), G_lin(z), rtol=0, atol=0)  # the oscillators start silent
+        C = mix.channels
+        G_mix.to_osc.weight[:C].normal_()
+        features = torch.randn(1, G_mix.to_out.in_channels, 8, mix.n_bands)
+        y = G_mix._output(features)
+        assert y.shape[1] == 2 * C + 1
+        A, _ = G_mix.oscillate(y)
+        osc, _ = G_mix.oscillate(torch.cat([torch.zeros_like(y[:, :C]), y[:, C:]], 1))
+        torch.testing.assert_close(A, y[:, :C] + osc)  # the sum of the linear output and the oscillators
+        assert osc.abs().max() > 0
 
 
 def test_linear_is_the_default_and_a_bad_mode_is_a_config_error():

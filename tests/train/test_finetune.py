@@ -108,6 +108,26 @@ def test_init_from_may_add_ds_pooled_branch_which_starts_fresh(notes_dataset, tm
         )
 
 
+def test_init_from_may_add_oscillators_to_a_linear_output_which_start_silent(notes_dataset, tmp_path):
+    """model.output=linear+oscillator over a linear source: the generator starts as the source's (its
+    oscillators silent), the oscillators then train; a purely oscillator output cannot take the source."""
+    src = train(fast_config(), notes_dataset, tmp_path / "src", steps=2, progress=False)
+    cfg = fast_config("model.output=linear+oscillator")
+    b = Trainer(cfg, notes_dataset, tmp_path / "b", init_from=tmp_path / "src" / "export")
+    z = torch.randn(2, cfg.model.latent_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(b.G(z), src.G_ema(z), rtol=0, atol=0)
+    C = cfg.model.channels
+    assert b.G.to_osc.weight[:C].abs().max() == 0
+    b.run(3)
+    assert b.G.to_osc.weight[:C].abs().max() > 0
+    b.close()
+    with pytest.raises(MP3NetError, match="does not match"):
+        Trainer(
+            fast_config("model.output=oscillator"), notes_dataset, tmp_path / "c", init_from=tmp_path / "src"
+        )
+
+
 def test_cli_fine_tunes_the_shipped_model_with_its_config(notes_dataset, tmp_path, capsys):
     run = tmp_path / "ft"
     args = ["train", "--data", str(notes_dataset), "--run", str(run), "--init-from", "pretrained"]

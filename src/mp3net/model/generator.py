@@ -85,10 +85,14 @@ class Generator(nn.Module):
             GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
             for i in range(cfg.n_blocks)
         )
-        # linear: the amplitudes; oscillator: a log amplitude per channel and one frequency offset
-        n_out = cfg.channels + (cfg.output == "oscillator")
-        self.to_out = Conv1(cfg.block_channels(cfg.n_blocks - 1)[2], n_out)
+        width, C = cfg.block_channels(cfg.n_blocks - 1)[2], cfg.channels
+        # the linear output's amplitudes; the oscillators' amplitudes and one frequency offset per band
+        self.to_out = Conv1(width, C) if "linear" in cfg.output else None
+        self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
         init_weights(self)
+        if self.to_out is not None and self.to_osc is not None:
+            with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone
+                self.to_osc.weight[:C].zero_()
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Dense → reshape → LReLU.
@@ -109,18 +113,23 @@ class Generator(nn.Module):
         return self.act(h)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        """The output layer, frame by frame (so time tiles may run it): the amplitudes ``[B, C, M, K]`` of a
-        linear output; for an oscillator output the oscillators' amplitudes and the raw offsets,
-        ``[B, C + 1, M, K]`` (:meth:`oscillate` finishes it)."""
+        """The output layers, frame by frame (so time tiles may run them): the amplitudes ``[B, C, M, K]``
+        of a linear output; for oscillators their amplitudes and the raw offsets, ``[B, C + 1, M, K]``,
+        after the linear amplitudes if there are both (:meth:`oscillate` finishes it)."""
         # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
         with ops.full_precision(x.device):
-            y = self.to_out(x.float())
-            gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
-            C = self.cfg.channels
-            amplitude = torch.tanh(y[:, :C] if gain == 1 else y[:, :C] / gain)
-            if self.cfg.output == "oscillator":  # the offsets δ stay raw until oscillate
-                return torch.cat([amplitude, y[:, C:]], dim=1)
-            return amplitude
+            x, C = x.float(), self.cfg.channels
+            parts = []
+            if self.to_out is not None:
+                parts.append(self._amplitude(self.to_out(x)))
+            if self.to_osc is not None:
+                y = self.to_osc(x)
+                parts += [self._amplitude(y[:, :C]), y[:, C:]]  # the offsets δ stay raw until oscillate
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _amplitude(self, y: torch.Tensor) -> torch.Tensor:
+        gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
+        return torch.tanh(y if gain == 1 else y / gain)
 
     def oscillate(
         self, y: torch.Tensor, phase: torch.Tensor | None = None
@@ -131,13 +140,15 @@ class Generator(nn.Module):
         An oscillator output's phase runs over the whole track (docs/networks.md#oscillator-output):
         ``phase`` is where the previous frames left it, None at a track's first frame.
         """
-        if self.cfg.output != "oscillator":
+        if self.to_osc is None:
             return y, None
         C = self.cfg.channels
+        linear, y = (y[:, :C], y[:, C:]) if self.to_out is not None else (None, y)
         with ops.full_precision(y.device):
             delta = MAX_DELTA * torch.tanh(y[:, C:])
             start = start_phase(y.shape[-1], y.device) if phase is None else phase
-            return oscillator_mdct(y[:, :C], delta, start)
+            A, end = oscillator_mdct(y[:, :C], delta, start)
+            return (A if linear is None else linear + A), end
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):
         """Run ``blocks`` and the output layer, the last ``tiles[0].blocks`` of them in time tiles of

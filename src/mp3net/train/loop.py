@@ -68,7 +68,8 @@ def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tu
     if freeze_deep <= 0:
         return list(G.parameters()), list(D.parameters())
     k = min(freeze_deep, len(G.blocks))
-    g = [p for b in list(G.blocks)[-k:] for p in b.parameters()] + list(G.to_out.parameters())
+    g = [p for b in list(G.blocks)[-k:] for p in b.parameters()]
+    g += [p for head in (G.to_out, G.to_osc) if head is not None for p in head.parameters()]
     d = list(D.from_in.parameters()) + [p for b in list(D.blocks)[:k] for p in b.parameters()]
     if D.pooled is not None:
         d += list(D.pooled.parameters())
@@ -230,13 +231,25 @@ class Trainer:
 
     def _load_weights(self, g: dict, g_ema: dict, d: dict | None, where: str | Path) -> None:
         try:
-            self.G.load_state_dict(g)
+            self._load_generator(self.G, g)
             if self.G_ema is not None:
-                self.G_ema.load_state_dict(g_ema)
+                self._load_generator(self.G_ema, g_ema)
             if d is not None:
                 self._load_discriminator(d)
         except (RuntimeError, KeyError, ValueError) as e:
             raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+
+    def _load_generator(self, G: Generator, g: dict) -> None:
+        """G's weights; when this run adds oscillators to the source's linear output, they start silent
+        (docs/networks.md#oscillator-output)."""
+        if G.to_osc is None or G.to_out is None or any(k.startswith("to_osc.") for k in g):
+            G.load_state_dict(g)
+            return
+        missing, unexpected = G.load_state_dict(g, strict=False)
+        if unexpected or any(not k.startswith("to_osc.") for k in missing):
+            G.load_state_dict(g)  # raises with the mismatch
+        if G is self.G:
+            self._say("G's oscillators (model.output=linear+oscillator) start silent")
 
     def _load_discriminator(self, d: dict) -> None:
         """D's weights; when this run adds D's pooled branch and the source's D has none, it starts fresh."""
