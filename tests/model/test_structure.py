@@ -158,17 +158,30 @@ def test_tiled_synthesis_is_exact():
         torch.testing.assert_close(G.render(h, dtype=torch.float32), full, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("upsample", ["resize", "kernel4"])
-def test_inference_tiles_are_exact_for_every_upsampling_mode(upsample):
-    cfg = preset("tiny").override([f"model.upsample={upsample}"]).model
+@pytest.mark.parametrize(
+    "option",
+    [
+        "model.upsample=resize",
+        "model.upsample=kernel4",
+        "model.output=oscillator",
+        "model.output=linear+oscillator",
+    ],
+)
+def test_inference_tiles_are_exact_for_every_upsampling_and_output_mode(option):
+    cfg = preset("tiny").override([option]).model
     torch.manual_seed(0)
     G = Generator(cfg)
+    if G.to_osc is not None:
+        torch.nn.init.normal_(
+            G.to_osc.weight
+        )  # audible oscillators (a linear+oscillator G starts them silent)
     with torch.no_grad():
         h = G.head(torch.randn(1, 2, cfg.latent_dim))
         full = G.synthesize(h)
         tol = 1e-5 * full.abs().max().item()
         for tiles in ([TileLevel(2, 3)], [TileLevel(3, 1), TileLevel(2, 3)]):
             torch.testing.assert_close(G.synthesize(h, tiles), full, rtol=0, atol=tol)
+        torch.testing.assert_close(G.render(h, dtype=torch.float32), full, rtol=0, atol=tol)
 
 
 def test_generator_is_deterministic_and_latent_tiles_are_consistent():
