@@ -264,7 +264,7 @@ def synthesize_tiles(
             wave = imdct(torch.cat([A.new_zeros(*A.shape[:2], 1, A.shape[3]), A], dim=2), trim=True)[..., N:]
         else:  # track frames [a·up − 1, b·up) give the samples of frames [a·up, b·up)
             wave = imdct(torch.cat([before, A], dim=2), trim=True)
-        before = A[:, :, -1:]
+        before = A[:, :, -1:].clone()  # not a view: the window itself is freed
         wave = wave[..., : n_samples - emitted]
         emitted += wave.shape[-1]
         if wave.shape[-1]:
