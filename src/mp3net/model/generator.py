@@ -185,7 +185,7 @@ class Generator(nn.Module):
         first_block: int = 0,
         plan: ExecutionPlan | None = None,
     ) -> torch.Tensor:
-        """Blocks → 1×1 → tanh.
+        """Blocks → output layer → amplitudes (through the oscillators, if the output has them).
 
         Args:
             x: start tensor ``[B, ch, M0, start_bands]``, any M0.
@@ -200,20 +200,8 @@ class Generator(nn.Module):
         Returns:
             ``[B, C, 4^n_blocks·M0, K]`` (``4^(n_blocks − first_block)·M0`` frames with ``first_block``).
         """
-        return self.oscillate(self.synthesize_frames(x, tiles, halo, first_block, plan))[0]
-
-    def synthesize_frames(
-        self,
-        x: torch.Tensor,
-        tiles: Sequence[TileLevel] = (),
-        halo: int = TILE_HALO,
-        first_block: int = 0,
-        plan: ExecutionPlan | None = None,
-    ) -> torch.Tensor:
-        """:meth:`synthesize` up to the frame-by-frame output (:meth:`_output`), before :meth:`oscillate`;
-        a window of a longer start tensor gives the same frames as the whole (up to float rounding)."""
         x = (plan or ops.prepare_for(x.device)).layout(x)
-        return self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo)
+        return self.oscillate(self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo))[0]
 
     def forward(self, z: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
         """``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L).
@@ -239,7 +227,7 @@ class Generator(nn.Module):
         track's windows compute (:func:`mp3net.generate.synthesize_tiles`)."""
         plan = plan or ops.prepare_for(x.device)
         with ops.autocast(x.device, dtype):
-            return self.synthesize_frames(x, plan.tiling(len(self.blocks)), plan=plan)
+            return self._tiled(plan.layout(x), list(self.blocks), plan.tiling(len(self.blocks)), TILE_HALO)
 
     @torch.no_grad()
     def generate(
