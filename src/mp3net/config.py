@@ -21,6 +21,8 @@ OUTPUT_MODES = ("linear", "oscillator", "linear+oscillator")
 # D's pooled branch halves time and bands POOLED_DOWNSAMPLES times: both must be at least 2^that long
 POOLED_DOWNSAMPLES = 4
 POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
+# D's spectral view halves time and frequency this many times (docs/networks.md#spectral-discriminator)
+SPECTRAL_DOWNSAMPLES = 5
 LOSSES = ("wgan-gp", "ns-r1", "rpgan-r1r2")
 
 
@@ -74,6 +76,11 @@ class ModelConfig:
     # chord change one edge; 0 = off (the paper)
     d_pooled_channels: int = 0
     d_pooled_frames: int = 8
+    # width of D's spectral view (docs/networks.md#spectral-discriminator): a second discriminator, with its
+    # own score and loss, on the noised amplitudes turned back into audio and into a log spectrogram with a
+    # d_spectral_fft-sample window, where a held partial is a narrow line; 0 = off (the paper)
+    d_spectral_channels: int = 0
+    d_spectral_fft: int = 1024
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
@@ -129,6 +136,16 @@ class ModelConfig:
                 f"{POOLED_MIN_LENGTH} steps (and n_bands be at least {POOLED_MIN_LENGTH}), "
                 f"got {self.d_pooled_frames}"
             )
+        if self.d_spectral_channels < 0:
+            raise ConfigError(f"model.d_spectral_channels must be >= 0, got {self.d_spectral_channels}")
+        fft = self.d_spectral_fft
+        if self.d_spectral_channels and (
+            fft < 4 or fft & (fft - 1) or self.clip_samples // (fft // 4) < 2**SPECTRAL_DOWNSAMPLES
+        ):
+            raise ConfigError(
+                f"model.d_spectral_fft must be a power of two whose hop (a quarter) fits at least "
+                f"{2**SPECTRAL_DOWNSAMPLES} times in a clip of {self.clip_samples} samples, got {fft}"
+            )
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")
@@ -170,6 +187,10 @@ class TrainConfig:
     # G's loss adds contrast_match · W1 of the pooled level contrasts (docs/training.md#contrast-matching)
     contrast_match: float = 0.0
     contrast_width: int = 2  # bins on each side of a peak
+    # D's spectral view (model.d_spectral_channels): its loss's weight in G's loss, and its R1 γ (on its own
+    # input, the log spectrogram of the noised reals; docs/training.md#spectral-discriminator)
+    spectral_weight: float = 1.0
+    spectral_r1_gamma: float = 1.0
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -191,12 +212,14 @@ class TrainConfig:
                 self.warmup_steps,
                 self.change_match,
                 self.contrast_match,
+                self.spectral_weight,
+                self.spectral_r1_gamma,
             )
             < 0
         ):
             raise ConfigError(
-                "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match and contrast_match "
-                "must be >= 0"
+                "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match, contrast_match, "
+                "spectral_weight and spectral_r1_gamma must be >= 0"
             )
         if not self.change_lags or min(self.change_lags) < 1:
             raise ConfigError(f"train.change_lags must be one or more steps >= 1, got {self.change_lags}")
@@ -264,6 +287,11 @@ class Config:
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
+        if self.model.d_spectral_channels and self.train.loss == "wgan-gp":
+            raise ConfigError(
+                "model.d_spectral_channels needs a zero-centred recipe (train.loss=ns-r1 or rpgan-r1r2): "
+                "its penalty is R1"
+            )
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML for a .yaml/.yml path), atomically."""

@@ -14,6 +14,7 @@ from mp3net.model.discriminator import (
 from mp3net.model.generator import TILE_HALO, Generator, GeneratorBlock
 from mp3net.model.layers import set_grad_checkpoint
 from mp3net.model.noise import NoiseLayer
+from mp3net.model.spectral import SpectralDiscriminator
 
 __all__ = [
     "Generator",
@@ -24,6 +25,7 @@ __all__ = [
     "Activations",
     "minibatch_stddev",
     "NoiseLayer",
+    "SpectralDiscriminator",
     "TILE_HALO",
     "set_grad_checkpoint",
 ]

@@ -15,6 +15,7 @@ from torch import nn
 from mp3net import ops
 from mp3net.config import POOLED_DOWNSAMPLES, ModelConfig
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights
+from mp3net.model.spectral import SpectralDiscriminator
 
 # ε of D's input compression, in D's unit scale: bounds its slope at 0 (p·ε^(p−1)) and sits far below any
 # audible amplitude (a unit-scale 1e-3 is −102 dB at the tiny preset's gain of 64)
@@ -174,7 +175,10 @@ class PooledBranch(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D)."""
+    """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D).
+
+    With ``model.d_spectral_channels``, ``spectral`` is a second discriminator with its own score and loss
+    (:class:`SpectralDiscriminator`); ``forward`` and the penalty chain are the MDCT view's alone."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -196,6 +200,7 @@ class Discriminator(nn.Module):
             if cfg.d_pooled_channels
             else None
         )
+        self.spectral = SpectralDiscriminator(cfg) if cfg.d_spectral_channels else None
         init_weights(self)
         if self.pooled is not None:
             nn.init.zeros_(self.pooled.score.weight)

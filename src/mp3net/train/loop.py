@@ -50,6 +50,9 @@ from mp3net.train.losses import (
     d_loss,
     g_loss,
     penalty,
+    spectral_d_loss,
+    spectral_g_loss,
+    spectral_penalty,
 )
 from mp3net.utils import MP3NetError, derive_seed
 
@@ -63,7 +66,8 @@ RUN_INFO = "run.json"
 # ---------------------------------------------------------------------------------------------------------
 def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tuple[list, list]:
     """Parameters of G and D that train. With ``freeze_deep = k > 0`` only the k shallowest blocks of each
-    (plus G's output layer and D's input layer and pooled branch, which sit on the shallow side) train:
+    (plus G's output layer and D's input layer, pooled branch and spectral view, which sit on the shallow
+    side) train:
     paper §4.3.1."""
     if freeze_deep <= 0:
         return list(G.parameters()), list(D.parameters())
@@ -71,13 +75,18 @@ def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tu
     g = [p for b in list(G.blocks)[-k:] for p in b.parameters()]
     g += [p for head in (G.to_out, G.to_osc) if head is not None for p in head.parameters()]
     d = list(D.from_in.parameters()) + [p for b in list(D.blocks)[:k] for p in b.parameters()]
-    if D.pooled is not None:
-        d += list(D.pooled.parameters())
+    d += [p for branch in (D.pooled, D.spectral) if branch is not None for p in branch.parameters()]
     return g, d
 
 
 # the stats of the losses under the names they are logged with
-_STAT_NAMES = {"d_real": "score/real", "d_fake": "score/fake"}
+_STAT_NAMES = {
+    "d_real": "score/real",
+    "d_fake": "score/fake",
+    "spectral_real": "score/spectral_real",
+    "spectral_fake": "score/spectral_fake",
+    "spectral_loss": "loss/d_spectral",
+}
 
 
 def _grad_norm(params: list[nn.Parameter]) -> float:
@@ -252,14 +261,17 @@ class Trainer:
             self._say("G's oscillators (model.output=linear+oscillator) start silent")
 
     def _load_discriminator(self, d: dict) -> None:
-        """D's weights; when this run adds D's pooled branch and the source's D has none, it starts fresh."""
-        if self.D.pooled is None or any(k.startswith("pooled.") for k in d):
+        """D's weights; branches this run adds to the source's D (the pooled branch, the spectral view)
+        start fresh."""
+        fresh = [name for name in ("pooled", "spectral") if getattr(self.D, name) is not None]
+        fresh = [name for name in fresh if not any(k.startswith(name + ".") for k in d)]
+        if not fresh:
             self.D.load_state_dict(d)
             return
         missing, unexpected = self.D.load_state_dict(d, strict=False)
-        if unexpected or any(not k.startswith("pooled.") for k in missing):
+        if unexpected or any(k.split(".")[0] not in fresh for k in missing):
             self.D.load_state_dict(d)  # raises with the mismatch
-        self._say(f"D's pooled branch ({self.cfg.model.d_pooled_channels} channels) starts fresh")
+        self._say(f"D's {' and '.join(fresh)} branch starts fresh")
 
     def _load_optimizers(self, state: dict[str, Any], where: str | Path) -> None:
         try:
@@ -526,11 +538,17 @@ class Trainer:
                 self.D, real_n, fake_n, tc.gp_lambda, tc.drift, self.gen, backward=True,
                 loss=tc.loss, r1_gamma=tc.r1_gamma, reg_scale=0.0 if lazy else 1.0,
             )  # fmt: skip
+        if self.D.spectral is not None:
+            st.update(self._spectral_d(real_n, fake_n, 0.0 if lazy else 1.0))
         gn, ok = self._apply(self.opt_D, self.d_params, loss)
         if lazy and reg_now:
             with self._autocast():
                 reg, reg_st = penalty(self.D, real_n, fake_n, tc.loss, tc.gp_lambda, tc.r1_gamma, self.gen)
                 reg = reg * tc.reg_every
+                if self.D.spectral is not None:
+                    s_r1 = spectral_penalty(self.D.spectral, real_n, fake_n, tc.loss)
+                    reg = reg + (0.5 * tc.spectral_r1_gamma * tc.reg_every) * s_r1
+                    reg_st["spectral_r1"] = s_r1.detach()
             with torch.autocast(self.device.type, enabled=False):
                 reg.backward()
             _, ok_reg = self._apply(self.opt_D, self.d_params, reg)
@@ -544,6 +562,21 @@ class Trainer:
             stats["tonality/real"] = float(tonality(real).mean())
         return stats, real_n.detach(), ok
 
+    def _spectral_d(
+        self, real_n: torch.Tensor, fake_n: torch.Tensor, reg_scale: float
+    ) -> dict[str, torch.Tensor]:
+        """Backpropagate D's spectral view's loss on noised ``[B, C, M, K]`` reals and fakes into D's
+        gradients (with its penalty when ``reg_scale``); its stats."""
+        tc = self.cfg.train
+        assert self.D.spectral is not None
+        with self._autocast():
+            s_loss, st = spectral_d_loss(
+                self.D.spectral, real_n, fake_n, tc.loss, tc.spectral_r1_gamma, reg_scale
+            )
+        with torch.autocast(self.device.type, enabled=False):
+            s_loss.backward()
+        return {**st, "spectral_loss": s_loss.detach()}
+
     def g_step(self, real: torch.Tensor, real_n: torch.Tensor) -> tuple[dict[str, float], bool]:
         """One G update through D (frozen) on fresh fakes; ``real`` ``[B, C, M, K]``: this iteration's
         reals (for change and contrast matching), ``real_n``: D's noised view of them (the relativistic
@@ -554,6 +587,11 @@ class Trainer:
         with self._autocast():
             loss, st = g_loss(self.D, self._to_d(fake), tc.loss, real_n)
         stats = {"loss/g": float(st["g_loss"])}
+        if self.D.spectral is not None:
+            with self._autocast():
+                s_loss = spectral_g_loss(self.D.spectral, self._to_d(fake), tc.loss, real_n)
+            loss = loss + tc.spectral_weight * s_loss
+            stats["loss/g_spectral"] = float(s_loss.detach())
         if tc.change_match > 0:
             change = change_matching(fake, real, self.change_pool, tc.change_lags)
             loss = loss + tc.change_match * change

@@ -13,6 +13,11 @@ With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softp
 The penalties are taken on the noised inputs, the ones D sees, with ∇ with respect to D's input u (x~ in D's
 unit scale x~·``model.amplitude_gain``, compressed by ``model.d_compress``; docs/networks.md#amplitude-gain),
 so λ and γ mean the same at any gain.
+With ``model.d_spectral_channels``, D's spectral view S (docs/networks.md#spectral-discriminator) is a second
+discriminator with the recipe's adversarial terms on its own scores (:func:`spectral_d_loss`,
+:func:`spectral_g_loss`) and R1 on its own input, the log spectrogram v of the noised reals
+(:func:`spectral_r1`): γ_s/2·‖∇_v S‖², every step or lazily with the MDCT view's penalty.
+
 Optionally G's loss adds w·W₁ of the pooled level changes (:func:`change_matching`,
 docs/training.md#change-matching) and of the pooled level contrasts (:func:`contrast_matching`,
 docs/training.md#contrast-matching).
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.dsp import pooled_level_change, pooled_level_contrast
-from mp3net.model import Discriminator
+from mp3net.model import Discriminator, SpectralDiscriminator
 
 
 def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
@@ -179,6 +184,58 @@ def g_loss(
             d_real = D(real_noised)
     out = adversarial_g(loss, d_fake, d_real)
     return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}
+
+
+def spectral_r1(spec: SpectralDiscriminator, x: torch.Tensor) -> torch.Tensor:
+    """R1 of D's spectral view at noised amplitudes ``x`` ``[B, C, M, K]`` (detached): mean over the batch of
+    ‖∇S‖², ∇ with respect to its input (:meth:`SpectralDiscriminator.view`), differentiable in its weights."""
+    with torch.no_grad():
+        v = spec.view(x.detach())
+    v.requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(spec.score_view(v).sum(), v, create_graph=True)
+    return _sq_norms(grad).mean()
+
+
+def spectral_penalty(
+    spec: SpectralDiscriminator, real_noised: torch.Tensor, fake_noised: torch.Tensor, loss: str
+) -> torch.Tensor:
+    """The spectral view's zero-centred penalty, un-weighted: R1 on the noised reals, plus R2 on the noised
+    fakes for the relativistic recipe (both ``[B, C, M, K]``, detached). A 0-d tensor."""
+    r1 = spectral_r1(spec, real_noised)
+    return r1 + spectral_r1(spec, fake_noised) if loss == "rpgan-r1r2" else r1
+
+
+def spectral_d_loss(
+    spec: SpectralDiscriminator,
+    real_noised: torch.Tensor,
+    fake_noised: torch.Tensor,
+    loss: str,
+    r1_gamma: float,
+    reg_scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The spectral view's D loss on noised ``[B, C, M, K]`` reals and (detached) fakes: the recipe's
+    adversarial term plus ``reg_scale`` × γ/2 × :func:`spectral_penalty` (0 skips it: lazy regularisation).
+    Returns (loss, stats ``spectral_real``, ``spectral_fake`` and, when taken, ``spectral_r1``)."""
+    s_real, s_fake = spec(real_noised), spec(fake_noised.detach())
+    total = adversarial_d(loss, s_real, s_fake)
+    stats = {"spectral_real": s_real.mean().detach(), "spectral_fake": s_fake.mean().detach()}
+    if reg_scale:
+        r1 = spectral_penalty(spec, real_noised, fake_noised, loss)
+        total = total + reg_scale * 0.5 * r1_gamma * r1
+        stats["spectral_r1"] = r1.detach()
+    return total, stats
+
+
+def spectral_g_loss(
+    spec: SpectralDiscriminator, fake_noised: torch.Tensor, loss: str, real_noised: torch.Tensor | None = None
+) -> torch.Tensor:
+    """G's adversarial term against the spectral view (its parameters are not stepped)."""
+    s_real = None
+    if loss == "rpgan-r1r2":
+        with torch.no_grad():
+            s_real = spec(real_noised)
+    return adversarial_g(loss, spec(fake_noised), s_real)
 
 
 CHANGE_STEP_SECONDS = 8 * 64 / 11008  # ≈ 46 ms: evaluate's spectral-change step at the tiny preset's rate

@@ -1,0 +1,31 @@
+"""A long-window view of MDCT amplitudes (docs/networks.md#spectral-discriminator): back to audio by the
+inverse MDCT, then a short-time Fourier transform whose window spans many MDCT frames, so a held partial
+is one narrow line and a band of noise a flat smear, where the MDCT shows both as flickering bands."""
+
+from __future__ import annotations
+
+import torch
+
+from mp3net.dsp.mdct import imdct
+
+# the log power's floor: |S|² of a sinusoid of amplitude 1.2e-5 (−98 dB re full scale) under a 1024-sample
+# Hann window; it bounds the log's slope in silent bins, where D's gradient to G would otherwise explode
+LOG_FLOOR = 1e-5
+
+
+def log_spectrogram(A: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Log power of the STFT of the audio that MDCT amplitudes ``A`` ``[B, C, M, N]`` encode.
+
+    Hann window of ``n_fft`` samples, hop ``n_fft / 4``, centred frames; the power is in decibels / 20
+    (ln-free, so a 20 dB step is 1.0): 0.5·log10(|S|² + ``LOG_FLOOR``). Differentiable in ``A``.
+
+    Returns:
+        ``[B, C, T, n_fft/2 + 1]`` float32, T = (M + 1)·N / hop + 1 frames, time before frequency as in
+        ``A``.
+    """
+    x = imdct(A.float())  # [B, C, (M + 1)·N]
+    b, c, t = x.shape
+    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    S = torch.stft(x.reshape(b * c, t), n_fft, hop_length=n_fft // 4, window=window, return_complex=True)
+    power = S.real.square() + S.imag.square()  # [B·C, F, T]
+    return (0.5 * torch.log10(power + LOG_FLOOR)).reshape(b, c, *power.shape[1:]).transpose(-1, -2)
