@@ -295,3 +295,56 @@ def test_bf16_where_it_is_emulated_is_warned_about(notes_dataset, tmp_path, monk
     Trainer(fast_config("train.amp=bf16"), notes_dataset, tmp_path / "r").close()
     warned = "train.amp=bf16 on a cpu without native bf16" in capsys.readouterr().err
     assert warned != fast
+
+
+SPECTRAL = ("train.loss=ns-r1", "train.n_critic=1", "model.d_spectral_channels=4", "model.d_spectral_fft=256")
+
+
+def test_the_spectral_view_trains_beside_d_and_joins_gs_loss_by_its_weight(notes_dataset, tmp_path):
+    """The first iteration without the view, with it at weight 0 and at weight 1: D's MDCT view and, at
+    weight 0, G take the same update as without it (its own noise draw, weights and RNG take nothing from
+    theirs); at weight 1 G's update changes; the view itself trains and its scores are logged."""
+    runs = {}
+    for name, extra in (
+        ("off", []),
+        ("w0", [*SPECTRAL[2:], "train.spectral_weight=0"]),
+        ("w1", SPECTRAL[2:]),
+    ):
+        tr = Trainer(fast_config(*SPECTRAL[:2], *extra), notes_dataset, tmp_path / name, progress=False)
+        before = None if tr.D.spectral is None else copy.deepcopy(tr.D.spectral.state_dict())
+        stats = tr.train_step()
+        after = None if tr.D.spectral is None else tr.D.spectral.state_dict()
+        d_mdct = {k: v.clone() for k, v in tr.D.state_dict().items() if not k.startswith("spectral.")}
+        runs[name] = (stats, copy.deepcopy(tr.G.state_dict()), d_mdct, before, after)
+        tr.close()
+    (s_off, g_off, d_off, _, _), (s0, g0, d0, _, _), (s1, g1, d1, before, after) = runs.values()
+    assert "score/spectral_real" not in s_off
+    assert {"score/spectral_real", "score/spectral_fake", "loss/d_spectral", "loss/g_spectral"} <= s1.keys()
+    assert "spectral_r1" in s1  # reg_every=1 in the fast config: the penalty joins every step
+    assert all(torch.equal(d_off[k], d0[k]) and torch.equal(d_off[k], d1[k]) for k in d_off)
+    assert all(torch.equal(g_off[k], g0[k]) for k in g_off)
+    assert any(not torch.equal(g_off[k], g1[k]) for k in g_off)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lazy_regularisation_takes_the_spectral_penalty_with_ds(notes_dataset, tmp_path):
+    tr = Trainer(fast_config(*SPECTRAL, "train.reg_every=2"), notes_dataset, tmp_path / "r", progress=False)
+    has_r1 = [{"r1", "spectral_r1"} <= tr.train_step().keys() for _ in range(4)]
+    tr.close()
+    assert has_r1 == [True, False, True, False]
+
+
+def test_exact_resume_with_the_spectral_view(notes_dataset, tmp_path):
+    cfg = fast_config(*SPECTRAL, "train.reg_every=2", "train.ckpt_every=3")
+    a = train(cfg, notes_dataset, tmp_path / "a", steps=6, progress=False)
+
+    def stop(tr: Trainer) -> None:
+        if tr.step == 3:
+            tr.request_stop()
+
+    train(cfg, notes_dataset, tmp_path / "b", steps=6, progress=False, hooks=[stop])
+    b = train(cfg, notes_dataset, tmp_path / "b", steps=6, progress=False, require_checkpoint=True)
+    assert a.step == b.step == 6
+    for net_a, net_b in ((a.G, b.G), (a.D, b.D)):
+        for (k, va), vb in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
+            assert torch.equal(va, vb), k

@@ -20,10 +20,10 @@ def log_spectrogram(A: torch.Tensor, n_fft: int) -> torch.Tensor:
     (ln-free, so a 20 dB step is 1.0): 0.5·log10(|S|² + ``LOG_FLOOR``). Differentiable in ``A``.
 
     Returns:
-        ``[B, C, T, n_fft/2 + 1]`` float32, T = (M + 1)·N / hop + 1 frames, time before frequency as in
-        ``A``.
+        ``[B, C, T, n_fft/2 + 1]`` float32 (float64 for float64 ``A``), T = (M + 1)·N / hop + 1 frames,
+        time before frequency as in ``A``.
     """
-    x = imdct(A.float())  # [B, C, (M + 1)·N]
+    x = imdct(A if A.dtype == torch.float64 else A.float())  # [B, C, (M + 1)·N]
     b, c, t = x.shape
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
     S = torch.stft(x.reshape(b * c, t), n_fft, hop_length=n_fft // 4, window=window, return_complex=True)

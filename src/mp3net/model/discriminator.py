@@ -200,10 +200,11 @@ class Discriminator(nn.Module):
             if cfg.d_pooled_channels
             else None
         )
-        self.spectral = SpectralDiscriminator(cfg) if cfg.d_spectral_channels else None
         init_weights(self)
         if self.pooled is not None:
             nn.init.zeros_(self.pooled.score.weight)
+        # built after the MDCT view is initialised, so that view's weights do not depend on it
+        self.spectral = SpectralDiscriminator(cfg) if cfg.d_spectral_channels else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer), in the layout of

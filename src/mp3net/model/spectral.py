@@ -22,7 +22,8 @@ VIEW_OFFSET = -2.0
 class SpectralDiscriminator(nn.Module):
     """Noised amplitudes ``[B, C, M, K]`` → :meth:`view`, the log spectrogram ``[B, C, T, F]`` (T, F even)
     → a 3×3 conv, ``SPECTRAL_DOWNSAMPLES`` stride-(2, 2) 3×3 convs (LeakyReLU after each), a 3×3 conv to one
-    channel: a score per patch of about 2^5·3 frames and bins → their mean, ``[B, 1]`` float32."""
+    channel: a score per patch of about 2^5·3 frames and bins → their mean, ``[B, 1]`` float32 (float64
+    for a float64 view)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -44,7 +45,8 @@ class SpectralDiscriminator(nn.Module):
 
     def score_view(self, v: torch.Tensor) -> torch.Tensor:
         """A :meth:`view` ``[B, C, T, F]`` → score ``[B, 1]``."""
-        return self.score(self.body(v)).float().mean(dim=(2, 3)).view(-1, 1)
+        score = self.score(self.body(v))
+        return (score if score.dtype == torch.float64 else score.float()).mean(dim=(2, 3)).view(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score_view(self.view(x))

@@ -584,12 +584,13 @@ class Trainer:
         tc = self.cfg.train
         self._phase(train_g=True)
         fake = self._fakes(grad=True)
+        fake_n = self._to_d(fake)  # one noise draw for both of D's views
         with self._autocast():
-            loss, st = g_loss(self.D, self._to_d(fake), tc.loss, real_n)
+            loss, st = g_loss(self.D, fake_n, tc.loss, real_n)
         stats = {"loss/g": float(st["g_loss"])}
         if self.D.spectral is not None:
             with self._autocast():
-                s_loss = spectral_g_loss(self.D.spectral, self._to_d(fake), tc.loss, real_n)
+                s_loss = spectral_g_loss(self.D.spectral, fake_n, tc.loss, real_n)
             loss = loss + tc.spectral_weight * s_loss
             stats["loss/g_spectral"] = float(s_loss.detach())
         if tc.change_match > 0:
