@@ -14,7 +14,15 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import POOLED_DOWNSAMPLES, ModelConfig
-from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights
+from mp3net.model.layers import (
+    Block,
+    Conv1,
+    Conv3,
+    LeakyReLU,
+    init_weights,
+    mbstd_group_size,
+    minibatch_stddev,
+)
 from mp3net.model.spectral import SpectralDiscriminator
 
 # ε of D's input compression, in D's unit scale: bounds its slope at 0 (p·ε^(p−1)) and sits far below any
@@ -101,39 +109,6 @@ class DiscriminatorBlock(Block):
         g_y = self.down.adjoint(g_y)
         g_y = self.act.adjoint(g_y, acts.conv)
         return self.conv.adjoint(g_y)
-
-
-def mbstd_group_size(batch: int, group_size: int) -> int:
-    """The minibatch-stddev group in use: ``min(group_size, batch)`` reduced to a divisor of the batch."""
-    g = max(1, min(group_size, batch))
-    while batch % g:
-        g -= 1
-    return g
-
-
-def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Grouped minibatch standard deviation (ProGAN), appended as one extra channel.
-
-    Samples are split into groups of ``g = min(group_size, B)`` (reduced to the largest divisor of B, so any
-    batch works); sample b belongs to group b mod (B/g). Per group: the standard deviation over the group of
-    every element, √(var + 1e-8), averaged over C, M, K → one scalar per sample. A group of one sample has no
-    spread: the feature is 0 (batch 1 included).
-
-    Args:
-        x: ``[B, C, M, K]``.
-    Returns:
-        ``[B, C + 1, M, K]``.
-    """
-    b, c, m, k = x.shape
-    g = mbstd_group_size(b, group_size)
-    if g == 1:
-        feat = x.new_zeros(b, 1, m, k)
-    else:
-        y = (x if x.dtype == torch.float64 else x.float()).reshape(g, b // g, c, m, k)
-        var = (y - y.mean(dim=0, keepdim=True)).square().mean(dim=0)  # [B/g, C, M, K]
-        std = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3))  # [B/g]
-        feat = std.to(x.dtype).repeat(g).view(b, 1, 1, 1).expand(b, 1, m, k)
-    return torch.cat([x, feat], dim=1)
 
 
 def pooled_rms(u: torch.Tensor, frames: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from mp3net.config import SPECTRAL_DOWNSAMPLES, ModelConfig
 from mp3net.dsp.spectral import log_spectrogram
-from mp3net.model.layers import Conv3, LeakyReLU, init_weights
+from mp3net.model.layers import Conv3, LeakyReLU, init_weights, minibatch_stddev
 
 # log_spectrogram's typical level (dB/20) on music at rms ≈ 0.01, removed so the first conv starts centred
 VIEW_OFFSET = -2.0
@@ -21,9 +21,10 @@ VIEW_OFFSET = -2.0
 
 class SpectralDiscriminator(nn.Module):
     """Noised amplitudes ``[B, C, M, K]`` → :meth:`view`, the log spectrogram ``[B, C, T, F]`` (T, F even)
-    → a 3×3 conv, ``SPECTRAL_DOWNSAMPLES`` stride-(2, 2) 3×3 convs (LeakyReLU after each), a 3×3 conv to one
-    channel: a score per patch of about 2^5·3 frames and bins → their mean, ``[B, 1]`` float32 (float64
-    for a float64 view)."""
+    → a 3×3 conv, ``SPECTRAL_DOWNSAMPLES`` stride-(2, 2) 3×3 convs (LeakyReLU after each), minibatch stddev
+    (as in D's head: partials drawn at the same frequencies for every latent stand out only across the
+    batch), a 3×3 conv to one channel: a score per patch of about 2^5·3 frames and bins → their mean,
+    ``[B, 1]`` float32 (float64 for a float64 view)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -33,7 +34,8 @@ class SpectralDiscriminator(nn.Module):
         for _ in range(SPECTRAL_DOWNSAMPLES):
             layers += [Conv3(width, width, stride=(2, 2)), LeakyReLU(cfg.leaky_slope)]
         self.body = nn.Sequential(*layers)
-        self.score = Conv3(width, 1)
+        self.mbstd_group = cfg.mbstd_group
+        self.score = Conv3(width + 1, 1)
         init_weights(self)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +47,7 @@ class SpectralDiscriminator(nn.Module):
 
     def score_view(self, v: torch.Tensor) -> torch.Tensor:
         """A :meth:`view` ``[B, C, T, F]`` → score ``[B, 1]``."""
-        score = self.score(self.body(v))
+        score = self.score(minibatch_stddev(self.body(v), self.mbstd_group))
         return (score if score.dtype == torch.float64 else score.float()).mean(dim=(2, 3)).view(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
