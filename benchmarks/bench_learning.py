@@ -127,15 +127,18 @@ def train_cell(name: str, data: Path, run: Path, seconds: float, seed: int) -> N
         account.write_text(json.dumps({"cpu_seconds": used(), "step": tr.step}))
 
 
-def spectrogram_row(clips: list, sr: int, path: Path, title: str) -> None:
-    """A row of log-MDCT spectrograms of up to 4 clips ``[C, T]``."""
+def spectrogram_row(clips: list, sr: int, path: Path, title: str, long_window: bool = False) -> None:
+    """A row of log-MDCT spectrograms of up to 4 clips ``[C, T]``; with ``long_window`` their 1024-sample
+    log spectrograms up to 2.75 kHz instead (D's spectral view), where single partials are lines."""
     import torch
 
     from mp3net.evaluate import clip_mdct
-    from mp3net.plots import save_png, spectrogram_row_figure
+    from mp3net.plots import long_window_row_figure, save_png, spectrogram_row_figure
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(spectrogram_row_figure([clip_mdct(c.to(torch.float64), sr) for c in clips], title), path, 70)
+    amplitudes = [clip_mdct(c.to(torch.float64), sr) for c in clips]
+    fig = long_window_row_figure(amplitudes, sr, title=title) if long_window else None
+    save_png(fig or spectrogram_row_figure(amplitudes, title), path, 70)
 
 
 def evaluate_cell(name: str, data: Path, run: Path) -> dict:

@@ -60,3 +60,22 @@ def test_spectrogram_row_has_one_panel_per_clip_on_one_colour_scale():
     assert a.get_array().max() == pytest.approx(-80, abs=0.1) and b.get_array().max() == pytest.approx(
         -20, abs=0.1
     )
+
+
+def test_long_window_row_draws_a_tone_as_one_line_at_its_frequency():
+    import math
+
+    from mp3net.dsp import mdct
+    from mp3net.plots import long_window_row_figure
+
+    sr, k = 11008, 64
+    t = torch.arange(255 * k, dtype=torch.float64) / sr
+    tone = mdct((0.1 * torch.sin(2 * math.pi * 1000 * t)).expand(2, -1), k)  # [2, 256, 64]
+    fig = long_window_row_figure([tone, 0.5 * tone], sr, title="tones")
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    a, b = (ax.get_images()[0].get_array() for ax in axes)  # [bins up to 2.75 kHz, frames]
+    assert a.shape[0] == int(2750 * 1024 / sr)
+    assert int(a[:, a.shape[1] // 2].argmax()) == round(1000 * 1024 / sr)
+    # one colour scale for the row: the half-amplitude tone is 6 dB lower
+    assert float(a.max() - b.max()) == pytest.approx(20 * math.log10(2), abs=0.1)

@@ -256,3 +256,33 @@ def spectrogram_row_figure(amplitudes: Sequence[torch.Tensor], title: str = "") 
     axes[0].set_ylabel(title, fontsize=8)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def long_window_row_figure(
+    amplitudes: Sequence[torch.Tensor],
+    sample_rate: int,
+    n_fft: int = 1024,
+    f_max: float = 2750.0,
+    title: str = "",
+) -> Figure:
+    """Thumbnails side by side, as :func:`spectrogram_row_figure`, of the long-window log spectrogram of MDCT
+    amplitudes ``[C, F, N]`` (:func:`mp3net.dsp.spectral.log_spectrogram`, the view of D's spectral
+    discriminator; mean power over channels) up to ``f_max`` Hz, where single partials are lines. Colours
+    span 70 dB under each row's loudest bin."""
+    from mp3net.dsp.spectral import log_spectrogram
+
+    rows = []
+    for A in amplitudes:
+        v = log_spectrogram(torch.as_tensor(A)[None], n_fft)[0]  # [C, T, F], dB / 20
+        power = torch.pow(10.0, 2 * v.double()).mean(0)  # [T, F]
+        rows.append(10 * np.log10(power[:, : int(f_max * n_fft / sample_rate)].numpy()))
+    top = max(float(r.max()) for r in rows)
+    fig = Figure(figsize=(3 * len(rows), 2.2))
+    axes = fig.subplots(1, len(rows), squeeze=False)[0]
+    for ax, db in zip(axes, rows, strict=True):
+        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=top - 70, vmax=top)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_ylabel(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return fig
