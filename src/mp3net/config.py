@@ -81,6 +81,9 @@ class ModelConfig:
     # d_spectral_fft-sample window, where a held partial is a narrow line; 0 = off (the paper)
     d_spectral_channels: int = 0
     d_spectral_fft: int = 1024
+    # the view's input gains the batch's spread per bin (model.layers.minibatch_spread): partials drawn at
+    # the same frequencies in every clip of a batch are plain there
+    d_spectral_spread: bool = False
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6

@@ -169,12 +169,34 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
         ``[B, C + 1, M, K]``.
     """
     b, c, m, k = x.shape
-    g = mbstd_group_size(b, group_size)
-    if g == 1:
+    std = _group_std(x, group_size)  # [B/g, C, M, K] or None
+    if std is None:
         feat = x.new_zeros(b, 1, m, k)
     else:
-        y = (x if x.dtype == torch.float64 else x.float()).reshape(g, b // g, c, m, k)
-        var = (y - y.mean(dim=0, keepdim=True)).square().mean(dim=0)  # [B/g, C, M, K]
-        std = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3))  # [B/g]
-        feat = std.to(x.dtype).repeat(g).view(b, 1, 1, 1).expand(b, 1, m, k)
+        g = b // std.shape[0]
+        feat = std.mean(dim=(1, 2, 3)).to(x.dtype).repeat(g).view(b, 1, 1, 1).expand(b, 1, m, k)
     return torch.cat([x, feat], dim=1)
+
+
+def minibatch_spread(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """:func:`minibatch_stddev` kept per position: the group's standard deviation of every element averaged
+    over the channels only, appended as one extra channel ``[B, C + 1, M, K]`` (0 for groups of one). Where
+    every sample of a batch draws the same thing (a partial at the same frequency) it is near 0 there.
+    """
+    b, c, m, k = x.shape
+    std = _group_std(x, group_size)
+    if std is None:
+        return torch.cat([x, x.new_zeros(b, 1, m, k)], dim=1)
+    g = b // std.shape[0]
+    return torch.cat([x, std.mean(dim=1, keepdim=True).to(x.dtype).repeat(g, 1, 1, 1)], dim=1)
+
+
+def _group_std(x: torch.Tensor, group_size: int) -> torch.Tensor | None:
+    """√(var + 1e-8) over each minibatch-stddev group of ``x`` ``[B, C, M, K]`` → ``[B/g, C, M, K]`` (float32
+    at least; sample b is in group b mod B/g), or None when the groups hold one sample."""
+    b, c, m, k = x.shape
+    g = mbstd_group_size(b, group_size)
+    if g == 1:
+        return None
+    y = (x if x.dtype == torch.float64 else x.float()).reshape(g, b // g, c, m, k)
+    return torch.sqrt((y - y.mean(dim=0, keepdim=True)).square().mean(dim=0) + 1e-8)

@@ -13,7 +13,7 @@ from torch import nn
 
 from mp3net.config import SPECTRAL_DOWNSAMPLES, ModelConfig
 from mp3net.dsp.spectral import log_spectrogram
-from mp3net.model.layers import Conv3, LeakyReLU, init_weights, minibatch_stddev
+from mp3net.model.layers import Conv3, LeakyReLU, init_weights, minibatch_spread, minibatch_stddev
 
 # log_spectrogram's typical level (dB/20) on music at rms ≈ 0.01, removed so the first conv starts centred
 VIEW_OFFSET = -2.0
@@ -30,7 +30,8 @@ class SpectralDiscriminator(nn.Module):
         super().__init__()
         self.n_fft = cfg.d_spectral_fft
         width = cfg.d_spectral_channels
-        layers: list[nn.Module] = [Conv3(cfg.channels, width), LeakyReLU(cfg.leaky_slope)]
+        self.spread = cfg.d_spectral_spread
+        layers: list[nn.Module] = [Conv3(cfg.channels + self.spread, width), LeakyReLU(cfg.leaky_slope)]
         for _ in range(SPECTRAL_DOWNSAMPLES):
             layers += [Conv3(width, width, stride=(2, 2)), LeakyReLU(cfg.leaky_slope)]
         self.body = nn.Sequential(*layers)
@@ -47,6 +48,8 @@ class SpectralDiscriminator(nn.Module):
 
     def score_view(self, v: torch.Tensor) -> torch.Tensor:
         """A :meth:`view` ``[B, C, T, F]`` → score ``[B, 1]``."""
+        if self.spread:
+            v = minibatch_spread(v, self.mbstd_group)
         score = self.score(minibatch_stddev(self.body(v), self.mbstd_group))
         return (score if score.dtype == torch.float64 else score.float()).mean(dim=(2, 3)).view(-1, 1)
 

@@ -150,7 +150,15 @@ def load_latest(
 # model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are, or
 # (D's pooled branch, G's oscillators added to a linear output) add weights of their own that start fresh
 FINE_TUNABLE = frozenset(
-    {"d_compress", "d_pooled_channels", "d_pooled_frames", "d_spectral_channels", "d_spectral_fft", "output"}
+    {
+        "d_compress",
+        "d_pooled_channels",
+        "d_pooled_frames",
+        "d_spectral_channels",
+        "d_spectral_fft",
+        "d_spectral_spread",
+        "output",
+    }
 )
 
 
