@@ -57,3 +57,20 @@ def test_the_spectral_view_needs_a_zero_centred_recipe():
     with pytest.raises(ConfigError, match="zero-centred"):
         preset("tiny").override(["model.d_spectral_channels=8", "train.loss=wgan-gp"])
     assert preset("tiny").override(["model.d_spectral_channels=8"]).model.d_spectral_channels == 8
+
+
+def test_the_spread_input_shows_a_batch_that_draws_the_same_clip_everywhere():
+    """With model.d_spectral_spread the first conv sees the batch's spread per bin as one more channel: a
+    batch of copies scores as its clip alone does, and the weights of that channel matter only across
+    different clips."""
+    cfg = _cfg("model.d_spectral_channels=8", "model.d_spectral_fft=512", "model.d_spectral_spread=true")
+    torch.manual_seed(0)
+    spec = SpectralDiscriminator(cfg)
+    assert spec.body[0].weight.shape[1] == cfg.channels + 1
+    x = 0.01 * torch.randn(4, cfg.channels, cfg.n_frames, cfg.n_bands)
+    with torch.no_grad():
+        copies = spec(x[:1].expand(4, -1, -1, -1))
+        mixed = spec(x)
+        spec.body[0].weight[:, cfg.channels] = 0  # blind to the spread
+        torch.testing.assert_close(spec(x[:1].expand(4, -1, -1, -1)), copies, rtol=0, atol=1e-4)
+        assert (spec(x) - mixed).abs().max() > 1e-3

@@ -127,6 +127,24 @@ def test_minibatch_stddev_any_batch(batch, spread):
         assert f[:, 3].abs().max() == 0
 
 
+def test_minibatch_spread_is_the_groups_spread_per_position():
+    from mp3net.model.layers import minibatch_spread
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 2).repeat(8, 1, 1, 1)
+    x[1::2, :, 2, 1] += torch.randn(4, 3)  # one group of four differs at one position only
+    f = minibatch_spread(x, 4)
+    assert f.shape == (8, 4, 4, 2) and torch.equal(f[:, :3], x)
+    assert torch.allclose(f[0::2, 3], torch.full((4, 4, 2), 1e-4))  # copies: √(0 + 1e-8) everywhere
+    odd = f[1::2, 3].clone()
+    assert (odd[:, 2, 1] > 0.1).all()
+    odd[:, 2, 1] = 1e-4
+    assert torch.allclose(odd, torch.full_like(odd, 1e-4))  # nowhere else
+    expected = torch.sqrt(x[1::2, :, 2, 1].var(dim=0, unbiased=False) + 1e-8).mean()
+    assert float(f[1, 3, 2, 1]) == pytest.approx(float(expected), rel=1e-5)
+    assert minibatch_spread(x[:1], 4)[:, 3].abs().max() == 0  # a group of one has no spread
+
+
 def test_discriminator_batch_one():
     cfg = small_cfg()
     D = Discriminator(cfg)
