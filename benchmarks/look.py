@@ -1,7 +1,9 @@
 """Spectrogram rows for benchmarks/README.md: four clips of a run's checkpoint (its EMA generator, seeds 0–3),
 of a model (``pretrained``, an export or a run's export), or of real clips; the log-MDCT thumbnails, or with
 ``--long-window`` the 1024-sample log spectrograms up to 2.75 kHz (D's spectral view), where single
-partials are lines.
+partials are lines. ``--lines`` also prints where the held lines of the clips' mean spectrum sit within
+their MDCT band: the share within 1/64 band of a multiple of 1/16 band, frequencies whose MDCT coefficients
+repeat every 32 frames (chance: one half).
 
     python benchmarks/look.py ~/runs/spec3 --step 500 --out benchmarks/images/spectral-500.png --long-window
     python benchmarks/look.py pretrained --out benchmarks/images/shipped-long.png --long-window
@@ -13,20 +15,47 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from bench_learning import spectrogram_row
 from model_card import _generator_of
 
-SEEDS = [0, 1, 2, 3]
+SEEDS = [0, 1, 2, 3]  # the pictures' clips
+LINE_SEEDS = list(range(8))
 
 
-def clips_of(source: str, step: int | None, reals: bool) -> tuple[list, int, str]:
-    """Four clips ``[C, T]``, their sample rate and a title."""
+def held_lines(clips: list, rate: int) -> np.ndarray:
+    """Frequencies (Hz) of the lines of the clips' mean power spectrum (one Hann window over each whole clip,
+    channels averaged): local maxima over ±30 bins standing 15 dB above the median of ±100 bins."""
+    import torch
+
+    x = torch.stack([torch.as_tensor(c, dtype=torch.float64).mean(0) for c in clips])  # [B, T]
+    n = x.shape[-1]
+    power = torch.fft.rfft(x * torch.hann_window(n, dtype=torch.float64), dim=-1).abs().square().mean(0)
+    db = 10 * np.log10(power.numpy() + 1e-20)
+    found = [
+        i
+        for i in range(100, len(db) - 100)
+        if db[i] == db[i - 30 : i + 31].max() and db[i] - np.median(db[i - 100 : i + 101]) > 15
+    ]
+    return np.asarray(found) * rate / n
+
+
+def on_grid_share(freqs: np.ndarray, rate: int, n_bands: int) -> float:
+    """The share of ``freqs`` within 1/64 band of a multiple of 1/16 of an MDCT band (chance: 0.5)."""
+
+    pos = freqs / (rate / 2 / n_bands) * 16  # in 1/16 bands
+    return float((np.abs(pos - np.round(pos)) < 0.25).mean())
+
+
+def clips_of(source: str, step: int | None, reals: bool, n: int) -> tuple[list, int, str]:
+    """``n`` clips ``[C, T]`` (seeds 0…n−1 of a generator), their sample rate and a title."""
     from mp3net import generate as gen
     from mp3net.evaluate import load_real_clips
     from mp3net.train import checkpoint as ckpt
 
     if reals:  # the clips the in-training evaluation and the model card compare against (3 s)
-        clips, rate = load_real_clips(Path(source), len(SEEDS), seed=1)
+        clips, rate = load_real_clips(Path(source), n, seed=1)
         return list(clips), rate, "real clips"
     if step is None:
         G, cfg = gen.load_generator(source)
@@ -34,7 +63,7 @@ def clips_of(source: str, step: int | None, reals: bool) -> tuple[list, int, str
     else:
         G, cfg = _generator_of(ckpt.load_checkpoint(dict(ckpt.list_checkpoints(Path(source)))[step]))
         title = f"{Path(source).name} @{step * cfg.train.batch_size} clips"
-    fakes, rate = gen.generate(G, SEEDS)
+    fakes, rate = gen.generate(G, list(range(n)))
     return list(fakes), rate, title
 
 
@@ -44,14 +73,20 @@ def main() -> int:
     ap.add_argument("--step", type=int, help="the run's checkpoint at this many D steps")
     ap.add_argument("--reals", action="store_true", help="real clips of the dataset SOURCE")
     ap.add_argument("--long-window", action="store_true", help="the 1024-sample view instead of the MDCT")
+    ap.add_argument("--lines", action="store_true", help="print where the held lines sit in their bands")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    clips, rate, title = clips_of(args.source, args.step, args.reals)
-    spectrogram_row(clips, rate, args.out, title, long_window=args.long_window)
+    n = len(LINE_SEEDS) if args.lines else len(SEEDS)
+    clips, rate, title = clips_of(args.source, args.step, args.reals, n)
+    spectrogram_row(clips[: len(SEEDS)], rate, args.out, title, long_window=args.long_window)
     print(args.out)
+    if args.lines:
+        lines = held_lines(clips, rate)
+        share = on_grid_share(lines, rate, 64 * rate // 11008)
+        print(f"{title}: {len(lines)} held lines, {share:.0%} on the 1/16-band grid (chance 50 %)")
     return 0
 
 
