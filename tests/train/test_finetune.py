@@ -82,25 +82,33 @@ def test_init_from_may_change_ds_input_compression_but_resume_may_not(notes_data
         Trainer(fast_config("model.d_compress=0.5"), notes_dataset, tmp_path / "src")
 
 
-def test_init_from_may_add_ds_pooled_branch_which_starts_fresh(notes_dataset, tmp_path):
-    """model.d_pooled_channels adds weights of its own: D's other weights come from the source, the branch
-    is the new run's own, and it trains; carrying D's Adam state over to it is a one-line error."""
-    src = train(fast_config(), notes_dataset, tmp_path / "src", steps=2, progress=False)
-    fresh = Trainer(fast_config("model.d_pooled_channels=4"), notes_dataset, tmp_path / "fresh")
-    b = Trainer(
-        fast_config("model.d_pooled_channels=4"), notes_dataset, tmp_path / "b", init_from=tmp_path / "src"
-    )
-    shared = {k: v for k, v in b.D.state_dict().items() if not k.startswith("pooled.")}
+@pytest.mark.parametrize(
+    "branch,extra",
+    [
+        ("pooled", ("model.d_pooled_channels=4",)),
+        ("spectral", ("model.d_spectral_channels=4", "model.d_spectral_fft=256")),
+    ],
+)
+def test_init_from_may_add_a_d_branch_which_starts_fresh(notes_dataset, tmp_path, branch, extra):
+    """D's pooled branch or spectral view over a source without it: D's other weights come from the
+    source, the branch is the new run's own, and it trains; carrying D's Adam state over to it is a
+    one-line error."""
+    base = ("train.loss=ns-r1", "train.n_critic=1")
+    src = train(fast_config(*base), notes_dataset, tmp_path / "src", steps=2, progress=False)
+    fresh = Trainer(fast_config(*base, *extra), notes_dataset, tmp_path / "fresh")
+    b = Trainer(fast_config(*base, *extra), notes_dataset, tmp_path / "b", init_from=tmp_path / "src")
+    shared = {k: v for k, v in b.D.state_dict().items() if not k.startswith(branch + ".")}
+    assert shared.keys() == src.D.state_dict().keys()
     assert all(torch.equal(v, src.D.state_dict()[k]) for k, v in shared.items())
-    assert _equal(b.D.pooled, fresh.D.pooled)
-    before = b.D.pooled.score.weight.detach().clone()
+    assert _equal(getattr(b.D, branch), getattr(fresh.D, branch))
+    before = getattr(b.D, branch).score.weight.detach().clone()
     b.run(2)
-    assert not torch.equal(b.D.pooled.score.weight, before)
+    assert not torch.equal(getattr(b.D, branch).score.weight, before)
     fresh.close()
     b.close()
     with pytest.raises(MP3NetError, match="does not match"):
         Trainer(
-            fast_config("model.d_pooled_channels=4"),
+            fast_config(*base, *extra),
             notes_dataset,
             tmp_path / "c",
             init_from=tmp_path / "src",
@@ -172,22 +180,3 @@ def test_fine_tuning_the_shipped_model_moves_its_metrics(notes_dataset, tmp_path
     tr.close()
     assert tr.step == 40 and np.isfinite(tr.last["loss/d"])
     assert np.abs(levels(tr.G) - before).mean() > 1.0
-
-
-def test_init_from_may_add_ds_spectral_view_which_starts_fresh(notes_dataset, tmp_path):
-    """model.d_spectral_channels over a run without it: D's MDCT view comes from the source, the spectral
-    view is the new run's own and trains."""
-    base = ("train.loss=ns-r1", "train.n_critic=1")
-    spectral = (*base, "model.d_spectral_channels=4", "model.d_spectral_fft=256")
-    src = train(fast_config(*base), notes_dataset, tmp_path / "src", steps=2, progress=False)
-    fresh = Trainer(fast_config(*spectral), notes_dataset, tmp_path / "fresh")
-    b = Trainer(fast_config(*spectral), notes_dataset, tmp_path / "b", init_from=tmp_path / "src")
-    shared = {k: v for k, v in b.D.state_dict().items() if not k.startswith("spectral.")}
-    assert shared.keys() == src.D.state_dict().keys()
-    assert all(torch.equal(v, src.D.state_dict()[k]) for k, v in shared.items())
-    assert _equal(b.D.spectral, fresh.D.spectral)
-    before = b.D.spectral.score.weight.detach().clone()
-    b.run(2)
-    assert not torch.equal(b.D.spectral.score.weight, before)
-    fresh.close()
-    b.close()
