@@ -22,7 +22,7 @@ def test_the_spectral_view_scores_each_clip_from_its_log_spectrogram():
     x = 0.01 * torch.randn(3, cfg.channels, cfg.n_frames, cfg.n_bands)
     v = spec.view(x)
     # (M + 1)·N samples at hop 128 → 257 frames and 257 bins, both cut to even lengths
-    assert v.shape == (3, cfg.channels, 256, 256)
+    assert v.shape == (3, cfg.channels, 256, 256) == (3, *spec.view_shape(cfg))
     score = spec(x)
     assert score.shape == (3, 1) and score.dtype == torch.float32
     torch.testing.assert_close(score, spec.score_view(v))

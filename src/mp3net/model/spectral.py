@@ -39,9 +39,15 @@ class SpectralDiscriminator(nn.Module):
         self.score = Conv3(width + 1, 1)
         init_weights(self)
 
+    def view_shape(self, cfg: ModelConfig) -> tuple[int, int, int]:
+        """(C, T, F) of :meth:`view` for one clip of ``cfg``'s length."""
+        hop = self.n_fft // 4
+        frames = (cfg.n_frames + 1) * cfg.n_bands // hop + 1
+        return cfg.channels, frames // 2 * 2, self.n_fft // 2
+
     def view(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, C, T, F]``: the log spectrogram, its last frame and Nyquist bin dropped so
-        both lengths halve exactly, centred by ``VIEW_OFFSET``."""
+        both lengths are even (the first stride-2 conv halves them exactly), centred by ``VIEW_OFFSET``."""
         v = log_spectrogram(x, self.n_fft)
         t, f = v.shape[-2] // 2 * 2, v.shape[-1] // 2 * 2
         return v[..., :t, :f] - VIEW_OFFSET
