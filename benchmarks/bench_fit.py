@@ -60,7 +60,7 @@ def loud_clip(data: Path, clip_samples: int, sample_rate: int):
     return ds[max(picks, key=lambda i: float(ds[i].pow(2).mean()))][None]
 
 
-def fit(variant: str, data: Path, steps: int, lr: float) -> FitResult:
+def fit(variant: str, data: Path, steps: int, lr: float, lines: bool = False) -> FitResult:
     import torch
 
     from bench_learning import spectrogram_row
@@ -93,9 +93,18 @@ def fit(variant: str, data: Path, steps: int, lr: float) -> FitResult:
         out = G(z)
     weighted = float(((out - A) * weight).pow(2).mean() / (A * weight).pow(2).mean())
     audio = imdct(out, trim=True)[0]
-    spectrogram_row(
-        [x[0], audio], m.sample_rate, IMAGES / image_name(variant, steps), f"clip | {variant} fit"
-    )
+    if lines:  # where the fit's partials sit against the clip's, in the long-window view
+        from look import line_report
+
+        print(f"{variant}: {line_report(x[0], audio, m.sample_rate, m.n_bands)}", flush=True)
+        name = image_name(variant, steps).replace(".png", "-long.png")
+        spectrogram_row(
+            [x[0], audio], m.sample_rate, IMAGES / name, f"clip | {variant} fit", long_window=True
+        )
+    else:
+        spectrogram_row(
+            [x[0], audio], m.sample_rate, IMAGES / image_name(variant, steps), f"clip | {variant} fit"
+        )
     return FitResult(
         variant=variant,
         params=sum(p.numel() for p in G.parameters()),
@@ -144,6 +153,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--report", type=Path, help="only rewrite the README table from this --json file")
+    p.add_argument(
+        "--lines",
+        action="store_true",
+        help="print where the fit's held lines sit against the clip's (benchmarks/look.py) and draw the "
+        "long-window view; the README table is left as it is",
+    )
     a = p.parse_args()
     if a.steps < 1:
         p.error("--steps must be at least 1")
@@ -163,12 +178,13 @@ def run(a: argparse.Namespace) -> None:
         raise ValueError("--data is required (unless --report)")
     results = []
     for v in a.variants:
-        r = fit(v, a.data.expanduser(), a.steps, a.lr)
+        r = fit(v, a.data.expanduser(), a.steps, a.lr, lines=a.lines)
         print(json.dumps(asdict(r)), flush=True)
         results.append(r)
     if a.json:
         a.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    write_table(results)
+    if not a.lines:
+        write_table(results)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,24 @@ def on_grid_share(freqs: np.ndarray, rate: int, n_bands: int) -> float:
     return float((np.abs(pos - np.round(pos)) < 0.25).mean())
 
 
+def line_report(target, fit, rate: int, n_bands: int) -> str:
+    """How a fit ``[C, T]`` reproduces a target clip's held lines: the share of the target's lines (and of
+    those off the 1/16-band grid) that have a fit line within 1/64 band, and both grid shares."""
+    lt, lf = held_lines([target], rate), held_lines([fit], rate)
+    tol = rate / 2 / n_bands / 64
+
+    def hit(f: float) -> bool:
+        return len(lf) > 0 and float(np.min(np.abs(lf - f))) < tol
+
+    off = [f for f in lt if on_grid_share(np.array([f]), rate, n_bands) == 0]
+    found, found_off = np.mean([hit(f) for f in lt]), np.mean([hit(f) for f in off])
+    return (
+        f"target: {len(lt)} held lines, {on_grid_share(lt, rate, n_bands):.0%} on the 1/16-band grid; "
+        f"fit: {len(lf)}, {on_grid_share(lf, rate, n_bands):.0%}; the fit has {found:.0%} of the target's "
+        f"lines within 1/64 band, {found_off:.0%} of its {len(off)} off-grid ones"
+    )
+
+
 def clips_of(source: str, step: int | None, reals: bool, n: int) -> tuple[list, int, str]:
     """``n`` clips ``[C, T]`` (seeds 0…n−1 of a generator), their sample rate and a title."""
     from mp3net import generate as gen
