@@ -243,19 +243,24 @@ def write_spectrogram(
     return save_png(spectrogram_figure(analyze_signal(x, sample_rate, n_bands).A, sample_rate, title), path)
 
 
-def spectrogram_row_figure(amplitudes: Sequence[torch.Tensor], title: str = "") -> Figure:
-    """Thumbnails side by side: the log power (dB, mean over channels) of MDCT amplitudes ``[C, F, N]``
-    per clip, time → right, frequency ↑, one shared colour scale so levels compare across clips."""
-    fig = Figure(figsize=(3 * len(amplitudes), 2.2))
-    axes = fig.subplots(1, len(amplitudes), squeeze=False)[0]
-    for ax, A in zip(axes, amplitudes, strict=True):
-        db = 10 * np.log10(np.square(_as_numpy(A).astype(np.float64)).mean(0) + 1e-10)
-        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-90, vmax=-10)
+def _thumbnail_row(images: Sequence[np.ndarray], title: str, vmin: float, vmax: float) -> Figure:
+    """``[T, F]`` dB images side by side, time → right, frequency ↑, on one colour scale."""
+    fig = Figure(figsize=(3 * len(images), 2.2))
+    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    for ax, db in zip(axes, images, strict=True):
+        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel(title, fontsize=8)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def spectrogram_row_figure(amplitudes: Sequence[torch.Tensor], title: str = "") -> Figure:
+    """Thumbnails side by side: the log power (dB, mean over channels) of MDCT amplitudes ``[C, F, N]``
+    per clip, time → right, frequency ↑, one shared colour scale so levels compare across clips."""
+    images = [10 * np.log10(np.square(_as_numpy(A).astype(np.float64)).mean(0) + 1e-10) for A in amplitudes]
+    return _thumbnail_row(images, title, vmin=-90, vmax=-10)
 
 
 def long_window_row_figure(
@@ -271,18 +276,10 @@ def long_window_row_figure(
     span 70 dB under each row's loudest bin."""
     from mp3net.dsp.spectral import log_spectrogram
 
-    rows = []
+    images = []
     for A in amplitudes:
         v = log_spectrogram(torch.as_tensor(A)[None], n_fft)[0]  # [C, T, F], dB / 20
         power = torch.pow(10.0, 2 * v.double()).mean(0)  # [T, F]
-        rows.append(10 * np.log10(power[:, : int(f_max * n_fft / sample_rate)].numpy()))
-    top = max(float(r.max()) for r in rows)
-    fig = Figure(figsize=(3 * len(rows), 2.2))
-    axes = fig.subplots(1, len(rows), squeeze=False)[0]
-    for ax, db in zip(axes, rows, strict=True):
-        ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=top - 70, vmax=top)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].set_ylabel(title, fontsize=8)
-    fig.tight_layout(pad=0.2)
-    return fig
+        images.append(10 * np.log10(power[:, : int(f_max * n_fft / sample_rate)].numpy()))
+    top = max(float(db.max()) for db in images)
+    return _thumbnail_row(images, title, vmin=top - 70, vmax=top)

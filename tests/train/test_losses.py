@@ -240,7 +240,9 @@ def test_spectral_d_loss_is_the_adversarial_term_plus_the_scaled_penalty(loss):
     assert "spectral_r1" not in st
     assert float(plain) == pytest.approx(float(adversarial_d(loss, spec(real), spec(fake))), rel=1e-12)
     lazy, st = spectral_d_loss(spec, real, fake, loss, r1_gamma=4.0, reg_scale=8.0)
-    pen = spectral_penalty(spec, real, fake, loss)
+    term, pen_st = spectral_penalty(spec, real, fake, loss, r1_gamma=4.0)
+    pen = pen_st["spectral_r1"]
+    assert float(term) == pytest.approx(2.0 * float(pen), rel=1e-12)  # γ/2
     assert float(lazy) == pytest.approx(float(plain) + 8.0 * 2.0 * float(pen), rel=1e-10)
     assert float(st["spectral_r1"]) == pytest.approx(float(pen), rel=1e-12)
     if loss == "rpgan-r1r2":  # R2 on the fakes too

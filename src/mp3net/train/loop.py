@@ -546,9 +546,11 @@ class Trainer:
                 reg, reg_st = penalty(self.D, real_n, fake_n, tc.loss, tc.gp_lambda, tc.r1_gamma, self.gen)
                 reg = reg * tc.reg_every
                 if self.D.spectral is not None:
-                    s_r1 = spectral_penalty(self.D.spectral, real_n, fake_n, tc.loss)
-                    reg = reg + (0.5 * tc.spectral_r1_gamma * tc.reg_every) * s_r1
-                    reg_st["spectral_r1"] = s_r1.detach()
+                    s_reg, s_st = spectral_penalty(
+                        self.D.spectral, real_n, fake_n, tc.loss, tc.spectral_r1_gamma
+                    )
+                    reg = reg + s_reg * tc.reg_every
+                    reg_st.update(s_st)
             with torch.autocast(self.device.type, enabled=False):
                 reg.backward()
             _, ok_reg = self._apply(self.opt_D, self.d_params, reg)

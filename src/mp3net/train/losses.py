@@ -198,12 +198,19 @@ def spectral_r1(spec: SpectralDiscriminator, x: torch.Tensor) -> torch.Tensor:
 
 
 def spectral_penalty(
-    spec: SpectralDiscriminator, real_noised: torch.Tensor, fake_noised: torch.Tensor, loss: str
-) -> torch.Tensor:
-    """The spectral view's zero-centred penalty, un-weighted: R1 on the noised reals, plus R2 on the noised
-    fakes for the relativistic recipe (both ``[B, C, M, K]``, detached). A 0-d tensor."""
+    spec: SpectralDiscriminator,
+    real_noised: torch.Tensor,
+    fake_noised: torch.Tensor,
+    loss: str,
+    r1_gamma: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The spectral view's weighted zero-centred penalty, as :func:`penalty`: γ/2·R1 on the noised reals,
+    γ/2·(R1 + R2) with the relativistic recipe (both ``[B, C, M, K]``, detached). Returns (term, stats with
+    ``spectral_r1``, the un-weighted sum)."""
     r1 = spectral_r1(spec, real_noised)
-    return r1 + spectral_r1(spec, fake_noised) if loss == "rpgan-r1r2" else r1
+    if loss == "rpgan-r1r2":
+        r1 = r1 + spectral_r1(spec, fake_noised)
+    return 0.5 * r1_gamma * r1, {"spectral_r1": r1.detach()}
 
 
 def spectral_d_loss(
@@ -215,15 +222,15 @@ def spectral_d_loss(
     reg_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The spectral view's D loss on noised ``[B, C, M, K]`` reals and (detached) fakes: the recipe's
-    adversarial term plus ``reg_scale`` × γ/2 × :func:`spectral_penalty` (0 skips it: lazy regularisation).
+    adversarial term plus ``reg_scale`` × :func:`spectral_penalty` (0 skips it: lazy regularisation).
     Returns (loss, stats ``spectral_real``, ``spectral_fake`` and, when taken, ``spectral_r1``)."""
     s_real, s_fake = spec(real_noised), spec(fake_noised.detach())
     total = adversarial_d(loss, s_real, s_fake)
     stats = {"spectral_real": s_real.mean().detach(), "spectral_fake": s_fake.mean().detach()}
     if reg_scale:
-        r1 = spectral_penalty(spec, real_noised, fake_noised, loss)
-        total = total + reg_scale * 0.5 * r1_gamma * r1
-        stats["spectral_r1"] = r1.detach()
+        reg, reg_stats = spectral_penalty(spec, real_noised, fake_noised, loss, r1_gamma)
+        total = total + reg_scale * reg
+        stats.update(reg_stats)
     return total, stats
 
 
