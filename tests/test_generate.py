@@ -154,9 +154,10 @@ def test_long_track_has_no_seams(G, cfg, monkeypatch):
     assert (at_naive > p99_naive).any(), (at_naive, p99_naive)  # the measure does see seams
 
 
-def test_oscillator_output_long_track_is_one_synthesis(cfg, monkeypatch):
+@pytest.mark.parametrize("output", ["oscillator", "bank"])
+def test_oscillator_output_long_track_is_one_synthesis(cfg, monkeypatch, output):
     """An oscillator output's phase runs over the whole track: window by window it equals one pass."""
-    m = cfg.override(["model.output=oscillator"]).model
+    m = cfg.override([f"model.output={output}", "model.bank_size=4"]).model
     torch.manual_seed(0)
     G = Generator(m).eval()
     monkeypatch.setattr(ops.plan, "TILE_OUT_FRAMES", 128)  # windows of 8·TILE_HALO start frames: 3 here

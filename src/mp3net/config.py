@@ -17,7 +17,7 @@ CONFIG_VERSION = 1
 
 
 UPSAMPLE_MODES = ("transposed", "resize", "kernel4")
-OUTPUT_MODES = ("linear", "oscillator", "linear+oscillator")
+OUTPUT_MODES = ("linear", "oscillator", "linear+oscillator", "bank", "linear+bank")
 # D's pooled branch halves time and bands POOLED_DOWNSAMPLES times: both must be at least 2^that long
 POOLED_DOWNSAMPLES = 4
 POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
@@ -62,8 +62,12 @@ class ModelConfig:
     # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes), "oscillator" (an
     # amplitude per channel and a frequency offset per band, whose phase the generator accumulates over
     # frames, so a held partial is a held output) or "linear+oscillator", their sum, the oscillators starting
-    # silent (docs/networks.md#oscillator-output)
+    # silent (docs/networks.md#oscillator-output); "bank" (bank_size oscillators per band at fixed
+    # offsets, an amplitude each: a pitch is which amplitude is drawn) or "linear+bank", the bank starting
+    # silent (docs/networks.md#oscillator-bank)
     output: str = "linear"
+    # oscillators per band of the "bank" outputs: pitch resolution 1/bank_size band
+    bank_size: int = 16
     # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
     # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper
     amplitude_gain: float = 1.0
@@ -155,6 +159,8 @@ class ModelConfig:
         if self.output not in OUTPUT_MODES:
             modes = ", ".join(OUTPUT_MODES)
             raise ConfigError(f"model.output must be one of {modes}, got {self.output!r}")
+        if self.bank_size < 1:
+            raise ConfigError(f"model.bank_size must be ≥ 1, got {self.bank_size}")
 
 
 @dataclass

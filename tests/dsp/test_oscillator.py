@@ -1,4 +1,4 @@
-"""mp3net.dsp.oscillator: the MDCT of steady tones, one oscillator per band."""
+"""mp3net.dsp.oscillator: the MDCT of steady tones, one oscillator per band or a bank of them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from mp3net.dsp import imdct, mdct
-from mp3net.dsp.oscillator import oscillator_mdct, oscillator_phase, start_phase
+from mp3net.dsp.oscillator import (
+    bank_mdct,
+    bank_offsets,
+    bank_start_phase,
+    oscillator_mdct,
+    oscillator_phase,
+    start_phase,
+)
 
 K = 64
 
@@ -100,3 +107,51 @@ def test_start_phase_is_spread_and_fixed():
 def test_bad_delta_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\[B, 1, M, K\]"):
         oscillator_phase(torch.zeros(1, 2, 8, K), start_phase(K))
+
+
+@pytest.mark.parametrize("band,s", [(10, 0), (10, 5), (37, 15), (3, 8)])
+def test_a_held_bank_oscillator_is_a_tone_at_its_fixed_offset(band, s):
+    S, M = 16, 512
+    amplitude = torch.zeros(1, 1, S, M, K)
+    amplitude[0, 0, s, :, band] = 0.1
+    X, _ = bank_mdct(amplitude, bank_start_phase(S, K))
+    x = imdct(X, trim=True)[0, 0, 4 * K : -4 * K].numpy()
+    assert _peak_in_bands(x) == pytest.approx(band + 0.5 + (s + 0.5) / S - 0.5, abs=0.01)
+
+
+def test_bank_offsets_tile_the_band_evenly():
+    d = bank_offsets(8)
+    torch.testing.assert_close(d[1:] - d[:-1], torch.full((7,), 1 / 8))
+    assert d.min() > -0.5 and d.max() < 0.5 and d.sum().abs() < 1e-6  # symmetric, off the edges
+
+
+def test_bank_is_the_sum_of_its_oscillators():
+    """Each oscillator of the bank is the single-oscillator model at its offset and start phase, and the
+    bank adds them per channel."""
+    torch.manual_seed(0)
+    S, M = 4, 40
+    amplitude = torch.randn(2, 3, S, M, K)
+    start = bank_start_phase(S, K)
+    X, end = bank_mdct(amplitude, start)
+    ref = sum(
+        oscillator_mdct(
+            amplitude[:, :, s], torch.full((1, 1, M, K), float(bank_offsets(S)[s])), start[s, 0, 0]
+        )[0]
+        for s in range(S)
+    )
+    torch.testing.assert_close(X, ref, rtol=0, atol=1e-5)
+    assert end.shape == (S, 1, 1, K)
+
+
+def test_bank_phase_continues_across_windows_and_starts_spread():
+    torch.manual_seed(0)
+    S = 8
+    amplitude = torch.randn(1, 2, S, 300, K)
+    whole, _ = bank_mdct(amplitude, bank_start_phase(S, K))
+    first, mid = bank_mdct(amplitude[:, :, :, :100], bank_start_phase(S, K))
+    second, _ = bank_mdct(amplitude[:, :, :, 100:], mid)
+    torch.testing.assert_close(torch.cat([first, second], 2), whole, rtol=0, atol=1e-5)
+    start = bank_start_phase(S, K)
+    assert len(torch.unique(start)) == S * K  # no two oscillators start in phase: no click at a track's start
+    with pytest.raises(ValueError, match=r"\[B, C, S, M, K\]"):
+        bank_mdct(torch.zeros(1, 2, 8, K), start)

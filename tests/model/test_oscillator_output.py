@@ -1,4 +1,4 @@
-"""The generator's oscillator output (docs/networks.md#oscillator-output)."""
+"""The generator's oscillator and oscillator-bank outputs (docs/networks.md#oscillator-output)."""
 
 from __future__ import annotations
 
@@ -106,8 +106,48 @@ def test_linear_plus_oscillator_starts_as_the_linear_output_and_adds_the_oscilla
         assert osc.abs().max() > 0
 
 
+def test_linear_plus_bank_starts_as_the_linear_output_and_adds_the_bank():
+    lin = dataclasses.replace(_tiny(), output="linear")
+    mix = dataclasses.replace(_tiny(), output="linear+bank", bank_size=4)
+    torch.manual_seed(0)
+    G_lin = Generator(lin)
+    G_mix = Generator(mix)
+    G_mix.load_state_dict(G_lin.state_dict(), strict=False)
+    assert G_mix.to_bank.out_channels == mix.channels * 4
+    z = torch.randn(2, lin.latent_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(G_mix(z), G_lin(z), rtol=0, atol=0)  # the bank starts silent
+        C = mix.channels
+        G_mix.to_bank.weight.normal_()
+        features = torch.randn(1, G_mix.to_out.in_channels, 8, mix.n_bands)
+        y = G_mix._output(features)
+        assert y.shape[1] == C + 4 * C
+        A, _ = G_mix.oscillate(y)
+        bank, _ = G_mix.oscillate(torch.cat([torch.zeros_like(y[:, :C]), y[:, C:]], 1))
+        torch.testing.assert_close(A, y[:, :C] + bank)
+        assert bank.abs().max() > 0
+
+
+def test_bank_draws_each_band_from_its_own_band_and_its_phase_runs_on():
+    cfg = _tiny(output="bank", bank_size=4)
+    G = Generator(cfg)
+    features = torch.randn(1, G.to_bank.in_channels, 16, cfg.n_bands, requires_grad=True)
+    A, _ = G.oscillate(G._output(features))
+    A[..., 5].square().sum().backward()
+    assert features.grad[..., 5].abs().sum() > 0
+    assert features.grad[..., :5].abs().max() == 0 and features.grad[..., 6:].abs().max() == 0
+    torch.manual_seed(1)
+    y = torch.randn(2, cfg.channels * 4, 300, cfg.n_bands)
+    whole, _ = G.oscillate(y)
+    first, phase = G.oscillate(y[:, :, :100])
+    second, _ = G.oscillate(y[:, :, 100:], phase)
+    torch.testing.assert_close(torch.cat([first, second], 2), whole, rtol=0, atol=1e-5)
+
+
 def test_linear_is_the_default_and_a_bad_mode_is_a_config_error():
     assert ModelConfig().output == "linear"
     assert preset("95s").model.output == "linear"
     with pytest.raises(ConfigError, match="model.output"):
         preset("tiny").override(["model.output=polar"]).model.validate()
+    with pytest.raises(ConfigError, match="model.bank_size"):
+        preset("tiny").override(["model.output=bank", "model.bank_size=0"]).model.validate()

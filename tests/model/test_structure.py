@@ -183,16 +183,16 @@ def test_tiled_synthesis_is_exact():
         "model.upsample=kernel4",
         "model.output=oscillator",
         "model.output=linear+oscillator",
+        "model.output=linear+bank",
     ],
 )
 def test_inference_tiles_are_exact_for_every_upsampling_and_output_mode(option):
     cfg = preset("tiny").override([option]).model
     torch.manual_seed(0)
     G = Generator(cfg)
-    if G.to_osc is not None:
-        torch.nn.init.normal_(
-            G.to_osc.weight
-        )  # audible oscillators (a linear+oscillator G starts them silent)
+    for head in (G.to_osc, G.to_bank):  # audible oscillators (a linear+oscillator G starts them silent)
+        if head is not None:
+            torch.nn.init.normal_(head.weight)
     with torch.no_grad():
         h = G.head(torch.randn(1, 2, cfg.latent_dim))
         full = G.synthesize(h)

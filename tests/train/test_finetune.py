@@ -116,23 +116,27 @@ def test_init_from_may_add_a_d_branch_which_starts_fresh(notes_dataset, tmp_path
         )
 
 
-def test_init_from_may_add_oscillators_to_a_linear_output_which_start_silent(notes_dataset, tmp_path):
-    """model.output=linear+oscillator over a linear source: the generator starts as the source's (its
-    oscillators silent), the oscillators then train; a purely oscillator output cannot take the source."""
+@pytest.mark.parametrize("added", ["oscillator", "bank"])
+def test_init_from_may_add_oscillators_to_a_linear_output_which_start_silent(notes_dataset, tmp_path, added):
+    """model.output=linear+oscillator (or linear+bank) over a linear source: the generator starts as the
+    source's (its oscillators silent), the oscillators then train; an output without the linear part
+    cannot take the source."""
     src = train(fast_config(), notes_dataset, tmp_path / "src", steps=2, progress=False)
-    cfg = fast_config("model.output=linear+oscillator")
+    cfg = fast_config(f"model.output=linear+{added}", "model.bank_size=4")
     b = Trainer(cfg, notes_dataset, tmp_path / "b", init_from=tmp_path / "src" / "export")
     z = torch.randn(2, cfg.model.latent_dim)
     with torch.no_grad():
         torch.testing.assert_close(b.G(z), src.G_ema(z), rtol=0, atol=0)
     C = cfg.model.channels
-    assert b.G.to_osc.weight[:C].abs().max() == 0
+    head = b.G.to_osc.weight[:C] if added == "oscillator" else b.G.to_bank.weight
+    assert head.abs().max() == 0
     b.run(3)
-    assert b.G.to_osc.weight[:C].abs().max() > 0
+    head = b.G.to_osc.weight[:C] if added == "oscillator" else b.G.to_bank.weight
+    assert head.abs().max() > 0
     b.close()
     with pytest.raises(MP3NetError, match="does not match"):
         Trainer(
-            fast_config("model.output=oscillator"), notes_dataset, tmp_path / "c", init_from=tmp_path / "src"
+            fast_config(f"model.output={added}"), notes_dataset, tmp_path / "c", init_from=tmp_path / "src"
         )
 
 

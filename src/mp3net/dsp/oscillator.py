@@ -13,6 +13,11 @@ only known modulo 2π and a cosine cannot tell ±Φ apart, so δ and 2j − 1 �
 with |δ| ≤ ½ the tone lies inside band k's own range, where its basis function carries it
 (tests/dsp/test_oscillator.py). The generator's ``oscillator`` output draws ``a`` and ``δ`` and lets this
 function draw the phase.
+
+An oscillator *bank* (:func:`bank_mdct`) holds the offsets fixed instead: S oscillators per band at
+δ_s = (s + ½)/S − ½, each with its own amplitude. A partial anywhere in the band is then a held amplitude
+of the bank oscillator nearest to it (within 1/(2S) band), and the choice of pitch is a choice of which
+amplitude to draw, not a frequency to learn by gradient.
 """
 
 from __future__ import annotations
@@ -72,3 +77,35 @@ def oscillator_mdct(
     """
     phase, end = oscillator_phase(delta, start)
     return amplitude.float() * torch.cos(phase), end
+
+
+def bank_offsets(size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The fixed frequency offsets ``[S]`` of a bank of S oscillators per band: δ_s = (s + ½)/S − ½, evenly
+    spaced across the band, none on its edges."""
+    return (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size - 0.5
+
+
+def bank_start_phase(size: int, n_bands: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The phase ``[S, 1, 1, K]`` each bank oscillator starts from at a track's first frame (the golden
+    sequence over all S·K of them: deterministic, no two alike, so their sum has no click at the start)."""
+    i = torch.arange(size * n_bands, dtype=torch.float64, device=device)
+    return (TWO_PI * torch.frac(i * _GOLDEN)).float().reshape(size, 1, 1, n_bands)
+
+
+def bank_mdct(amplitude: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MDCT coefficients of a bank of S oscillators per band at the fixed offsets of :func:`bank_offsets`.
+
+    Args:
+        amplitude: ``[B, C, S, M, K]``: oscillator s of band k in frame m, per channel (signed).
+        start: ``[S, 1, 1, K]`` phase before frame 0 (:func:`bank_start_phase` at a track's start).
+    Returns:
+        (X ``[B, C, M, K]`` float32 = Σ_s amplitude_s · cos Φ_s, the end phase ``[S, 1, 1, K]`` to continue
+        from).
+    """
+    if amplitude.dim() != 5:
+        raise ValueError(f"amplitude must be [B, C, S, M, K], got shape {tuple(amplitude.shape)}")
+    S, M, K = amplitude.shape[2:]
+    delta = bank_offsets(S, amplitude.device).reshape(S, 1, 1, 1).expand(S, 1, M, K)
+    phase, end = oscillator_phase(delta, start)  # the S offsets run as a batch: [S, 1, M, K]
+    X = torch.einsum("bcsmk,smk->bcmk", amplitude.float(), torch.cos(phase[:, 0]))
+    return X, end

@@ -15,7 +15,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.dsp.oscillator import oscillator_mdct, start_phase
+from mp3net.dsp.oscillator import bank_mdct, bank_start_phase, oscillator_mdct, start_phase
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, upsample3
 from mp3net.ops import ExecutionPlan, TileLevel
 
@@ -89,10 +89,15 @@ class Generator(nn.Module):
         # the linear output's amplitudes; the oscillators' amplitudes and one frequency offset per band
         self.to_out = Conv1(width, C) if "linear" in cfg.output else None
         self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
+        # the bank's amplitudes, channel c·S + s for oscillator s of channel c
+        self.to_bank = Conv1(width, C * cfg.bank_size) if "bank" in cfg.output else None
         init_weights(self)
         if self.to_out is not None and self.to_osc is not None:
             with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone
                 self.to_osc.weight[:C].zero_()
+        if self.to_out is not None and self.to_bank is not None:
+            with torch.no_grad():
+                self.to_bank.weight.zero_()
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Dense → reshape → LReLU.
@@ -114,8 +119,9 @@ class Generator(nn.Module):
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         """The output layers, frame by frame (so time tiles may run them): the amplitudes ``[B, C, M, K]``
-        of a linear output; for oscillators their amplitudes and the raw offsets, ``[B, C + 1, M, K]``,
-        after the linear amplitudes if there are both (:meth:`oscillate` finishes it)."""
+        of a linear output; for oscillators their amplitudes and the raw offsets, ``[B, C + 1, M, K]``, for
+        a bank its amplitudes ``[B, C·S, M, K]``, after the linear amplitudes if there are both
+        (:meth:`oscillate` finishes it)."""
         # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
         with ops.full_precision(x.device):
             x, C = x.float(), self.cfg.channels
@@ -125,6 +131,8 @@ class Generator(nn.Module):
             if self.to_osc is not None:
                 y = self.to_osc(x)
                 parts += [self._amplitude(y[:, :C]), y[:, C:]]  # the offsets δ stay raw until oscillate
+            if self.to_bank is not None:
+                parts.append(self._amplitude(self.to_bank(x)))
             return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _amplitude(self, y: torch.Tensor) -> torch.Tensor:
@@ -140,14 +148,20 @@ class Generator(nn.Module):
         An oscillator output's phase runs over the whole track (docs/networks.md#oscillator-output):
         ``phase`` is where the previous frames left it, None at a track's first frame.
         """
-        if self.to_osc is None:
+        if self.to_osc is None and self.to_bank is None:
             return y, None
         C = self.cfg.channels
         linear, y = (y[:, :C], y[:, C:]) if self.to_out is not None else (None, y)
         with ops.full_precision(y.device):
-            delta = MAX_DELTA * torch.tanh(y[:, C:])
-            start = start_phase(y.shape[-1], y.device) if phase is None else phase
-            A, end = oscillator_mdct(y[:, :C], delta, start)
+            if self.to_osc is not None:
+                delta = MAX_DELTA * torch.tanh(y[:, C:])
+                start = start_phase(y.shape[-1], y.device) if phase is None else phase
+                A, end = oscillator_mdct(y[:, :C], delta, start)
+            else:
+                B, _, M, K = y.shape
+                S = self.cfg.bank_size
+                start = bank_start_phase(S, K, y.device) if phase is None else phase
+                A, end = bank_mdct(y.reshape(B, C, S, M, K), start)
             return (A if linear is None else linear + A), end
 
     def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):

@@ -158,6 +158,7 @@ FINE_TUNABLE = frozenset(
         "d_spectral_fft",
         "d_spectral_spread",
         "output",
+        "bank_size",
     }
 )
 

@@ -73,7 +73,7 @@ def trainable_parameters(G: Generator, D: Discriminator, freeze_deep: int) -> tu
         return list(G.parameters()), list(D.parameters())
     k = min(freeze_deep, len(G.blocks))
     g = [p for b in list(G.blocks)[-k:] for p in b.parameters()]
-    g += [p for head in (G.to_out, G.to_osc) if head is not None for p in head.parameters()]
+    g += [p for head in (G.to_out, G.to_osc, G.to_bank) if head is not None for p in head.parameters()]
     d = list(D.from_in.parameters()) + [p for b in list(D.blocks)[:k] for p in b.parameters()]
     d += [p for branch in (D.pooled, D.spectral) if branch is not None for p in branch.parameters()]
     return g, d
@@ -249,16 +249,19 @@ class Trainer:
             raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
 
     def _load_generator(self, G: Generator, g: dict) -> None:
-        """G's weights; when this run adds oscillators to the source's linear output, they start silent
-        (docs/networks.md#oscillator-output)."""
-        if G.to_osc is None or G.to_out is None or any(k.startswith("to_osc.") for k in g):
+        """G's weights; when this run adds oscillators or a bank to the source's linear output, they start
+        silent (docs/networks.md#oscillator-output)."""
+        heads = [name for name in ("to_osc", "to_bank") if getattr(G, name) is not None]
+        fresh = [n for n in heads if G.to_out is not None and not any(k.startswith(n + ".") for k in g)]
+        if not fresh:
             G.load_state_dict(g)
             return
         missing, unexpected = G.load_state_dict(g, strict=False)
-        if unexpected or any(not k.startswith("to_osc.") for k in missing):
+        if unexpected or any(not k.startswith(tuple(n + "." for n in fresh)) for k in missing):
             G.load_state_dict(g)  # raises with the mismatch
         if G is self.G:
-            self._say("G's oscillators (model.output=linear+oscillator) start silent")
+            what = "oscillators start" if "to_osc" in fresh else "oscillator bank starts"
+            self._say(f"G's {what} silent (model.output={G.cfg.output})")
 
     def _load_discriminator(self, d: dict) -> None:
         """D's weights; branches this run adds to the source's D (the pooled branch, the spectral view)
