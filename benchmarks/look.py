@@ -3,7 +3,8 @@ of a model (``pretrained``, an export or a run's export), or of real clips; the 
 ``--long-window`` the 1024-sample log spectrograms up to 2.75 kHz (D's spectral view), where single
 partials are lines. ``--lines`` also prints where the held lines of the clips' mean spectrum sit within
 their MDCT band: the share within 1/64 band of a multiple of 1/16 band, frequencies whose MDCT coefficients
-repeat every 32 frames (chance: one half).
+repeat every 32 frames (chance: one half), and how many of each clip's lines another clip holds too (a comb
+drawn whatever the latent: all of them).
 
     python benchmarks/look.py ~/runs/spec3 --step 500 --out benchmarks/images/spectral-500.png --long-window
     python benchmarks/look.py pretrained --out benchmarks/images/shipped-long.png --long-window
@@ -46,6 +47,21 @@ def on_grid_share(freqs: np.ndarray, rate: int, n_bands: int) -> float:
 
     pos = freqs / (rate / 2 / n_bands) * 16  # in 1/16 bands
     return float((np.abs(pos - np.round(pos)) < 0.25).mean())
+
+
+def shared_line_share(clips: list, rate: int, n_bands: int) -> tuple[float, float]:
+    """Lines held in one clip that another clip holds too: the mean number of :func:`held_lines` per clip,
+    and the share of a clip's lines with a line of another clip within 1/64 band, averaged over ordered
+    pairs. Real chords differ from clip to clip; a comb drawn whatever the latent is shared by all."""
+    per_clip = [held_lines([c], rate) for c in clips]
+    tol = rate / 2 / n_bands / 64
+    shares = [
+        float(np.mean([np.min(np.abs(b - f)) < tol for f in a]))
+        for i, a in enumerate(per_clip)
+        for j, b in enumerate(per_clip)
+        if i != j and len(a) and len(b)
+    ]
+    return float(np.mean([len(a) for a in per_clip])), float(np.mean(shares)) if shares else float("nan")
 
 
 def line_report(target, fit, rate: int, n_bands: int) -> str:
@@ -105,6 +121,8 @@ def main() -> int:
         lines = held_lines(clips, rate)
         share = on_grid_share(lines, rate, 64 * rate // 11008)
         print(f"{title}: {len(lines)} held lines, {share:.0%} on the 1/16-band grid (chance 50 %)")
+        per_clip, shared = shared_line_share(clips, rate, 64 * rate // 11008)
+        print(f"{title}: {per_clip:.1f} held lines per clip, {shared:.0%} of them held by another clip too")
     return 0
 
 
