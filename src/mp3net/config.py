@@ -200,6 +200,9 @@ class TrainConfig:
     # input, the log spectrogram of the noised reals; docs/training.md#spectral-discriminator)
     spectral_weight: float = 1.0
     spectral_r1_gamma: float = 1.0
+    # weight of the mode-seeking term in G's loss (docs/training.md#mode-seeking): pairs of fakes whose
+    # long-window spectra differ less than their latents are penalised; 0 = off
+    mode_seeking: float = 0.0
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -223,12 +226,13 @@ class TrainConfig:
                 self.contrast_match,
                 self.spectral_weight,
                 self.spectral_r1_gamma,
+                self.mode_seeking,
             )
             < 0
         ):
             raise ConfigError(
                 "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match, contrast_match, "
-                "spectral_weight and spectral_r1_gamma must be >= 0"
+                "spectral_weight, spectral_r1_gamma and mode_seeking must be >= 0"
             )
         if not self.change_lags or min(self.change_lags) < 1:
             raise ConfigError(f"train.change_lags must be one or more steps >= 1, got {self.change_lags}")

@@ -253,3 +253,30 @@ def test_spectral_d_loss_is_the_adversarial_term_plus_the_scaled_penalty(loss):
         )
     lazy.backward()
     assert fake.grad is None  # a D-only loss
+
+
+def test_mode_seeking_is_the_inverse_spectral_distance_over_the_latent_distance():
+    """A hand computation of the ratio, a batch of identical fakes is penalised with 1/ε, and descending
+    the loss makes two fakes' long-window spectra differ more."""
+    from mp3net.dsp.spectral import log_spectrogram
+    from mp3net.train.losses import MODE_SEEKING_EPS, mode_seeking
+
+    torch.manual_seed(0)
+    fake = 0.01 * torch.randn(4, 2, 32, 16)
+    z = torch.randn(4, 8)
+    loss, ratio = mode_seeking(fake, z, 64)
+    s = log_spectrogram(fake, 64).mean(dim=(1, 2))
+    ref = torch.stack([(s[i] - s[i + 2]).abs().mean() / (z[i] - z[i + 2]).abs().mean() for i in range(2)])
+    torch.testing.assert_close(ratio, ref.mean())
+    torch.testing.assert_close(loss, 1 / (ref.mean() + MODE_SEEKING_EPS))
+    same = torch.cat([fake[:2], fake[:2]])
+    assert mode_seeking(same, z, 64)[0] == pytest.approx(1 / MODE_SEEKING_EPS)
+    x = fake.clone().requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=1e-5)
+    for _ in range(5):
+        opt.zero_grad()
+        mode_seeking(x, z, 64)[0].backward()
+        opt.step()
+    assert mode_seeking(x.detach(), z, 64)[1] > ratio
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking(fake[:1], z[:1], 64)

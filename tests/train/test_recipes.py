@@ -237,7 +237,7 @@ def test_exact_resume_with_every_recipe_option(notes_dataset, tmp_path):
         "train.loss=rpgan-r1r2", "train.reg_every=3", "train.n_critic=1", "train.augment=0.5",
         "train.warmup_steps=5", "train.ema_half_life=200", "train.ema_rampup=0.05", "train.ckpt_every=4",
         "model.upsample=resize", "model.d_spectral_channels=4", "model.d_spectral_fft=256",
-        "model.d_spectral_spread=true",
+        "model.d_spectral_spread=true", "train.mode_seeking=0.5",
     ]  # fmt: skip
     cfg = fast_config(*opts)
     a = train(cfg, notes_dataset, tmp_path / "a", steps=10, progress=False)
@@ -256,7 +256,7 @@ def test_exact_resume_with_every_recipe_option(notes_dataset, tmp_path):
             assert torch.equal(sa[net][key], sb[net][key]), (net, key)
 
 
-@pytest.mark.parametrize("term", ["change_match", "contrast_match"])
+@pytest.mark.parametrize("term", ["change_match", "contrast_match", "mode_seeking"])
 def test_a_matching_term_joins_gs_loss_only(notes_dataset, tmp_path, term):
     """The same first iteration with and without the term: D's update is the same, G's is not, and the
     term is logged."""

@@ -49,6 +49,7 @@ from mp3net.train.losses import (
     contrast_matching,
     d_loss,
     g_loss,
+    mode_seeking,
     penalty,
     spectral_d_loss,
     spectral_g_loss,
@@ -519,10 +520,10 @@ class Trainer:
         A = augment(A, self.cfg.train.augment, generator=self.gen)
         return self.noise(A, generator=self.gen)
 
-    def _fakes(self, grad: bool) -> torch.Tensor:
-        """A batch of fakes ``[B, C, M, K]`` float32 from fresh latents: with ``grad`` through G's
-        forward, else through its inference path (the device's layout and tiles)."""
-        z = self._z()
+    def _fakes(self, grad: bool, z: torch.Tensor | None = None) -> torch.Tensor:
+        """A batch of fakes ``[B, C, M, K]`` float32 from latents ``z`` (default: fresh ones): with ``grad``
+        through G's forward, else through its inference path (the device's layout and tiles)."""
+        z = self._z() if z is None else z
         with self._autocast():
             return self.G(z).float() if grad else self.G.generate(z)
 
@@ -588,7 +589,8 @@ class Trainer:
         loss scores them)."""
         tc = self.cfg.train
         self._phase(train_g=True)
-        fake = self._fakes(grad=True)
+        z = self._z()
+        fake = self._fakes(grad=True, z=z)
         fake_n = self._to_d(fake)  # one noise draw for both of D's views
         with self._autocast():
             loss, st = g_loss(self.D, fake_n, tc.loss, real_n)
@@ -606,6 +608,10 @@ class Trainer:
             contrast = contrast_matching(fake, real, self.change_pool, tc.contrast_width)
             loss = loss + tc.contrast_match * contrast
             stats["loss/contrast_match"] = float(contrast.detach())
+        if tc.mode_seeking > 0:
+            seek, ratio = mode_seeking(fake, z, self.cfg.model.d_spectral_fft)
+            loss = loss + tc.mode_seeking * seek
+            stats.update({"loss/mode_seeking": float(seek.detach()), "mode_seeking/ratio": float(ratio)})
         loss.backward()
         gn, ok = self._apply(self.opt_G, self.g_params, loss)
         if ok:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.dsp import pooled_level_change, pooled_level_contrast
+from mp3net.dsp.spectral import log_spectrogram
 from mp3net.model import Discriminator, SpectralDiscriminator
 
 
@@ -302,3 +303,31 @@ def contrast_matching(
     cf = pooled_level_contrast(Ef, pool, floor_db, width)  # [B, M / pool, K]
     cr = pooled_level_contrast(Er, pool, floor_db, width)
     return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
+
+
+# keeps the mode-seeking ratio's inverse finite when two fakes coincide (MSGAN's ε)
+MODE_SEEKING_EPS = 1e-5
+
+
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mode seeking (Mao et al. 2019, MSGAN) on the long-window spectrum (docs/training.md#mode-seeking).
+
+    The batch's first half is paired with its second half; per pair, the mean absolute difference of the
+    two fakes' time-averaged :func:`~mp3net.dsp.spectral.log_spectrogram` (dB / 20, channels averaged) over
+    that of their latents. The loss is 1 / (mean ratio + ε): large when different latents give the same
+    spectrum, such as a comb of partials drawn whatever the latent.
+
+    Args:
+        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows), B ≥ 2.
+        z: their latents ``[B, latent]``.
+    Returns:
+        (loss, the mean ratio, detached).
+    """
+    h = fake.shape[0] // 2
+    if h < 1:
+        raise ValueError("mode seeking needs a batch of at least 2 fakes")
+    spectrum = log_spectrogram(fake.float(), n_fft).mean(dim=(1, 2))  # [B, F]
+    d_spec = (spectrum[:h] - spectrum[h : 2 * h]).abs().mean(1)
+    d_z = (z[:h] - z[h : 2 * h]).float().abs().mean(1)
+    ratio = (d_spec / d_z).mean()
+    return 1.0 / (ratio + MODE_SEEKING_EPS), ratio.detach()
