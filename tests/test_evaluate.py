@@ -172,6 +172,22 @@ def test_valley_depth_tells_sustained_partials_from_noise_and_flicker(music):
     assert depth["note"] > 8 and depth["noise"] < 2.5 and depth["hopping"] < 4, depth
 
 
+def test_partial_spread_tells_music_in_many_keys_from_one_chord_and_from_noise(music):
+    """Clips of music in random keys differ in their partials; one chord at many levels, and noise, do not."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(int(CLIP * SR)) / SR
+    chord = sum(0.03 * torch.sin(2 * torch.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    same = [torch.stack([chord, chord]) * 10 ** (-db / 20) for db in range(0, 24, 3)]
+    noise = [torch.randn(c.shape, generator=g) * 0.1 for c in music[:8]]
+    spread = {
+        "music": E.partial_spread(music[:8], SR),
+        "one chord": E.partial_spread(same, SR),
+        "noise": E.partial_spread(noise, SR),
+    }
+    assert spread["music"] > 3 and spread["one chord"] < 0.5 and spread["noise"] < 1, spread
+    assert np.isnan(E.partial_spread(music[:1], SR))
+
+
 def test_memorisation_flags_copies(feats):
     real = feats[:24]
     copies = E.memorisation(real, real[:8])

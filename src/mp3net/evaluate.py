@@ -39,6 +39,12 @@ the same path (the original compared un-noised fakes with noised reals; we do no
   fake clip the Euclidean distance to its nearest real clip is compared with the real clips'
   leave-one-out nearest-neighbour distances. A ratio well below 1, or many fakes closer to a real clip
   than almost any two reals are to each other, means copies of the training set.
+
+* **Partial spread** (:func:`partial_spread`): how much the partials differ from clip to clip, the mean
+  over pairs of clips of the difference of their :func:`~mp3net.dsp.spectral.spectral_detail` (the
+  time-averaged long-window log spectrum minus its envelope; docs/training.md#mode-seeking). Real chords
+  differ from clip to clip; partials drawn at the same frequencies whatever the latent, and noise, which
+  has none, give a small spread.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import numpy as np
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, pooled_level_change, pooled_level_contrast, tonality
+from mp3net.dsp.spectral import audio_log_spectrogram, spectral_detail
 from mp3net.model import NoiseLayer
 
 
@@ -399,6 +406,27 @@ def spectral_flux(
     return median, float(np.percentile(flux, 99) / median) if median > 0 else math.nan
 
 
+# window of partial_spread's spectrum at 11 008 Hz (≈ 10.8 Hz bins, D's spectral view), scaled with the rate
+PARTIAL_FFT_11K = 1024
+
+
+def partial_spread(clips: Sequence[torch.Tensor], sample_rate: int) -> float:
+    """How much the partials of clips ``[C, T]`` differ from clip to clip, dB: per clip, the
+    :func:`~mp3net.dsp.spectral.spectral_detail` of its time-averaged log spectrogram (channels averaged,
+    a window of about 10.8 Hz bins); then the mean absolute difference over bins, averaged over all pairs
+    of clips. Needs 2 clips (nan with fewer)."""
+    if len(clips) < 2:
+        return math.nan
+    n_fft = 2 ** round(math.log2(PARTIAL_FFT_11K * sample_rate / 11008))
+    details = []
+    for c in clips:
+        x = c.to(torch.float64).reshape(1, -1, c.shape[-1])
+        details.append(spectral_detail(audio_log_spectrogram(x, n_fft).mean(dim=(1, 2)))[0])
+    d = torch.stack(details)  # [N, F]
+    i, j = torch.triu_indices(len(d), len(d), 1)
+    return float(20 * (d[i] - d[j]).abs().mean())
+
+
 VALLEY_WIDTH = 2  # bins (±172 Hz at 86 Hz bands) a peak rules over
 
 
@@ -454,6 +482,8 @@ class EvalReport:
     onset_contrast_fake: float = math.nan
     valley_db_real: float = math.nan
     valley_db_fake: float = math.nan
+    partial_spread_real: float = math.nan
+    partial_spread_fake: float = math.nan
 
     @property
     def bark_error_db(self) -> np.ndarray:
@@ -467,8 +497,8 @@ class EvalReport:
 
     def headline(self) -> dict[str, float]:
         """The figures a training curve follows: FD, tonality of fakes and reals, the Bark-band level error's
-        mean and worst band (absolute, dB), the hum (dB), the onset contrast and the valley depth of fakes
-        and reals."""
+        mean and worst band (absolute, dB), the hum (dB), the onset contrast, the valley depth and the
+        partial spread of fakes and reals."""
         err = np.abs(self.bark_error_db)
         return {
             "fd": self.fd,
@@ -481,6 +511,8 @@ class EvalReport:
             "onset_contrast_real": self.onset_contrast_real,
             "valley_db_fake": self.valley_db_fake,
             "valley_db_real": self.valley_db_real,
+            "partial_spread_fake": self.partial_spread_fake,
+            "partial_spread_real": self.partial_spread_real,
         }
 
     def to_json(self) -> str:
@@ -531,6 +563,14 @@ class EvalReport:
                     "valley depth between held partials",
                     f"{self.valley_db_real:.1f} dB",
                     f"{self.valley_db_fake:.1f} dB",
+                )
+            )
+        if not math.isnan(self.partial_spread_real):
+            rows.append(
+                (
+                    "partial spread between clips",
+                    f"{self.partial_spread_real:.1f} dB",
+                    f"{self.partial_spread_fake:.1f} dB",
                 )
             )
         return rows
@@ -595,6 +635,8 @@ def evaluate_clips(
         onset_contrast_fake=onset_fake,
         valley_db_real=valley_depth(real, sample_rate),
         valley_db_fake=valley_depth(fake, sample_rate),
+        partial_spread_real=partial_spread(real, sample_rate),
+        partial_spread_fake=partial_spread(fake, sample_rate),
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mp3net.dsp import mdct
-from mp3net.dsp.spectral import LOG_FLOOR, log_spectrogram
+from mp3net.dsp.spectral import LOG_FLOOR, audio_log_spectrogram, log_spectrogram, spectral_detail
 
 SR, K, N_FFT = 11008, 64, 1024
 
@@ -54,3 +54,25 @@ def test_silence_sits_on_the_floor_with_a_finite_gradient():
     assert torch.allclose(v, torch.full_like(v, 0.5 * math.log10(LOG_FLOOR)))
     v.sum().backward()
     assert torch.isfinite(A.grad).all()
+
+
+def test_spectral_detail_ignores_level_and_envelope_but_sees_partials():
+    """Two clips that differ only in level, or by a smooth tilt of the spectrum, have the same detail; a
+    partial moved by 80 Hz does not. (Loud enough that LOG_FLOOR plays no part.)"""
+    gen = torch.Generator().manual_seed(0)
+    noise = 1e-2 * torch.randn(1, 1, 200 * K, generator=gen, dtype=torch.float64)
+    base = noise + _tone(440.0, 0.1, 200 * K)
+    moved = noise + _tone(520.0, 0.1, 200 * K)
+    s = audio_log_spectrogram(torch.cat([base, 4 * base, moved]), N_FFT).mean(dim=(1, 2))  # [3, F]
+    tilt = torch.linspace(0, 0.5, s.shape[1], dtype=s.dtype)  # 10 dB across the spectrum
+    d = spectral_detail(torch.cat([s, s[:1] + tilt]))
+    assert (d[0] - d[1]).abs().mean() < 1e-3 and (d[0] - d[3]).abs().mean() < 1e-3
+    assert (d[0] - d[2]).abs().mean() > 0.02
+    assert ((s[0] - s[1]).abs().mean() - math.log10(4)).abs() < 1e-3  # the raw spectra differ by 12 dB
+
+
+def test_the_mdct_view_is_the_audio_view_of_the_inverse_mdct():
+    from mp3net.dsp import imdct
+
+    A = mdct(_tone(300.0).view(1, 1, -1), K)
+    torch.testing.assert_close(log_spectrogram(A, N_FFT), audio_log_spectrogram(imdct(A), N_FFT))

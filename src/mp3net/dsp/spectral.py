@@ -5,6 +5,7 @@ is one narrow line and a band of noise a flat smear, where the MDCT shows both a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mp3net.dsp.mdct import imdct
 
@@ -14,18 +15,35 @@ LOG_FLOOR = 1e-5
 
 
 def log_spectrogram(A: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Log power of the STFT of the audio that MDCT amplitudes ``A`` ``[B, C, M, N]`` encode.
-
-    Hann window of ``n_fft`` samples, hop ``n_fft / 4``, centred frames; the power is in decibels / 20
-    (ln-free, so a 20 dB step is 1.0): 0.5·log10(|S|² + ``LOG_FLOOR``). Differentiable in ``A``.
+    """Log power of the STFT of the audio that MDCT amplitudes ``A`` ``[B, C, M, N]`` encode
+    (:func:`audio_log_spectrogram` of its inverse MDCT). Differentiable in ``A``.
 
     Returns:
         ``[B, C, T, n_fft/2 + 1]`` float32 (float64 for float64 ``A``), T = (M + 1)·N / hop + 1 frames,
         time before frequency as in ``A``.
     """
-    x = imdct(A if A.dtype == torch.float64 else A.float())  # [B, C, (M + 1)·N]
+    return audio_log_spectrogram(imdct(A if A.dtype == torch.float64 else A.float()), n_fft)
+
+
+def audio_log_spectrogram(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Log power of the STFT of audio ``x`` ``[B, C, T]``: Hann window of ``n_fft`` samples, hop
+    ``n_fft / 4``, centred frames; the power is in decibels / 20 (ln-free, so a 20 dB step is 1.0):
+    0.5·log10(|S|² + ``LOG_FLOOR``). Returns ``[B, C, frames, n_fft/2 + 1]``."""
     b, c, t = x.shape
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
     S = torch.stft(x.reshape(b * c, t), n_fft, hop_length=n_fft // 4, window=window, return_complex=True)
     power = S.real.square() + S.imag.square()  # [B·C, F, T]
     return (0.5 * torch.log10(power + LOG_FLOOR)).reshape(b, c, *power.shape[1:]).transpose(-1, -2)
+
+
+# bins of the moving average spectral_detail removes (≈ 180 Hz at 1024 samples and 11 kHz): the envelope
+# and the level go, partials (1–3 bins wide under a Hann window) stay
+DETAIL_WIDTH = 17
+
+
+def spectral_detail(spectrum: torch.Tensor, width: int = DETAIL_WIDTH) -> torch.Tensor:
+    """The partials of log spectra ``[B, F]``: each minus its moving average over ``width`` bins (fewer at
+    the edges). Two clips of the same partials at different levels or under different envelopes have the
+    same detail (docs/training.md#mode-seeking)."""
+    s = spectrum[:, None]
+    return (s - F.avg_pool1d(s, width, 1, width // 2, count_include_pad=False))[:, 0]

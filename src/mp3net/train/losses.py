@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.dsp import pooled_level_change, pooled_level_contrast
-from mp3net.dsp.spectral import log_spectrogram
+from mp3net.dsp.spectral import log_spectrogram, spectral_detail
 from mp3net.model import Discriminator, SpectralDiscriminator
 
 
@@ -307,25 +307,14 @@ def contrast_matching(
 
 # keeps the mode-seeking ratio's inverse finite when two fakes coincide (MSGAN's ε)
 MODE_SEEKING_EPS = 1e-5
-# bins of the moving average mode seeking removes from each spectrum (≈ 180 Hz at 1024 samples and 11 kHz):
-# the envelope and the level go, the partials (1–3 bins wide) stay
-MODE_SEEKING_SMOOTH = 17
-
-
-def spectral_detail(A: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """The partials of each clip's long-window spectrum: the time-averaged
-    :func:`~mp3net.dsp.spectral.log_spectrogram` (dB / 20, channels averaged) minus its moving average over
-    ``MODE_SEEKING_SMOOTH`` bins. ``[B, C, M, K]`` → ``[B, n_fft/2 + 1]``."""
-    s = log_spectrogram(A.float(), n_fft).mean(dim=(1, 2))[:, None]  # [B, 1, F]
-    w = MODE_SEEKING_SMOOTH
-    return (s - F.avg_pool1d(s, w, 1, w // 2, count_include_pad=False))[:, 0]
 
 
 def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode seeking (Mao et al. 2019, MSGAN) on the long-window spectrum (docs/training.md#mode-seeking).
 
     The batch's first half is paired with its second half; per pair, the mean absolute difference of the
-    two fakes' :func:`spectral_detail` over that of their latents. The loss is 1 / (mean ratio + ε): large
+    two fakes' :func:`~mp3net.dsp.spectral.spectral_detail` (of the time-averaged log spectrogram,
+    channels averaged) over that of their latents. The loss is 1 / (mean ratio + ε): large
     when different latents give the same partials, such as a comb drawn whatever the latent (a difference
     of level or envelope alone does not count).
 
@@ -338,7 +327,7 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch
     h = fake.shape[0] // 2
     if h < 1:
         raise ValueError("mode seeking needs a batch of at least 2 fakes")
-    spectrum = spectral_detail(fake, n_fft)  # [B, F]
+    spectrum = spectral_detail(log_spectrogram(fake.float(), n_fft).mean(dim=(1, 2)))  # [B, F]
     d_spec = (spectrum[:h] - spectrum[h : 2 * h]).abs().mean(1)
     d_z = (z[:h] - z[h : 2 * h]).float().abs().mean(1)
     ratio = (d_spec / d_z).mean()
