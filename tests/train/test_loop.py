@@ -107,6 +107,23 @@ def test_exact_resume(notes_dataset, tmp_path, stop_at):
     assert steps == sorted(set(steps)) and steps[-1] == 2 * S
 
 
+def test_an_error_in_the_evaluation_keeps_the_step_it_ends(notes_dataset, tmp_path, monkeypatch):
+    """An exception between steps (evaluation, samples) ends the run, but the completed steps are
+    checkpointed first, and the run resumes from there."""
+    cfg = fast_config("train.ckpt_every=100", "train.eval_every=3")
+
+    def broken(self: Trainer) -> dict[str, float]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Trainer, "evaluate", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg, notes_dataset, tmp_path / "r", steps=8, progress=False)
+    assert ckpt.list_checkpoints(tmp_path / "r")[-1][0] == 3
+    monkeypatch.undo()
+    tr = train(cfg, notes_dataset, tmp_path / "r", steps=4, progress=False, require_checkpoint=True)
+    assert tr.resumed_from is not None and tr.step == 4
+
+
 def test_resume_with_other_model_config_is_a_clear_error(notes_dataset, tmp_path):
     train(fast_config(), notes_dataset, tmp_path / "r", steps=2, progress=False)
     with pytest.raises(

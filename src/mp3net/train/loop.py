@@ -697,7 +697,8 @@ class Trainer:
             f"{head['tonality_real']:.1%}), Bark-band error {head['bark_err_mean_db']:.1f} / "
             f"{head['bark_err_max_db']:.1f} dB, onset contrast {head['onset_contrast_fake']:.1f} (reals "
             f"{head['onset_contrast_real']:.1f}), valley depth {head['valley_db_fake']:.1f} dB (reals "
-            f"{head['valley_db_real']:.1f})"
+            f"{head['valley_db_real']:.1f}), partial spread {head['partial_spread_fake']:.1f} dB (reals "
+            f"{head['partial_spread_real']:.1f})"
         )
         return stats
 
@@ -755,10 +756,17 @@ class Trainer:
                     )
                 if self.step % max(1, tc.log_every) == 0 or self.step == 1:
                     self.logger.scalars(self.step, dict(self.last))
-                if tc.sample_every > 0 and self.step % tc.sample_every == 0:
-                    self.sample()
-                if tc.eval_every > 0 and self.step % tc.eval_every == 0:
-                    self.evaluate()
+                try:
+                    if tc.sample_every > 0 and self.step % tc.sample_every == 0:
+                        self.sample()
+                    if tc.eval_every > 0 and self.step % tc.eval_every == 0:
+                        self.evaluate()
+                except Exception:
+                    # the step itself is complete: keep it before the error ends the run
+                    if self._last_ckpt_step != self.step:
+                        self.save()
+                        self.writer.wait()
+                    raise
                 if self._checkpoint_due():
                     self.save()
                 self._check_writer()
