@@ -4,7 +4,7 @@ of a model (``pretrained``, an export or a run's export), or of real clips; the 
 partials are lines. ``--lines`` also prints where the held lines of the clips' mean spectrum sit within
 their MDCT band: the share within 1/64 band of a multiple of 1/16 band, frequencies whose MDCT coefficients
 repeat every 32 frames (chance: one half), and how many of each clip's lines another clip holds too (a comb
-drawn whatever the latent: all of them).
+drawn whatever the latent: all of them). ``--spread`` prints `mp3net evaluate`'s partial spread of 32 clips.
 
     python benchmarks/look.py ~/runs/spec3 --step 500 --out benchmarks/images/spectral-500.png --long-window
     python benchmarks/look.py pretrained --out benchmarks/images/shipped-long.png --long-window
@@ -23,6 +23,7 @@ from model_card import _generator_of
 
 SEEDS = [0, 1, 2, 3]  # the pictures' clips
 LINE_SEEDS = list(range(8))
+SPREAD_CLIPS = 32  # as the in-training evaluation
 
 
 def held_lines(clips: list, rate: int) -> np.ndarray:
@@ -108,6 +109,9 @@ def main() -> int:
     ap.add_argument("--reals", action="store_true", help="real clips of the dataset SOURCE")
     ap.add_argument("--long-window", action="store_true", help="the 1024-sample view instead of the MDCT")
     ap.add_argument("--lines", action="store_true", help="print where the held lines sit in their bands")
+    ap.add_argument(
+        "--spread", action="store_true", help="print the partial spread of 32 clips (mp3net evaluate's)"
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     import torch
@@ -123,6 +127,11 @@ def main() -> int:
         print(f"{title}: {len(lines)} held lines, {share:.0%} on the 1/16-band grid (chance 50 %)")
         per_clip, shared = shared_line_share(clips, rate, 64 * rate // 11008)
         print(f"{title}: {per_clip:.1f} held lines per clip, {shared:.0%} of them held by another clip too")
+    if args.spread:
+        from mp3net.evaluate import partial_spread
+
+        clips, rate, _ = clips_of(args.source, args.step, args.reals, SPREAD_CLIPS)
+        print(f"{title}: partial spread {partial_spread(clips, rate):.1f} dB over {len(clips)} clips")
     return 0
 
 
