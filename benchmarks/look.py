@@ -4,7 +4,8 @@ of a model (``pretrained``, an export or a run's export), or of real clips; the 
 partials are lines. ``--lines`` also prints where the held lines of the clips' mean spectrum sit within
 their MDCT band: the share within 1/64 band of a multiple of 1/16 band, frequencies whose MDCT coefficients
 repeat every 32 frames (chance: one half), and how many of each clip's lines another clip holds too (a comb
-drawn whatever the latent: all of them). ``--spread`` prints `mp3net evaluate`'s partial spread of 32 clips.
+drawn whatever the latent: all of them). ``--spread`` prints `mp3net evaluate`'s partial spread of 32
+clips, and the same between the 1 s segments of each clip (chords that change: large; drones: small).
 
     python benchmarks/look.py ~/runs/spec3 --step 500 --out benchmarks/images/spectral-500.png --long-window
     python benchmarks/look.py pretrained --out benchmarks/images/shipped-long.png --long-window
@@ -63,6 +64,24 @@ def shared_line_share(clips: list, rate: int, n_bands: int) -> tuple[float, floa
         if i != j and len(a) and len(b)
     ]
     return float(np.mean([len(a) for a in per_clip])), float(np.mean(shares)) if shares else float("nan")
+
+
+def within_clip_spread(clips: list, rate: int, seconds: float = 1.0) -> float:
+    """How much the partials change within a clip, dB: each clip ``[C, T]`` cut into segments of
+    ``seconds``, the partial spread (`mp3net evaluate`'s) between the segments of one clip, averaged over
+    the clips. Chords that change every second or so give a large value, drones held through the clip a
+    small one."""
+    from mp3net.evaluate import partial_spread
+
+    n = int(seconds * rate)
+    return float(
+        np.mean(
+            [
+                partial_spread([c[..., i : i + n] for i in range(0, c.shape[-1] - n + 1, n)], rate)
+                for c in clips
+            ]
+        )
+    )
 
 
 def line_report(target, fit, rate: int, n_bands: int) -> str:
@@ -132,6 +151,7 @@ def main() -> int:
 
         clips, rate, _ = clips_of(args.source, args.step, args.reals, SPREAD_CLIPS)
         print(f"{title}: partial spread {partial_spread(clips, rate):.1f} dB over {len(clips)} clips")
+        print(f"{title}: within a clip, between its 1 s segments, {within_clip_spread(clips, rate):.1f} dB")
     return 0
 
 
