@@ -104,6 +104,22 @@ def test_bad_recipe_values_are_config_errors(item):
         preset("tiny").override([item])
 
 
+@pytest.mark.parametrize(
+    "items,match",
+    [
+        (["train.mode_seeking=-1"], "mode_seeking"),
+        (["train.mode_seeking=1", "train.batch_size=1"], "batch_size must be >= 2"),
+        (["train.mode_seeking=1", "model.d_spectral_fft=1000"], "d_spectral_fft"),
+        (["model.output=bank", "model.bank_size=0"], "bank_size"),
+    ],
+)
+def test_bad_mode_seeking_and_bank_values_are_config_errors(items, match):
+    preset("tiny").override(["train.mode_seeking=1", "model.output=bank", "model.bank_size=4"])
+    preset("tiny").override(["model.d_spectral_fft=1000"])  # unused without the view or mode seeking
+    with pytest.raises(ConfigError, match=match):
+        preset("tiny").override(items)
+
+
 @pytest.mark.parametrize("frames", [3, 0, 64])  # not a divisor of 512 frames; none; fewer than 16 steps left
 def test_the_pooled_branch_needs_its_frames_to_tile_the_clip(frames):
     preset("tiny").override(["model.d_pooled_channels=8", "model.d_pooled_frames=32"])

@@ -145,14 +145,8 @@ class ModelConfig:
             )
         if self.d_spectral_channels < 0:
             raise ConfigError(f"model.d_spectral_channels must be >= 0, got {self.d_spectral_channels}")
-        fft = self.d_spectral_fft
-        if self.d_spectral_channels and (
-            fft < 4 or fft & (fft - 1) or self.clip_samples // (fft // 4) < 2**SPECTRAL_DOWNSAMPLES
-        ):
-            raise ConfigError(
-                f"model.d_spectral_fft must be a power of two whose hop (a quarter) fits at least "
-                f"{2**SPECTRAL_DOWNSAMPLES} times in a clip of {self.clip_samples} samples, got {fft}"
-            )
+        if self.d_spectral_channels:
+            self.check_spectral_fft(2**SPECTRAL_DOWNSAMPLES)  # the view's stride-2 convs halve its frames
         if self.upsample not in UPSAMPLE_MODES:
             modes = ", ".join(UPSAMPLE_MODES)
             raise ConfigError(f"model.upsample must be one of {modes}, got {self.upsample!r}")
@@ -161,6 +155,16 @@ class ModelConfig:
             raise ConfigError(f"model.output must be one of {modes}, got {self.output!r}")
         if self.bank_size < 1:
             raise ConfigError(f"model.bank_size must be ≥ 1, got {self.bank_size}")
+
+    def check_spectral_fft(self, min_hops: int) -> None:
+        """The long-window spectrogram's ``d_spectral_fft`` (D's spectral view, mode seeking) must be a power
+        of two whose hop fits ``min_hops`` times in a clip."""
+        fft = self.d_spectral_fft
+        if fft < 4 or fft & (fft - 1) or self.clip_samples // (fft // 4) < min_hops:
+            raise ConfigError(
+                f"model.d_spectral_fft must be a power of two whose hop (a quarter) fits at least "
+                f"{min_hops} times in a clip of {self.clip_samples} samples, got {fft}"
+            )
 
 
 @dataclass
@@ -305,6 +309,12 @@ class Config:
                 "model.d_spectral_channels needs a zero-centred recipe (train.loss=ns-r1 or rpgan-r1r2): "
                 "its penalty is R1"
             )
+        if self.train.mode_seeking > 0:
+            self.model.check_spectral_fft(4)  # its spectra are the spectral view's: a window within the clip
+            if self.train.batch_size < 2:
+                raise ConfigError(
+                    "train.mode_seeking pairs the fakes of a batch: train.batch_size must be >= 2"
+                )
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML for a .yaml/.yml path), atomically."""

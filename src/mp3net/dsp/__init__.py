@@ -6,14 +6,7 @@ docs/training.md#contrast-matching), the MDCT of one oscillator per band
 from mp3net.dsp.change import pooled_level_change, pooled_levels
 from mp3net.dsp.contrast import pooled_level_contrast
 from mp3net.dsp.mdct import imdct, mdct, vorbis_window
-from mp3net.dsp.oscillator import (
-    bank_mdct,
-    bank_offsets,
-    bank_start_phase,
-    oscillator_mdct,
-    oscillator_phase,
-    start_phase,
-)
+from mp3net.dsp.oscillator import oscillator_mdct, oscillator_phase, start_phase
 from mp3net.dsp.psycho import PsychoacousticModel, tonality
 
 __all__ = [
@@ -25,9 +18,6 @@ __all__ = [
     "pooled_level_change",
     "pooled_levels",
     "pooled_level_contrast",
-    "bank_mdct",
-    "bank_offsets",
-    "bank_start_phase",
     "oscillator_mdct",
     "oscillator_phase",
     "start_phase",
