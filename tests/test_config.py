@@ -111,6 +111,9 @@ def test_bad_recipe_values_are_config_errors(item):
         (["train.mode_seeking=1", "train.batch_size=1"], "batch_size must be >= 2"),
         (["train.mode_seeking=1", "model.d_spectral_fft=1000"], "d_spectral_fft"),
         (["model.output=bank", "model.bank_size=0"], "bank_size"),
+        (["train.partial_change_match=-1"], "partial_change_match"),
+        (["train.partial_change_frames=0"], "partial_change_frames"),
+        (["train.partial_change_match=1", "train.partial_change_frames=100"], "d_spectral_fft"),
     ],
 )
 def test_bad_mode_seeking_and_bank_values_are_config_errors(items, match):

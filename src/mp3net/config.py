@@ -207,6 +207,10 @@ class TrainConfig:
     # weight of the mode-seeking term in G's loss (docs/training.md#mode-seeking): pairs of fakes whose
     # long-window spectra differ less than their latents are penalised; 0 = off
     mode_seeking: float = 0.0
+    # weight of partial-change matching in G's loss (docs/training.md#partial-change-matching): W1 of how
+    # the partials change between segments of partial_change_frames long-window frames; 0 = off
+    partial_change_match: float = 0.0
+    partial_change_frames: int = 16
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -231,13 +235,16 @@ class TrainConfig:
                 self.spectral_weight,
                 self.spectral_r1_gamma,
                 self.mode_seeking,
+                self.partial_change_match,
             )
             < 0
         ):
             raise ConfigError(
                 "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match, contrast_match, "
-                "spectral_weight, spectral_r1_gamma and mode_seeking must be >= 0"
+                "spectral_weight, spectral_r1_gamma, mode_seeking and partial_change_match must be >= 0"
             )
+        if self.partial_change_frames < 1:
+            raise ConfigError(f"train.partial_change_frames must be >= 1, got {self.partial_change_frames}")
         if not self.change_lags or min(self.change_lags) < 1:
             raise ConfigError(f"train.change_lags must be one or more steps >= 1, got {self.change_lags}")
         if self.contrast_width < 1:
@@ -315,6 +322,9 @@ class Config:
                 raise ConfigError(
                     "train.mode_seeking pairs the fakes of a batch: train.batch_size must be >= 2"
                 )
+        if self.train.partial_change_match > 0:
+            # two segments of the long-window spectrogram must fit in a clip
+            self.model.check_spectral_fft(2 * self.train.partial_change_frames)
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML for a .yaml/.yml path), atomically."""

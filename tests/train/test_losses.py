@@ -1,6 +1,7 @@
 """WGAN-GP losses (docs/training.md#wgan-gp): the penalty against finite differences, the loss composition."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -284,3 +285,34 @@ def test_mode_seeking_is_the_inverse_spectral_distance_over_the_latent_distance(
     assert mode_seeking(x.detach(), z, 64)[1] > ratio
     with pytest.raises(ValueError, match="at least 2"):
         mode_seeking(fake[:1], z[:1], 64)
+
+
+def test_partial_change_matching_is_zero_on_the_reals_and_pulls_a_drone_towards_chord_changes():
+    """The reals against themselves cost nothing; a held tone against a tone that jumps between segments
+    costs, and descending the loss makes the held tone's partials change between segments."""
+    from mp3net.dsp import mdct
+    from mp3net.dsp.spectral import log_spectrogram, partial_changes
+    from mp3net.train.losses import partial_change_matching
+
+    sr, k, n_fft, frames = 11008, 16, 64, 4
+    t = torch.arange(32 * k * 4) / sr
+    half = t.numel() // 2
+    held = 0.1 * torch.sin(2 * math.pi * 1000 * t)
+    jump = torch.cat([held[:half], 0.1 * torch.sin(2 * math.pi * 2500 * t[half:])])
+    real = mdct(jump.expand(2, 2, -1).contiguous(), k)
+    fake = mdct(held.expand(2, 2, -1).contiguous(), k)
+    zero, moved = partial_change_matching(real, real, n_fft, frames)
+    assert float(zero) == 0.0
+    assert float(moved) == pytest.approx(
+        float(partial_changes(log_spectrogram(real, n_fft).mean(1), frames).mean())
+    )
+    before, moved_before = partial_change_matching(fake, real, n_fft, frames)
+    assert before > 0.5
+    x = fake.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=1e-3)
+    for _ in range(50):
+        opt.zero_grad()
+        partial_change_matching(x, real, n_fft, frames)[0].backward()
+        opt.step()
+    after, moved_after = partial_change_matching(x.detach(), real, n_fft, frames)
+    assert after < 0.5 * before and moved_after > 2 * moved_before

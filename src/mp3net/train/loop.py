@@ -50,6 +50,7 @@ from mp3net.train.losses import (
     d_loss,
     g_loss,
     mode_seeking,
+    partial_change_matching,
     penalty,
     spectral_d_loss,
     spectral_g_loss,
@@ -612,6 +613,12 @@ class Trainer:
             seek, ratio = mode_seeking(fake, z, self.cfg.model.d_spectral_fft)
             loss = loss + tc.mode_seeking * seek
             stats.update({"loss/mode_seeking": float(seek.detach()), "mode_seeking/ratio": float(ratio)})
+        if tc.partial_change_match > 0:
+            pc, moved = partial_change_matching(
+                fake, real, self.cfg.model.d_spectral_fft, tc.partial_change_frames
+            )
+            loss = loss + tc.partial_change_match * pc
+            stats.update({"loss/partial_change": float(pc.detach()), "partial_change/fake_db": float(moved)})
         loss.backward()
         gn, ok = self._apply(self.opt_G, self.g_params, loss)
         if ok:

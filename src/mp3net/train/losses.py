@@ -20,7 +20,9 @@ discriminator with the recipe's adversarial terms on its own scores (:func:`spec
 
 Optionally G's loss adds w·W₁ of the pooled level changes (:func:`change_matching`,
 docs/training.md#change-matching) and of the pooled level contrasts (:func:`contrast_matching`,
-docs/training.md#contrast-matching).
+docs/training.md#contrast-matching), W₁ of the partials' changes between segments of a clip
+(:func:`partial_change_matching`, docs/training.md#partial-change-matching), and mode seeking
+(:func:`mode_seeking`, docs/training.md#mode-seeking).
 
 Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net.dsp import pooled_level_change, pooled_level_contrast
-from mp3net.dsp.spectral import log_spectrogram, spectral_detail
+from mp3net.dsp.spectral import log_spectrogram, partial_changes, spectral_detail
 from mp3net.model import Discriminator, SpectralDiscriminator
 
 
@@ -303,6 +305,28 @@ def contrast_matching(
     cf = pooled_level_contrast(Ef, pool, floor_db, width)  # [B, M / pool, K]
     cr = pooled_level_contrast(Er, pool, floor_db, width)
     return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
+
+
+def partial_change_matching(
+    fake: torch.Tensor, real: torch.Tensor, n_fft: int, frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far the way fakes' partials change along a clip is from the reals' (dB;
+    docs/training.md#partial-change-matching): the 1-D Wasserstein distance between the batches'
+    :func:`~mp3net.dsp.spectral.partial_changes` per bin (a chord change: a few lines move by tens of dB)
+    plus that between their means over the bins per segment boundary.
+
+    Args:
+        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
+        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
+        n_fft: the long window (``model.d_spectral_fft``); frames: its frames per segment.
+    Returns:
+        (loss, the fakes' mean change in dB, detached).
+    """
+    cf = partial_changes(log_spectrogram(fake.float(), n_fft).mean(1), frames)  # [B, S - 1, F]
+    with torch.no_grad():
+        cr = partial_changes(log_spectrogram(real.float(), n_fft).mean(1), frames)
+    loss = _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
+    return loss, cf.detach().mean()
 
 
 # keeps the mode-seeking ratio's inverse finite when two fakes coincide (MSGAN's ε)
