@@ -71,6 +71,11 @@ class ModelConfig:
     # the networks' unit: D multiplies its input by it, G divides its pre-tanh output by it, so both work at
     # unit scale while the amplitudes keep theirs (rms ≈ 0.01; docs/networks.md#amplitude-gain); 1 = the paper
     amplitude_gain: float = 1.0
+    # per-band unit scale instead (docs/networks.md#band-normalisation): G's unit output in band k is an
+    # amplitude of band_rms[k], D sees amplitudes / band_rms, so both start at the data's spectral envelope
+    # and D weighs every band alike; band_rms is the data's rms per band, filled in when training starts
+    band_norm: bool = False
+    band_rms: tuple[float, ...] = ()
     # power p of D's input compression: D sees sign(u)·((|u| + ε)^p − ε^p) of u = amplitudes·gain, so quiet
     # bins (the gaps between partials, the top octave) weigh in its gradient as loud ones do; 1 = linear,
     # the paper (docs/networks.md#input-compression)
@@ -128,6 +133,10 @@ class ModelConfig:
             raise ConfigError("channels, n_blocks and latent_dim must be positive")
         if not self.amplitude_gain > 0:
             raise ConfigError(f"model.amplitude_gain must be > 0, got {self.amplitude_gain}")
+        if self.band_rms and (len(self.band_rms) != self.n_bands or min(self.band_rms) <= 0):
+            raise ConfigError(
+                f"model.band_rms must be {self.n_bands} positive levels (one per band) or empty"
+            )
         if not 0 < self.d_compress <= 1:
             raise ConfigError(f"model.d_compress must be in (0, 1], got {self.d_compress}")
         if self.d_pooled_channels < 0:
@@ -296,7 +305,10 @@ class Config:
                 f"config version {version} is not supported (this mp3net reads version {CONFIG_VERSION})"
             )
         try:
-            model = ModelConfig(**d.get("model", {}))
+            md = dict(d.get("model", {}))
+            if md.get("band_rms") is not None:
+                md["band_rms"] = tuple(float(v) for v in md["band_rms"])
+            model = ModelConfig(**md)
             tr = dict(d.get("train", {}))
             for key in ("betas", "betas_g", "betas_d", "change_lags"):
                 if tr.get(key) is not None:
@@ -383,6 +395,10 @@ class Config:
                 if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
                     raise ConfigError(f"{key} expects a list of whole numbers, e.g. [1, 2, 4], got {raw!r}")
                 value = tuple(value)
+            elif parts[1] == "band_rms":
+                if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+                    raise ConfigError(f"{key} expects a list of numbers (or []), got {raw!r}")
+                value = tuple(float(v) for v in value)
             elif current is None or (parts[1] in ("lr_g", "lr_d") and value is None):
                 if value is not None and not isinstance(value, (int, float)):
                     raise ConfigError(f"{key} expects a number or null, got {raw!r}")

@@ -77,7 +77,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if args.config:
         cfg = Config.load(args.config)
     elif args.init_from and not args.preset and not saved.exists():
-        cfg = _config_of(args.init_from)
+        from mp3net.train.checkpoint import source_config
+
+        cfg = source_config(args.init_from)
     elif args.preset:
         cfg = preset(args.preset)
     elif saved.exists():
@@ -88,17 +90,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if args.freeze_deep is not None:
         overrides.append(f"train.freeze_deep={args.freeze_deep}")
     return cfg.override(overrides)
-
-
-def _config_of(source: str) -> Config:
-    """The config a fine-tuning run inherits from the run or export it starts from."""
-    from mp3net.generate import resolve_model_path
-
-    path = resolve_model_path(source)
-    for candidate in (path / "config.json", path / "export" / "config.json"):
-        if candidate.exists():
-            return Config.load(candidate)
-    raise MP3NetError(f"--init-from {source}: no config.json there (not a run directory or an export)")
 
 
 def run(args: argparse.Namespace) -> int:

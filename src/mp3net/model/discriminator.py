@@ -22,6 +22,7 @@ from mp3net.model.layers import (
     init_weights,
     mbstd_group_size,
     minibatch_stddev,
+    unit_scale,
 )
 from mp3net.model.spectral import SpectralDiscriminator
 
@@ -155,6 +156,8 @@ class Discriminator(nn.Module):
     With ``model.d_spectral_channels``, ``spectral`` is a second discriminator with its own score and loss
     (:class:`SpectralDiscriminator`); ``forward`` and the penalty chain are the MDCT view's alone."""
 
+    unit: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -175,6 +178,7 @@ class Discriminator(nn.Module):
             if cfg.d_pooled_channels
             else None
         )
+        self.register_buffer("unit", unit_scale(cfg), persistent=False)  # docs/networks.md#amplitude-gain
         init_weights(self)
         if self.pooled is not None:
             nn.init.zeros_(self.pooled.score.weight)
@@ -203,18 +207,18 @@ class Discriminator(nn.Module):
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         """Amplitudes ``[B, C, M, K]`` → D's input u: scaled by ``model.amplitude_gain``, then compressed by
         ``model.d_compress`` (docs/networks.md#input-compression); gain 1 and power 1 leave ``x`` as it is."""
-        gain, p = self.cfg.amplitude_gain, self.cfg.d_compress
-        u = x if gain == 1 else x * gain
+        p = self.cfg.d_compress
+        u = x * self.unit
         if p == 1:
             return u
         return torch.sign(u) * ((u.abs() + COMPRESS_EPS) ** p - COMPRESS_EPS**p)
 
-    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor | float:
-        """∂u/∂x of :meth:`_unit`, elementwise ``[B, C, M, K]`` (a number when the map is linear)."""
-        gain, p = self.cfg.amplitude_gain, self.cfg.d_compress
+    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor:
+        """∂u/∂x of :meth:`_unit`: elementwise ``[B, C, M, K]``, or the unit ``[K]`` / ``[1]`` if linear."""
+        p = self.cfg.d_compress
         if p == 1:
-            return gain
-        return (gain * p) * (x.abs() * gain + COMPRESS_EPS) ** (p - 1)
+            return self.unit
+        return (self.unit * p) * (x.abs() * self.unit + COMPRESS_EPS) ** (p - 1)
 
     @property
     def d_blocks(self) -> list[DiscriminatorBlock]:

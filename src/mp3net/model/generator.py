@@ -16,7 +16,7 @@ from torch import nn
 from mp3net import ops
 from mp3net.config import ModelConfig
 from mp3net.dsp.oscillator import bank_mdct, bank_start_phase, oscillator_mdct, start_phase
-from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, upsample3
+from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
 from mp3net.ops import ExecutionPlan, TileLevel
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
@@ -74,6 +74,8 @@ class Generator(nn.Module):
     device's :class:`~mp3net.ops.ExecutionPlan`).
     """
 
+    unit: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -91,6 +93,8 @@ class Generator(nn.Module):
         self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
         # the bank's amplitudes, channel c·S + s for oscillator s of channel c
         self.to_bank = Conv1(width, C * cfg.bank_size) if "bank" in cfg.output else None
+        # the networks' unit in amplitudes, one number or one per band (docs/networks.md#amplitude-gain)
+        self.register_buffer("unit", unit_scale(cfg), persistent=False)
         init_weights(self)
         if self.to_out is not None and self.to_osc is not None:
             with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone
@@ -136,8 +140,8 @@ class Generator(nn.Module):
             return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _amplitude(self, y: torch.Tensor) -> torch.Tensor:
-        gain = self.cfg.amplitude_gain  # unit scale → amplitudes (docs/networks.md#amplitude-gain)
-        return torch.tanh(y if gain == 1 else y / gain)
+        """Unit-scale output ``[B, C', M, K]`` → amplitudes tanh(y / unit), one unit or one per band."""
+        return torch.tanh(y / self.unit)
 
     def oscillate(
         self, y: torch.Tensor, phase: torch.Tensor | None = None

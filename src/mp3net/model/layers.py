@@ -22,6 +22,19 @@ from torch import nn
 from mp3net import ops
 
 
+def unit_scale(cfg) -> torch.Tensor:
+    """How many of the networks' units an amplitude of 1 is: ``[1]`` = ``model.amplitude_gain``, or with
+    ``model.band_norm`` ``[K]`` = 1 / the data's rms per band (docs/networks.md#band-normalisation). D
+    multiplies its input by it, G divides its pre-tanh output by it."""
+    if not cfg.band_norm:
+        return torch.tensor([float(cfg.amplitude_gain)])
+    if not cfg.band_rms:
+        raise ValueError(
+            "model.band_norm needs model.band_rms, the data's rms per band (training fills it in)"
+        )
+    return 1.0 / torch.tensor(cfg.band_rms, dtype=torch.float64).float()
+
+
 def init_weights(module: nn.Module) -> None:
     """Glorot-uniform weights and zero biases for every conv and dense layer below ``module``."""
     for m in module.modules():

@@ -163,6 +163,17 @@ FINE_TUNABLE = frozenset(
 )
 
 
+def source_config(source: str | Path) -> Config:
+    """The config of the run directory or export (or shipped model name) a fine-tuning run starts from."""
+    from mp3net.generate import resolve_model_path
+
+    path = resolve_model_path(source)
+    for candidate in (path / "config.json", path / "export" / "config.json"):
+        if candidate.exists():
+            return Config.load(candidate)
+    raise MP3NetError(f"--init-from {source}: no config.json there (not a run directory or an export)")
+
+
 def check_compatible(
     saved: dict[str, Any], cfg: Config, where: str | Path, may_differ: frozenset[str] = frozenset()
 ) -> None:

@@ -1,0 +1,34 @@
+"""The data's rms per MDCT band, the unit of band normalisation (docs/networks.md#band-normalisation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mp3net.dsp import mdct
+
+# clips the levels are measured on: evenly spread over the dataset, so the same data gives the same levels
+LEVEL_CLIPS = 64
+# a band quieter than this (relative to the loudest) is held at it: an empty top band must not make D's
+# unit, 1 / rms, explode
+LEVEL_FLOOR = 1e-3
+
+
+def band_levels(
+    dataset: torch.utils.data.Dataset, n_bands: int, clips: int = LEVEL_CLIPS
+) -> tuple[float, ...]:
+    """The rms of the MDCT amplitudes in each band over ``clips`` clips spread evenly over ``dataset``
+    (items ``[C, T]``), channels and frames pooled; at least ``LEVEL_FLOOR`` times the loudest band's.
+
+    Returns:
+        ``n_bands`` positive floats, low band first.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    idx = np.unique(np.linspace(0, n - 1, min(clips, n)).round().astype(np.int64))
+    power = torch.zeros(n_bands, dtype=torch.float64)
+    for i in idx:
+        A = mdct(torch.as_tensor(dataset[int(i)]).double()[None], n_bands)  # [1, C, M, K]
+        power += A.square().mean(dim=(0, 1, 2))
+    rms = (power / len(idx)).sqrt()
+    rms = rms.clamp_min(LEVEL_FLOOR * float(rms.max()) if float(rms.max()) > 0 else 1e-6)
+    return tuple(float(v) for v in rms)
