@@ -156,8 +156,6 @@ class Discriminator(nn.Module):
     With ``model.d_spectral_channels``, ``spectral`` is a second discriminator with its own score and loss
     (:class:`SpectralDiscriminator`); ``forward`` and the penalty chain are the MDCT view's alone."""
 
-    unit: torch.Tensor
-
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -178,7 +176,7 @@ class Discriminator(nn.Module):
             if cfg.d_pooled_channels
             else None
         )
-        self.register_buffer("unit", unit_scale(cfg), persistent=False)  # docs/networks.md#amplitude-gain
+        unit_scale(cfg)  # band normalisation without its levels fails here, not at the first forward
         init_weights(self)
         if self.pooled is not None:
             nn.init.zeros_(self.pooled.score.weight)
@@ -207,18 +205,18 @@ class Discriminator(nn.Module):
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         """Amplitudes ``[B, C, M, K]`` → D's input u: scaled by ``model.amplitude_gain``, then compressed by
         ``model.d_compress`` (docs/networks.md#input-compression); gain 1 and power 1 leave ``x`` as it is."""
-        p = self.cfg.d_compress
-        u = x * self.unit
+        unit, p = unit_scale(self.cfg, x.device), self.cfg.d_compress
+        u = x if isinstance(unit, float) and unit == 1 else x * unit
         if p == 1:
             return u
         return torch.sign(u) * ((u.abs() + COMPRESS_EPS) ** p - COMPRESS_EPS**p)
 
-    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor:
+    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor | float:
         """∂u/∂x of :meth:`_unit`: elementwise ``[B, C, M, K]``, or the unit ``[K]`` / ``[1]`` if linear."""
-        p = self.cfg.d_compress
+        unit, p = unit_scale(self.cfg, x.device), self.cfg.d_compress
         if p == 1:
-            return self.unit
-        return (self.unit * p) * (x.abs() * self.unit + COMPRESS_EPS) ** (p - 1)
+            return unit
+        return (unit * p) * (x.abs() * unit + COMPRESS_EPS) ** (p - 1)
 
     @property
     def d_blocks(self) -> list[DiscriminatorBlock]:

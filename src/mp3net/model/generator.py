@@ -74,8 +74,6 @@ class Generator(nn.Module):
     device's :class:`~mp3net.ops.ExecutionPlan`).
     """
 
-    unit: torch.Tensor
-
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -93,8 +91,7 @@ class Generator(nn.Module):
         self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
         # the bank's amplitudes, channel c·S + s for oscillator s of channel c
         self.to_bank = Conv1(width, C * cfg.bank_size) if "bank" in cfg.output else None
-        # the networks' unit in amplitudes, one number or one per band (docs/networks.md#amplitude-gain)
-        self.register_buffer("unit", unit_scale(cfg), persistent=False)
+        unit_scale(cfg)  # band normalisation without its levels fails here, not at the first forward
         init_weights(self)
         if self.to_out is not None and self.to_osc is not None:
             with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone
@@ -141,7 +138,8 @@ class Generator(nn.Module):
 
     def _amplitude(self, y: torch.Tensor) -> torch.Tensor:
         """Unit-scale output ``[B, C', M, K]`` → amplitudes tanh(y / unit), one unit or one per band."""
-        return torch.tanh(y / self.unit)
+        unit = unit_scale(self.cfg, y.device)
+        return torch.tanh(y if isinstance(unit, float) and unit == 1 else y / unit)
 
     def oscillate(
         self, y: torch.Tensor, phase: torch.Tensor | None = None

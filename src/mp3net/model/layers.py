@@ -22,17 +22,18 @@ from torch import nn
 from mp3net import ops
 
 
-def unit_scale(cfg) -> torch.Tensor:
-    """How many of the networks' units an amplitude of 1 is: ``[1]`` = ``model.amplitude_gain``, or with
+def unit_scale(cfg, device: torch.device | None = None) -> float | torch.Tensor:
+    """How many of the networks' units an amplitude of 1 is: ``model.amplitude_gain``, or with
     ``model.band_norm`` ``[K]`` = 1 / the data's rms per band (docs/networks.md#band-normalisation). D
-    multiplies its input by it, G divides its pre-tanh output by it."""
+    multiplies its input by it, G divides its pre-tanh output by it. Read from ``cfg`` at each call, so
+    the config stays the one place it is set."""
     if not cfg.band_norm:
-        return torch.tensor([float(cfg.amplitude_gain)])
+        return float(cfg.amplitude_gain)
     if not cfg.band_rms:
         raise ValueError(
             "model.band_norm needs model.band_rms, the data's rms per band (training fills it in)"
         )
-    return 1.0 / torch.tensor(cfg.band_rms, dtype=torch.float64).float()
+    return 1.0 / torch.tensor(cfg.band_rms, dtype=torch.float32, device=device)
 
 
 def init_weights(module: nn.Module) -> None:

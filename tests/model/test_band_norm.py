@@ -1,0 +1,60 @@
+"""model.band_norm: the networks' unit per band (docs/networks.md#band-normalisation). With every band at
+the same level it is exactly amplitude_gain = 1 / that level; with levels that differ, G's output at
+initialisation follows them and D sees each band divided by its own."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mp3net.config import ConfigError, preset
+from mp3net.model import Discriminator, Generator
+
+CFG = preset("tiny").model
+K = CFG.n_bands
+
+
+def pair(cls, levels: tuple[float, ...], gain: float):
+    torch.manual_seed(0)
+    normed = cls(replace(CFG, band_norm=True, band_rms=levels))
+    plain = cls(replace(CFG, amplitude_gain=gain))
+    plain.load_state_dict(normed.state_dict())
+    return normed, plain
+
+
+def test_equal_levels_are_the_amplitude_gain():
+    G, G64 = pair(Generator, (1 / 64,) * K, 64.0)
+    D, D64 = pair(Discriminator, (1 / 64,) * K, 64.0)
+    z = torch.randn(2, CFG.latent_dim)
+    x = 0.01 * torch.randn(2, CFG.channels, CFG.n_frames, K)
+    with torch.no_grad():
+        torch.testing.assert_close(G(z), G64(z))
+        torch.testing.assert_close(D(x), D64(x))
+
+
+def test_the_generator_starts_at_the_levels_and_d_sees_each_band_over_its_level():
+    """Levels falling 40 dB across the bands: G's rms per band at initialisation falls with them (tanh is
+    near-linear there), and D scores x as the gain-1 D scores x / level."""
+    levels = tuple(float(v) for v in torch.logspace(-1, -3, K))
+    G, G1 = pair(Generator, levels, 1.0)
+    D, D1 = pair(Discriminator, levels, 1.0)
+    z = torch.randn(8, CFG.latent_dim)
+    with torch.no_grad():
+        A, raw = G(z), torch.atanh(G1(z))  # the gain-1 G's pre-tanh output is the unit-scale output
+        rms, raw_rms = A.square().mean((0, 1, 2)).sqrt(), raw.square().mean((0, 1, 2)).sqrt()
+        torch.testing.assert_close(rms / raw_rms, torch.tensor(levels), rtol=1e-2, atol=0)
+        assert float(rms[0] / rms[-1]) > 50  # the 40 dB fall is there
+        x = 0.01 * torch.randn(2, CFG.channels, CFG.n_frames, K)
+        torch.testing.assert_close(D(x), D1(x / torch.tensor(levels)))
+
+
+def test_band_norm_needs_its_levels_and_the_levels_must_fit():
+    with pytest.raises(ValueError, match="band_rms"):
+        Generator(replace(CFG, band_norm=True))
+    with pytest.raises(ValueError, match="band_rms"):
+        Discriminator(replace(CFG, band_norm=True))
+    for bad in [(0.1,) * (K - 1), (0.1,) * (K - 1) + (0.0,)]:
+        with pytest.raises(ConfigError, match="band_rms"):
+            replace(CFG, band_rms=bad).validate()
+    cfg = preset("tiny").override(["model.band_norm=true", "model.band_rms=[" + ",".join(["0.5"] * K) + "]"])
+    assert cfg.model.band_rms == (0.5,) * K

@@ -1,0 +1,67 @@
+"""Band normalisation in training (docs/networks.md#band-normalisation): the levels are the data's, measured
+once and saved with the run; a fine-tuning run keeps its source's."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import fast_config, write_notes
+
+from mp3net.config import Config
+from mp3net.data import prepare
+from mp3net.dsp import mdct
+from mp3net.train.band_levels import LEVEL_FLOOR, band_levels
+from mp3net.train.loop import Trainer, train
+
+SR, K = 11008, 64
+
+
+def _tone_clips(freq: float, n: int = 8) -> list[torch.Tensor]:
+    t = torch.arange(64 * K) / SR
+    x = 0.1 * torch.sin(2 * math.pi * freq * t)
+    return [torch.stack([x, 0.5 * x]) for _ in range(n)]
+
+
+def test_the_levels_are_the_rms_per_band_with_a_floor():
+    """A tone in band 10 (the middle of it): that band is the loudest, at the rms of its MDCT amplitudes
+    over both channels and every frame, and every band far from it sits on the floor."""
+    clips = _tone_clips((10.5) * SR / (2 * K))
+    levels = band_levels(clips, K)
+    assert len(levels) == K and int(np.argmax(levels)) == 10
+    A = mdct(torch.stack(clips).double(), K)  # [8, 2, M, K]
+    assert levels[10] == pytest.approx(float(A[..., 10].square().mean().sqrt()), rel=1e-9)
+    assert min(levels) == pytest.approx(LEVEL_FLOOR * levels[10], rel=1e-6)
+    assert band_levels(clips, K) == levels  # the same data, the same levels
+
+
+def test_a_new_run_measures_its_data_and_saves_the_levels(notes_dataset, tmp_path):
+    tr = Trainer(fast_config("model.band_norm=true"), notes_dataset, tmp_path / "r", progress=False)
+    saved = Config.load(tmp_path / "r" / "config.json").model.band_rms
+    assert saved == tr.cfg.model.band_rms == band_levels(tr.dataset, K)
+    assert tr.G.cfg.band_rms == saved and tr.D.cfg.band_rms == saved
+    tr.close()
+
+
+def test_fine_tuning_keeps_the_source_levels(notes_dataset, tmp_path):
+    """The source's weights are in its unit: a run started from it on other music keeps those levels and
+    resumes with them, where a fresh run on that music measures its own."""
+    train(fast_config("model.band_norm=true"), notes_dataset, tmp_path / "src", steps=2, progress=False)
+    source = Config.load(tmp_path / "src" / "config.json").model.band_rms
+    write_notes(tmp_path / "other", 3, 2.0, SR, seed=7)
+    m = fast_config().model
+    other = tmp_path / "other-ds"
+    prepare(tmp_path / "other", other, m.sample_rate, m.channels, m.clip_samples, progress=False)
+    cfg = fast_config("model.band_norm=true")
+    fresh = Trainer(cfg, other, tmp_path / "fresh", progress=False)
+    assert fresh.cfg.model.band_rms != source
+    fresh.close()
+    tuned = train(cfg, other, tmp_path / "ft", steps=2, progress=False, init_from=tmp_path / "src")
+    assert tuned.cfg.model.band_rms == source
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())["model"]["band_rms"]
+    assert tuple(saved) == source
+    again = train(Config.load(tmp_path / "ft" / "config.json"), other, tmp_path / "ft", steps=3, progress=False)
+    assert again.step == 3 and again.resumed_from is not None
