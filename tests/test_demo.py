@@ -69,6 +69,11 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
         assert (out / r).stat().st_size > 0, r
     assert any(r.startswith("generated/") for r in refs) and any(r.startswith("real/") for r in refs)
     assert "tonality.png" in refs
+    # the demo's own recipe: band normalisation, its levels measured on the chorales and saved with the run
+    assert "-o model.band_norm=true -o train.r1_gamma=100" in page
+    run_cfg = json.loads((out / "run" / "config.json").read_text())
+    assert run_cfg["model"]["band_norm"] and len(run_cfg["model"]["band_rms"]) == 64
+    assert run_cfg["train"]["r1_gamma"] == 100
     info = sf.info(out / "generated" / "seed-0.wav")
     assert info.channels == 2 and info.samplerate == 11008
     m = json.loads((out / "evaluate.json").read_text())

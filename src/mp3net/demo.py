@@ -150,6 +150,10 @@ def render_chorales(
 
 DEFAULT_MINUTES = 8.0  # training budget: `make demo` (install, render, prepare, train, report) < 15 min
 DEFAULT_CHORALES = 60  # ≈ 35 min of music, rendered in about a minute
+# the demo's recipe on top of the tiny preset, before the user's -o: both networks in the data's level per
+# band (docs/networks.md#band-normalisation) with R1's γ for unit-scale input, the best of the recipes
+# measured at this budget (benchmarks/README.md#band-normalisation-and-the-8-minute-demo)
+DEMO_RECIPE = ("model.band_norm=true", "train.r1_gamma=100")
 
 
 def _pick_threads() -> int:
@@ -243,7 +247,8 @@ def run_demo(
     n_eval: int = 32,
     quiet: bool = False,
 ) -> Path:
-    """Chorales → synth → cache → prepare → train ``tiny`` for ``minutes`` → generate → ``out/report.html``.
+    """Chorales → synth → cache → prepare → train ``tiny`` (with :data:`DEMO_RECIPE`, then ``overrides``) for
+    ``minutes`` → generate → ``out/report.html``.
 
     ``n_tracks`` generated and real clips are shown, ``n_eval`` clips per side are evaluated. A second run
     with the same ``out`` continues training the same run for another ``minutes``. Returns the report's path.
@@ -277,7 +282,8 @@ def _run_demo(s: DemoSettings) -> Path:
 
     t_start = time.perf_counter()
     s.out.mkdir(parents=True, exist_ok=True)
-    cfg = preset("tiny").override(s.overrides)
+    overrides = [*DEMO_RECIPE, *s.overrides]
+    cfg = preset("tiny").override(overrides)
     m = cfg.model
     data, dataset_summary = _dataset(s, m)
     run = s.out / "run"
@@ -315,6 +321,7 @@ def _run_demo(s: DemoSettings) -> Path:
         n_real=report.n_real,
         pretrained=pretrained,
         side_by_side=compare,
+        overrides=overrides,
     )
     report_path = s.out / "report.html"
     atomic_write_text(report_path, page)

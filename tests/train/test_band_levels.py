@@ -47,8 +47,8 @@ def test_a_new_run_measures_its_data_and_saves_the_levels(notes_dataset, tmp_pat
 
 
 def test_fine_tuning_keeps_the_source_levels(notes_dataset, tmp_path):
-    """The source's weights are in its unit: a run started from it on other music keeps those levels and
-    resumes with them, where a fresh run on that music measures its own."""
+    """The source's weights are in its unit: a run started from it on other music keeps those levels, and
+    so does that run when it resumes, where a fresh run on that music measures its own."""
     train(fast_config("model.band_norm=true"), notes_dataset, tmp_path / "src", steps=2, progress=False)
     source = Config.load(tmp_path / "src" / "config.json").model.band_rms
     write_notes(tmp_path / "other", 3, 2.0, SR, seed=7)
@@ -63,5 +63,6 @@ def test_fine_tuning_keeps_the_source_levels(notes_dataset, tmp_path):
     assert tuned.cfg.model.band_rms == source
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())["model"]["band_rms"]
     assert tuple(saved) == source
-    again = train(Config.load(tmp_path / "ft" / "config.json"), other, tmp_path / "ft", steps=3, progress=False)
-    assert again.step == 3 and again.resumed_from is not None
+    # resumed (on other data, from a config without levels): still the levels its weights are in
+    again = train(cfg, notes_dataset, tmp_path / "ft", steps=3, progress=False)
+    assert again.step == 3 and again.resumed_from is not None and again.cfg.model.band_rms == source

@@ -164,12 +164,12 @@ def test_cli_fine_tunes_the_shipped_model_with_its_config(notes_dataset, tmp_pat
 def test_fine_tuning_the_shipped_model_moves_its_metrics(notes_dataset, tmp_path):
     """On other music (plucked notes instead of chorales), a short fine-tuning run of the shipped model
     changes what it makes: its Bark-band level profile moves by more than a dB on average."""
-    from mp3net.cli.train import _config_of
+    from mp3net.train.checkpoint import source_config
     from mp3net.evaluate import bark_levels
     from mp3net.generate import generate
 
     torch.set_num_threads(1)
-    cfg = _config_of("pretrained").override(
+    cfg = source_config("pretrained").override(
         ["train.batch_size=4", "train.num_workers=0", "train.sample_every=0", "train.lr=5e-4"]
     )
     sr = cfg.model.sample_rate

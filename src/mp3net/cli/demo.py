@@ -38,7 +38,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-clips", type=int, default=32, help="clips per side for the evaluate table (default 32)"
     )
-    add_override_argument(parser, "a value of the tiny preset")
+    add_override_argument(parser, "a value of the tiny preset (after the demo's own recipe)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 

@@ -185,9 +185,14 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, self.step, enabled=self.is_main)
 
     def _with_band_levels(self, cfg: Config, init_from: str | Path | None) -> Config:
-        """``cfg`` with ``model.band_rms`` (docs/networks.md#band-normalisation): a fine-tuning run keeps
-        its source's, whose weights are in that unit; a new run measures this dataset's."""
-        levels = ckpt.source_config(init_from).model.band_rms if init_from is not None else ()
+        """``cfg`` with ``model.band_rms`` (docs/networks.md#band-normalisation): a resumed run keeps its
+        own and a fine-tuning run its source's, the unit their weights are in; a new run measures this
+        dataset's."""
+        saved = self.run_dir / "config.json"
+        if saved.exists():
+            levels = Config.load(saved).model.band_rms
+        else:
+            levels = ckpt.source_config(init_from).model.band_rms if init_from is not None else ()
         if not levels:
             levels = band_levels(self.dataset, cfg.model.n_bands)
             self._say(f"band normalisation: the data's levels span {_span_db(levels):.0f} dB over the bands")
