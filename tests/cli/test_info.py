@@ -54,3 +54,14 @@ def test_info_counts_the_spectral_views_weights_and_convolutions(capsys):
     convs = [(2, w, area[0])] + [(w, w, a) for a in area[1:]] + [(w + 1, 1, area[-1])]
     assert spectral["flops_forward"] - plain["flops_forward"] == sum(2 * a * 9 * b * n for a, b, n in convs)
     assert spectral["params"] - plain["params"] == sum(a * 9 * b + b for a, b, _ in convs)
+
+
+def test_info_of_a_band_normalised_preset_before_its_levels_are_measured(capsys):
+    """The levels come with the data; shapes, parameters and FLOPs do not depend on them."""
+    assert main(["info", "tiny", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["info", "tiny", "--json", "-o", "model.band_norm=true"]) == 0
+    normed = json.loads(capsys.readouterr().out)
+    assert normed["config"]["model"]["band_norm"] and normed["config"]["model"]["band_rms"] == []
+    for net in ("generator", "discriminator"):
+        assert normed[net]["params"] == plain[net]["params"] and normed[net]["blocks"] == plain[net]["blocks"]

@@ -49,10 +49,11 @@ def test_the_generator_starts_at_the_levels_and_d_sees_each_band_over_its_level(
 
 
 def test_band_norm_needs_its_levels_and_the_levels_must_fit():
+    G, D = Generator(replace(CFG, band_norm=True)), Discriminator(replace(CFG, band_norm=True))  # `info`
     with pytest.raises(ValueError, match="band_rms"):
-        Generator(replace(CFG, band_norm=True))
+        G(torch.randn(1, CFG.latent_dim))
     with pytest.raises(ValueError, match="band_rms"):
-        Discriminator(replace(CFG, band_norm=True))
+        D(torch.zeros(1, CFG.channels, CFG.n_frames, K))
     for bad in [(0.1,) * (K - 1), (0.1,) * (K - 1) + (0.0,)]:
         with pytest.raises(ConfigError, match="band_rms"):
             replace(CFG, band_rms=bad).validate()

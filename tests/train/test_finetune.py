@@ -164,9 +164,9 @@ def test_cli_fine_tunes_the_shipped_model_with_its_config(notes_dataset, tmp_pat
 def test_fine_tuning_the_shipped_model_moves_its_metrics(notes_dataset, tmp_path):
     """On other music (plucked notes instead of chorales), a short fine-tuning run of the shipped model
     changes what it makes: its Bark-band level profile moves by more than a dB on average."""
-    from mp3net.train.checkpoint import source_config
     from mp3net.evaluate import bark_levels
     from mp3net.generate import generate
+    from mp3net.train.checkpoint import source_config
 
     torch.set_num_threads(1)
     cfg = source_config("pretrained").override(

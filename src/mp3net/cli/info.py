@@ -6,6 +6,7 @@ The networks are built on the meta device, so even the 95 s model costs no memor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def describe(cfg: Config) -> dict:
     from mp3net.model import Discriminator, Generator
 
     m = cfg.model
+    if (
+        m.band_norm and not m.band_rms
+    ):  # levels are measured when training starts; shapes do not depend on them
+        m = dataclasses.replace(m, band_rms=(1.0,) * m.n_bands)
     with torch.device("meta"):
         G, D = Generator(m), Discriminator(m)
         z = torch.empty(1, m.latent_dim)

@@ -176,7 +176,6 @@ class Discriminator(nn.Module):
             if cfg.d_pooled_channels
             else None
         )
-        unit_scale(cfg)  # band normalisation without its levels fails here, not at the first forward
         init_weights(self)
         if self.pooled is not None:
             nn.init.zeros_(self.pooled.score.weight)

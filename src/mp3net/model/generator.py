@@ -91,7 +91,6 @@ class Generator(nn.Module):
         self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
         # the bank's amplitudes, channel c·S + s for oscillator s of channel c
         self.to_bank = Conv1(width, C * cfg.bank_size) if "bank" in cfg.output else None
-        unit_scale(cfg)  # band normalisation without its levels fails here, not at the first forward
         init_weights(self)
         if self.to_out is not None and self.to_osc is not None:
             with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
+from mp3net.config import ModelConfig
 
 
-def unit_scale(cfg, device: torch.device | None = None) -> float | torch.Tensor:
+def unit_scale(cfg: ModelConfig, device: torch.device | None = None) -> float | torch.Tensor:
     """How many of the networks' units an amplitude of 1 is: ``model.amplitude_gain``, or with
     ``model.band_norm`` ``[K]`` = 1 / the data's rms per band (docs/networks.md#band-normalisation). D
     multiplies its input by it, G divides its pre-tanh output by it. Read from ``cfg`` at each call, so
