@@ -59,3 +59,18 @@ def test_band_norm_needs_its_levels_and_the_levels_must_fit():
             replace(CFG, band_rms=bad).validate()
     cfg = preset("tiny").override(["model.band_norm=true", "model.band_rms=[" + ",".join(["0.5"] * K) + "]"])
     assert cfg.model.band_rms == (0.5,) * K
+
+
+def test_the_per_band_unit_is_made_once_and_trains_after_inference():
+    """G and D ask for the unit at every forward: the same tensor comes back, and one first made under
+    inference mode (generating samples) can still be saved for backward when training goes on."""
+    from mp3net.model.layers import unit_scale
+
+    levels = tuple(float(v) for v in torch.logspace(-1.5, -3.5, K))
+    cfg = replace(CFG, band_norm=True, band_rms=levels)
+    G = Generator(cfg)
+    with torch.inference_mode():
+        G(torch.randn(1, CFG.latent_dim))
+    assert unit_scale(cfg) is unit_scale(replace(cfg))
+    G(torch.randn(2, CFG.latent_dim)).square().mean().backward()
+    assert G.to_out.weight.grad is not None and G.to_out.weight.grad.abs().sum() > 0

@@ -49,9 +49,8 @@ def describe(cfg: Config) -> dict:
     from mp3net.model import Discriminator, Generator
 
     m = cfg.model
-    if (
-        m.band_norm and not m.band_rms
-    ):  # levels are measured when training starts; shapes do not depend on them
+    # band levels are measured when training starts; shapes, parameters and FLOPs do not depend on them
+    if m.band_norm and not m.band_rms:
         m = dataclasses.replace(m, band_rms=(1.0,) * m.n_bands)
     with torch.device("meta"):
         G, D = Generator(m), Discriminator(m)

@@ -15,6 +15,8 @@ gradient for an output gradient ``g``, differentiable in the weights (D's gradie
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +36,16 @@ def unit_scale(cfg: ModelConfig, device: torch.device | None = None) -> float | 
         raise ValueError(
             "model.band_norm needs model.band_rms, the data's rms per band (training fills it in)"
         )
-    return 1.0 / torch.tensor(cfg.band_rms, dtype=torch.float32, device=device)
+    return _band_unit(cfg.band_rms, torch.device(device or "cpu"))
+
+
+@functools.lru_cache(maxsize=16)
+def _band_unit(levels: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``[K]`` 1 / levels on ``device``, made once: every forward of G and D asks for it, and a fresh host
+    list copied to a GPU each time would stall the pipeline. A normal tensor even when first asked for
+    under inference mode, so training may save it for backward."""
+    with torch.inference_mode(False):
+        return 1.0 / torch.tensor(levels, dtype=torch.float32, device=device)
 
 
 def init_weights(module: nn.Module) -> None:
