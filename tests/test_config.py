@@ -113,7 +113,8 @@ def test_bad_recipe_values_are_config_errors(item):
         (["model.output=bank", "model.bank_size=0"], "bank_size"),
         (["train.partial_change_match=-1"], "partial_change_match"),
         (["train.partial_change_frames=0"], "partial_change_frames"),
-        (["train.partial_change_match=1", "train.partial_change_frames=100"], "d_spectral_fft"),
+        (["train.partial_change_match=1", "train.partial_change_frames=100"], "two segments must fit"),
+        (["train.partial_change_match=1", "model.d_spectral_fft=1000"], "d_spectral_fft"),
     ],
 )
 def test_bad_mode_seeking_and_bank_values_are_config_errors(items, match):

@@ -335,8 +335,16 @@ class Config:
                     "train.mode_seeking pairs the fakes of a batch: train.batch_size must be >= 2"
                 )
         if self.train.partial_change_match > 0:
-            # two segments of the long-window spectrogram must fit in a clip
-            self.model.check_spectral_fft(2 * self.train.partial_change_frames)
+            self.model.check_spectral_fft(4)
+            frames, hops = (
+                self.train.partial_change_frames,
+                self.model.clip_samples // (self.model.d_spectral_fft // 4),
+            )
+            if 2 * frames > hops:
+                raise ConfigError(
+                    f"train.partial_change_frames: two segments must fit in a clip of {hops} long-window "
+                    f"frames (model.d_spectral_fft={self.model.d_spectral_fft}), got {frames}"
+                )
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML for a .yaml/.yml path), atomically."""
