@@ -282,11 +282,39 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """`mp3net pretrain`: the generator learnt as the decoder of its latents, before any GAN
+    (docs/training.md#autoencoder-pretraining). Each of ``clips`` fixed clips of the data owns a latent;
+    G and the latents are fitted together to the clips' log spectrograms; then a Gaussian fitted to the
+    latents is folded into G's head, so z ~ N(0, I) draws like them."""
+
+    steps: int = 6000
+    clips: int = 768  # fixed clips, spread evenly over the dataset, each with its own latent
+    batch_size: int = 8
+    lr: float = 5e-4  # Adam for G
+    betas: tuple[float, float] = (0.9, 0.99)
+    latent_lr: float = 1e-2  # sparse Adam for the latents: each is seen once every clips / batch steps
+    ffts: tuple[int, ...] = (256, 1024, 2048)  # the windows of the log-spectrogram distance
+    ckpt_every: int = 250
+
+    def validate(self) -> None:
+        if min(self.steps, self.clips, self.batch_size, self.ckpt_every) < 1:
+            raise ConfigError("pretrain.steps, clips, batch_size and ckpt_every must be at least 1")
+        if self.clips < 2:
+            raise ConfigError("pretrain.clips must be at least 2 (a Gaussian is fitted to their latents)")
+        if not self.lr > 0 or not self.latent_lr > 0:
+            raise ConfigError("pretrain.lr and pretrain.latent_lr must be > 0")
+        if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):
+            raise ConfigError(f"pretrain.ffts must be powers of two >= 16, got {list(self.ffts)}")
+
+
+@dataclass
 class Config:
     name: str = "95s"
     version: int = CONFIG_VERSION
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -314,15 +342,26 @@ class Config:
                 if tr.get(key) is not None:
                     tr[key] = tuple(tr[key])
             train = TrainConfig(**tr)
+            pr = dict(d.get("pretrain", {}))
+            for key in ("betas", "ffts"):
+                if pr.get(key) is not None:
+                    pr[key] = tuple(pr[key])
+            pretrain = PretrainConfig(**pr)
         except TypeError as e:
             raise ConfigError(f"unknown or invalid config field: {e}") from None
-        cfg = cls(name=d.get("name", "custom"), version=version, model=model, train=train)
+        cfg = cls(name=d.get("name", "custom"), version=version, model=model, train=train, pretrain=pretrain)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
+        self.pretrain.validate()
+        if max(self.pretrain.ffts) > self.model.clip_samples:
+            raise ConfigError(
+                f"pretrain.ffts: a window must fit in a clip of {self.model.clip_samples} samples, "
+                f"got {max(self.pretrain.ffts)}"
+            )
         if self.model.d_spectral_channels and self.train.loss == "wgan-gp":
             raise ConfigError(
                 "model.d_spectral_channels needs a zero-centred recipe (train.loss=ns-r1 or rpgan-r1r2): "
@@ -384,8 +423,10 @@ class Config:
                 raise ConfigError(f"override {item!r} is not of the form section.field=value")
             key, raw = item.split("=", 1)
             parts = key.strip().split(".")
-            if len(parts) != 2 or parts[0] not in ("model", "train"):
-                raise ConfigError(f"override key {key!r} must be model.<field> or train.<field>")
+            if len(parts) != 2 or parts[0] not in ("model", "train", "pretrain"):
+                raise ConfigError(
+                    f"override key {key!r} must be model.<field>, train.<field> or pretrain.<field>"
+                )
             section = getattr(cfg, parts[0])
             names = {f.name: f for f in dataclasses.fields(section)}
             if parts[1] not in names:
@@ -399,7 +440,7 @@ class Config:
                 if not isinstance(value, list) or len(value) != 2:
                     raise ConfigError(f"{key} expects [beta1, beta2], got {raw!r}")
                 value = tuple(float(v) for v in value)
-            elif parts[1] == "change_lags":
+            elif parts[1] in ("change_lags", "ffts"):
                 if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
                     raise ConfigError(f"{key} expects a list of whole numbers, e.g. [1, 2, 4], got {raw!r}")
                 value = tuple(value)

@@ -15,6 +15,7 @@ from mp3net.utils import MP3NetError
 COMMANDS = {
     "analyze": "Plot the MDCT, spectrogram and masking threshold of an audio file",
     "prepare": "Turn a folder of audio files into a sharded training dataset",
+    "pretrain": "Pretrain the generator as a decoder of per-clip latents (no GAN), resumable",
     "train": "Train MP3net (WGAN-GP), resumable, with TensorBoard logs",
     "generate": "Generate tracks from a trained or exported model",
     "evaluate": "Compare generated and real audio (tonality, Frechet distance, memorisation)",

@@ -117,6 +117,19 @@ class Generator(nn.Module):
             raise ValueError(f"z must be [B, latent] or [B, L, latent], got shape {tuple(z.shape)}")
         return self.act(h)
 
+    @torch.no_grad()
+    def fold_latent_gaussian(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Make z ~ N(0, I) draw what ``mean + scale @ z`` drew before: the head's dense layer is linear in
+        z, so W·(μ + L·z) + b = (W·L)·z + (W·μ + b) is exact (docs/training.md#autoencoder-pretraining).
+
+        Args:
+            mean: μ ``[latent]``; scale: L ``[latent, latent]`` (e.g. the Cholesky factor of a covariance).
+        """
+        W, b = self.dense.weight, self.dense.bias  # [out, latent], [out]
+        mean, scale = mean.to(W), scale.to(W)
+        b.add_(W @ mean)
+        W.copy_(W @ scale)
+
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         """The output layers, frame by frame (so time tiles may run them): the amplitudes ``[B, C, M, K]``
         of a linear output; for oscillators their amplitudes and the raw offsets, ``[B, C + 1, M, K]``, for

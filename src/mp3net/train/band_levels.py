@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
+from mp3net.config import Config
 from mp3net.dsp import mdct
 
 # clips the levels are measured on: evenly spread over the dataset, so the same data gives the same levels
@@ -32,3 +39,29 @@ def band_levels(
     rms = (power / len(idx)).sqrt()
     rms = rms.clamp_min(LEVEL_FLOOR * float(rms.max()) if float(rms.max()) > 0 else 1e-6)
     return tuple(float(v) for v in rms)
+
+
+def with_band_levels(
+    cfg: Config,
+    dataset: Any,
+    run_dir: str | Path,
+    init_from: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Config:
+    """``cfg`` with ``model.band_rms`` filled in (docs/networks.md#band-normalisation): a resumed run keeps
+    the levels of its saved config and a fine-tuning run its source's, the unit their weights are in; a new
+    run measures ``dataset``'s (items ``[C, T]``)."""
+    from mp3net.train.checkpoint import source_config
+
+    saved = Path(run_dir) / "config.json"
+    if saved.exists():
+        levels = Config.load(saved).model.band_rms
+    else:
+        levels = source_config(init_from).model.band_rms if init_from is not None else ()
+    if not levels:
+        levels = band_levels(dataset, cfg.model.n_bands)
+        span = 20 * math.log10(max(levels) / min(levels))
+        say(f"band normalisation: the data's levels span {span:.0f} dB over the bands")
+    out = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, band_rms=tuple(levels)))
+    out.validate()
+    return out

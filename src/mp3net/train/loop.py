@@ -21,7 +21,6 @@ checkpoints and the export.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import signal
 import sys
@@ -42,7 +41,7 @@ from mp3net.model import Discriminator, Generator, NoiseLayer, set_grad_checkpoi
 from mp3net.train import checkpoint as ckpt
 from mp3net.train import distributed as ddp
 from mp3net.train.augment import augment
-from mp3net.train.band_levels import band_levels
+from mp3net.train.band_levels import with_band_levels
 from mp3net.train.distributed import init_distributed
 from mp3net.train.logging import RunLogger
 from mp3net.train.losses import (
@@ -98,10 +97,6 @@ def _grad_norm(params: list[nn.Parameter]) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
-def _span_db(levels: tuple[float, ...]) -> float:
-    return 20 * math.log10(max(levels) / min(levels))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------------------
@@ -147,7 +142,7 @@ class Trainer:
         mc = cfg.model
         self.dataset = ClipDataset(self.data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
         if mc.band_norm and not mc.band_rms:
-            self.cfg = cfg = self._with_band_levels(cfg, init_from)
+            self.cfg = cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, self._say)
             mc = cfg.model
         self._build_models()
         self._build_optimizers()
@@ -183,22 +178,6 @@ class Trainer:
                 self.run_dir / RUN_INFO, {"data": str(self.data_dir.resolve()), "world_size": self.world}
             )
         self.logger = RunLogger(self.run_dir, self.step, enabled=self.is_main)
-
-    def _with_band_levels(self, cfg: Config, init_from: str | Path | None) -> Config:
-        """``cfg`` with ``model.band_rms`` (docs/networks.md#band-normalisation): a resumed run keeps its
-        own and a fine-tuning run its source's, the unit their weights are in; a new run measures this
-        dataset's."""
-        saved = self.run_dir / "config.json"
-        if saved.exists():
-            levels = Config.load(saved).model.band_rms
-        else:
-            levels = ckpt.source_config(init_from).model.band_rms if init_from is not None else ()
-        if not levels:
-            levels = band_levels(self.dataset, cfg.model.n_bands)
-            self._say(f"band normalisation: the data's levels span {_span_db(levels):.0f} dB over the bands")
-        out = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, band_rms=tuple(levels)))
-        out.validate()
-        return out
 
     def _build_models(self) -> None:
         """G, D, the EMA copy of G and the noise layer: the same initialisation on every rank."""

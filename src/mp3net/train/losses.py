@@ -356,3 +356,23 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch
     d_z = (z[:h] - z[h : 2 * h]).float().abs().mean(1)
     ratio = (d_spec / d_z).mean()
     return 1.0 / (ratio + MODE_SEEKING_EPS), ratio.detach()
+
+
+def spectral_reconstruction(fake: torch.Tensor, real: torch.Tensor, ffts: tuple[int, ...]) -> torch.Tensor:
+    """Multi-resolution log-spectrogram distance (docs/training.md#autoencoder-pretraining): the mean over
+    the windows ``ffts`` of the mean |log S(fake) − log S(real)| in decibels / 20, S the STFT power of the
+    audio the amplitudes encode (:func:`~mp3net.dsp.spectral.log_spectrogram`). Blind to the MDCT's sign
+    pattern (any phase of a partial is as good), sharp in time at short windows and in pitch at long ones.
+
+    Args:
+        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
+        real: the target amplitudes ``[B, C, M, K]`` (no gradient).
+    Returns:
+        The 0-d loss.
+    """
+    total = fake.new_zeros((), dtype=torch.float32)
+    for n_fft in ffts:
+        with torch.no_grad():
+            target = log_spectrogram(real.float(), n_fft)
+        total = total + (log_spectrogram(fake.float(), n_fft) - target).abs().mean()
+    return total / len(ffts)

@@ -1,0 +1,81 @@
+"""``mp3net pretrain --data OUT_DIR --preset NAME --run RUN_DIR``: G as a decoder, before any GAN."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mp3net.cli import add_override_argument, usable_device
+from mp3net.config import PRESETS, Config, preset
+from mp3net.utils import MP3NetError
+
+DATA_INFO = "pretrain_data.json"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Pretrain MP3net's generator without a discriminator (docs/training.md#autoencoder-pretraining): "
+        "pretrain.clips fixed clips of the data each get a latent, and G learns to draw each clip's "
+        "log spectrograms from its latent, partials and onsets included. RUN_DIR/export is then a "
+        "generator for `mp3net generate` (z ~ N(0, I), the latents' Gaussian folded into its head) and "
+        "the start of a GAN: `mp3net train --run RUN2 --init-from RUN_DIR`. Checkpoints go to "
+        "RUN_DIR/pretrain every pretrain.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
+        "current step first); running the same command again continues exactly where it stopped."
+    )
+    parser.add_argument(
+        "--data", metavar="OUT_DIR", help="prepared dataset (default: the one the run used before)"
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="model preset for a new run (default: its saved config)"
+    )
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="train until this many steps in all (default pretrain.steps)"
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
+    )
+    add_override_argument(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """--config or --preset, else the run's saved config; then -o."""
+    saved = Path(args.run) / "config.json"
+    if args.config:
+        cfg = Config.load(args.config)
+    elif args.preset:
+        cfg = preset(args.preset)
+    elif saved.exists():
+        cfg = Config.load(saved)
+    else:
+        raise MP3NetError(f"{args.run} is a new run: give --preset ({', '.join(PRESETS)}) or --config")
+    return cfg.override(list(args.override))
+
+
+def run(args: argparse.Namespace) -> int:
+    from mp3net.train.checkpoint import write_json
+    from mp3net.train.pretrain import Pretrainer
+
+    if args.steps is not None and args.steps < 1:
+        raise MP3NetError(f"--steps must be a positive number of steps, got {args.steps}")
+    cfg = resolve_config(args)
+    info = Path(args.run) / DATA_INFO
+    data = args.data
+    if data is None:
+        if not info.exists():
+            raise MP3NetError("--data OUT_DIR is required for a new run")
+        data = json.loads(info.read_text())["data"]
+    trainer = Pretrainer(cfg, data, args.run, device=usable_device(args.device), progress=not args.quiet)
+    write_json(info, {"data": str(Path(data).resolve())})
+    step = trainer.run(args.steps)
+    print(
+        f"step {step}: generator in {Path(args.run) / 'export'}; start a GAN from it with "
+        f"`mp3net train --run NEW_RUN --init-from {args.run}`"
+    )
+    return 0

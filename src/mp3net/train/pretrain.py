@@ -1,0 +1,239 @@
+"""Autoencoder pretraining of the generator (docs/training.md#autoencoder-pretraining).
+
+Generative latent optimisation (Bojanowski et al. 2018, GLO): ``pretrain.clips`` fixed clips spread evenly
+over the dataset each own a latent, a row of a table; G and the table are fitted together so that G(latent)
+has the clip's log spectrograms (:func:`~mp3net.train.losses.spectral_reconstruction`). No discriminator:
+every step tells G exactly which partials, where, and which onsets, when, for the latent it was given, which
+is what the GAN recipes did not teach it (benchmarks/README.md). At the end a Gaussian fitted to the latents
+is folded into G's head (:meth:`~mp3net.model.Generator.fold_latent_gaussian`): the export draws from
+z ~ N(0, I) like any MP3net generator, and ``mp3net train --init-from RUN_DIR`` starts a GAN from it.
+
+A run directory holds ``config.json``, ``pretrain/`` (resumable checkpoints: G, the table, both optimisers,
+the step; ``metrics.jsonl``) and ``export/`` (the folded generator). Re-running resumes exactly: batch n is
+drawn from a generator seeded by (seed, n), and nothing else is random.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mp3net import ops
+from mp3net.config import Config
+from mp3net.data import ClipDataset
+from mp3net.dsp import mdct
+from mp3net.model import Generator
+from mp3net.train import checkpoint as ckpt
+from mp3net.train.band_levels import with_band_levels
+from mp3net.train.losses import spectral_reconstruction
+from mp3net.utils import MP3NetError, derive_seed
+
+PRETRAIN_DIR = "pretrain"  # not "checkpoints": --init-from a pretraining run takes its export (G only)
+METRICS = "metrics.jsonl"
+# added to the latents' covariance before its Cholesky factor: a table with fewer clips than dimensions,
+# or latents that never moved apart, still gives a usable (if flat) Gaussian
+COV_JITTER = 1e-5
+
+
+def clip_indices(n_items: int, clips: int) -> list[int]:
+    """``clips`` dataset indices spread evenly over ``[0, n_items)`` (fewer, without repeats, when the
+    dataset holds fewer clips)."""
+    return np.unique(np.linspace(0, n_items - 1, min(clips, n_items)).round().astype(np.int64)).tolist()
+
+
+@dataclass
+class LatentGaussian:
+    """The latents' Gaussian: ``mean`` ``[latent]`` and ``scale`` ``[latent, latent]``, the Cholesky factor
+    of their covariance, so ``mean + scale @ z`` with z ~ N(0, I) has their mean and covariance."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor) -> LatentGaussian:
+        """Fit to latents ``[n, latent]``, n ≥ 2."""
+        z = latents.detach().double()
+        cov = torch.cov(z.T) + COV_JITTER * torch.eye(z.shape[1], dtype=z.dtype)
+        return cls(z.mean(0).float(), torch.linalg.cholesky(cov).float())
+
+
+class Pretrainer:
+    """G and its latent table on one device. ``run(total_steps)`` trains until ``step == total_steps`` or
+    a stop request (Ctrl-C, SIGTERM), then writes a checkpoint and the export.
+
+    Args:
+        cfg: the run's config (its ``pretrain`` section is the recipe).
+        data_dir: a folder made by ``mp3net prepare`` with the same preset.
+        run_dir: where config, ``pretrain/`` and ``export/`` go.
+        device: "cpu", "cuda", ... (default: CUDA if available).
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: str | Path,
+        run_dir: str | Path,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.run_dir, self.progress = Path(run_dir), progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.amp = ops.resolve_amp(cfg.train.amp, self.device)
+        ops.configure_process(self.device)
+        mc = cfg.model
+        self.dataset = ClipDataset(data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
+        saved = self.run_dir / "config.json"
+        if saved.exists():
+            ckpt.check_compatible(json.loads(saved.read_text()), cfg, saved, frozenset({"band_rms"}))
+        if mc.band_norm and not mc.band_rms:
+            cfg = with_band_levels(cfg, self.dataset, self.run_dir, say=self._say)
+        self.cfg, pc = cfg, cfg.pretrain
+        self.clips = clip_indices(len(self.dataset), pc.clips)
+        torch.manual_seed(derive_seed(cfg.train.seed, 0))
+        self.G = Generator(cfg.model).to(self.device)
+        self.latents = nn.Embedding(len(self.clips), mc.latent_dim, sparse=True).to(self.device)
+        with torch.no_grad():
+            self.latents.weight.normal_(generator=self._generator(derive_seed(cfg.train.seed, 1)))
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=pc.betas)
+        self.opt_z = torch.optim.SparseAdam(self.latents.parameters(), lr=pc.latent_lr, betas=pc.betas)
+        self.step = 0
+        self.cpu_seconds = 0.0
+        self._stop = False
+        self.resumed_from = self._resume()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(saved)
+        (self.run_dir / PRETRAIN_DIR).mkdir(exist_ok=True)
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _say(self, msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+
+    # ---- state ---------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "cpu_seconds": self.cpu_seconds,
+            "clips": self.clips,
+            "G": self.G.state_dict(),
+            "latents": self.latents.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_z": self.opt_z.state_dict(),
+        }
+
+    def _resume(self) -> Path | None:
+        found = ckpt.load_latest(self.run_dir / PRETRAIN_DIR, map_location=self.device)
+        if found is None:
+            return None
+        state, where = found
+        ckpt.check_compatible(state["config"], self.cfg, where)
+        if state["clips"] != self.clips:
+            raise MP3NetError(f"{where} was pretrained on other clips (another dataset or pretrain.clips)")
+        try:
+            self.G.load_state_dict(state["G"])
+            self.latents.load_state_dict(state["latents"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_z.load_state_dict(state["opt_z"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
+        self.step, self.cpu_seconds = int(state["step"]), float(state["cpu_seconds"])
+        return Path(where)
+
+    def save(self) -> None:
+        """A checkpoint of the whole state, then the export with the latents' Gaussian folded in."""
+        ckpt.save_checkpoint(self.run_dir / PRETRAIN_DIR, self.state(), self.step, keep_last=2)
+        self.export()
+
+    def export(self) -> Path:
+        """``run_dir/export``: G with :meth:`gaussian` folded into its head (z ~ N(0, I) draws like the
+        latents)."""
+        G = Generator(self.cfg.model)
+        G.load_state_dict({k: v.detach().cpu() for k, v in self.G.state_dict().items()})
+        g = self.gaussian()
+        G.fold_latent_gaussian(g.mean, g.scale)
+        return ckpt.export_generator(self.run_dir / "export", self.cfg, G.state_dict(), self.step)
+
+    def gaussian(self) -> LatentGaussian:
+        return LatentGaussian.fit(self.latents.weight.detach().cpu())
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def batch(self, n: int) -> torch.Tensor:
+        """Table rows ``[batch_size]`` of step ``n``: drawn by a generator seeded by (seed, n)."""
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, 2, n))
+        return torch.randint(len(self.clips), (self.cfg.pretrain.batch_size,), generator=g)
+
+    def train_step(self) -> float:
+        """One Adam step of G and the batch's latents; returns the loss (dB / 20)."""
+        rows = self.batch(self.step)
+        audio = torch.stack([self.dataset[self.clips[int(i)]] for i in rows]).to(self.device)
+        real = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
+        rows = rows.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            fake = self.G(self.latents(rows))
+        loss = spectral_reconstruction(fake, real, self.cfg.pretrain.ffts)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_z.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_G.step()
+        self.opt_z.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._say("stopping after this step (checkpoint and export follow)")
+        self._stop = True
+
+    def run(self, total_steps: int | None = None) -> int:
+        """Train until ``step == total_steps`` (default ``pretrain.steps``) or a stop request; checkpoint
+        every ``pretrain.ckpt_every`` steps and at the end. Returns the step reached."""
+        pc = self.cfg.pretrain
+        total = pc.steps if total_steps is None else int(total_steps)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = None
+        if self.progress and self.step < total:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, unit="it", dynamic_ncols=True, desc="pretrain")
+        if self.resumed_from is not None:
+            self._say(f"resumed from {self.resumed_from} at step {self.step}")
+        saved_at = self.step
+        metrics = open(self.run_dir / PRETRAIN_DIR / METRICS, "a", buffering=1)
+        try:
+            while self.step < total and not self._stop:
+                t0 = time.process_time()
+                loss = self.train_step()
+                self.cpu_seconds += time.process_time() - t0
+                row = {"step": self.step, "loss": round(loss, 5), "cpu_seconds": round(self.cpu_seconds, 1)}
+                metrics.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+                if self.step % pc.ckpt_every == 0:
+                    self.save()
+                    saved_at = self.step
+        finally:
+            metrics.close()
+            if bar is not None:
+                bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        if saved_at != self.step or not (self.run_dir / "export").is_dir():
+            self.save()
+        return self.step

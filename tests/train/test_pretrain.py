@@ -1,0 +1,110 @@
+"""Autoencoder pretraining (mp3net pretrain): G and per-clip latents fitted to the clips' spectrograms."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import fast_config
+
+from mp3net.cli import main as cli_main
+from mp3net.dsp import mdct
+from mp3net.generate import load_generator
+from mp3net.train.loop import Trainer
+from mp3net.train.losses import spectral_reconstruction
+from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_indices
+
+PRE = ["pretrain.clips=4", "pretrain.batch_size=4", "pretrain.ckpt_every=1000", "pretrain.ffts=[256, 1024]"]
+
+
+def _cfg(*extra: str):
+    return fast_config(*PRE, *extra)
+
+
+def test_clip_indices_spread_over_the_dataset_without_repeats():
+    assert clip_indices(101, 5) == [0, 25, 50, 75, 100]
+    assert clip_indices(3, 10) == [0, 1, 2]
+
+
+def test_latent_gaussian_fits_mean_and_covariance():
+    g = torch.Generator().manual_seed(0)
+    L = torch.tensor([[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [0.0, -1.0, 0.3]])
+    z = torch.tensor([1.0, -2.0, 3.0]) + torch.randn(20000, 3, generator=g) @ L.T
+    fit = LatentGaussian.fit(z)
+    assert torch.allclose(fit.mean, torch.tensor([1.0, -2.0, 3.0]), atol=0.05)
+    assert torch.allclose(fit.scale @ fit.scale.T, L @ L.T, atol=0.08)
+
+
+def test_pretraining_fits_each_clip_to_its_own_latent(notes_dataset, tmp_path, one_thread):
+    """After a short run, G(latent i) is nearer clip i than any other clip: the latents are used, not
+    averaged away (a G that draws the mean clip for every latent fails this)."""
+    t = Pretrainer(_cfg("model.band_norm=true"), notes_dataset, tmp_path / "r", progress=False)
+    first = t.train_step()
+    t.run(200)
+    ffts = t.cfg.pretrain.ffts
+    reals = mdct(torch.stack([t.dataset[i] for i in t.clips]), t.cfg.model.n_bands)
+    with torch.no_grad():
+        fakes = t.G(t.latents.weight)
+        dist = torch.tensor(
+            [
+                [float(spectral_reconstruction(fakes[i : i + 1], reals[j : j + 1], ffts)) for j in range(4)]
+                for i in range(4)
+            ]
+        )
+    assert float(dist.diagonal().mean()) < 0.6 * first
+    assert all(int(dist[i].argmin()) == i for i in range(4)), dist
+
+
+def test_resume_is_exact_and_the_export_draws_from_the_folded_gaussian(notes_dataset, tmp_path, one_thread):
+    a = Pretrainer(_cfg(), notes_dataset, tmp_path / "a", progress=False)
+    a.run(4)
+    b = Pretrainer(_cfg(), notes_dataset, tmp_path / "b", progress=False)
+    b.run(2)
+    b = Pretrainer(_cfg(), notes_dataset, tmp_path / "b", progress=False)
+    assert b.step == 2 and b.resumed_from is not None
+    b.run(4)
+    for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(a.latents.weight, b.latents.weight)
+    G, cfg = load_generator(tmp_path / "a")
+    gauss = a.gaussian()
+    z = torch.randn(3, cfg.model.latent_dim)
+    with torch.no_grad():
+        assert torch.allclose(G(z), a.G(gauss.mean + z @ gauss.scale.T), atol=1e-5)
+
+
+def test_a_gan_starts_from_a_pretraining_run(notes_dataset, tmp_path):
+    Pretrainer(_cfg(), notes_dataset, tmp_path / "pre", progress=False).run(2)
+    G, _ = load_generator(tmp_path / "pre")
+    t = Trainer(fast_config(), notes_dataset, tmp_path / "gan", progress=False, init_from=tmp_path / "pre")
+    pairs = zip(t.G.state_dict().values(), G.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+    t.close()
+
+
+def test_cli_pretrains_resumes_and_rejects_bad_input(notes_dataset, tmp_path, capsys):
+    run = tmp_path / "cli"
+    args = ["pretrain", "--run", str(run), "-q"]
+    assert cli_main(args + ["--steps", "2"]) == 1
+    assert "give --preset" in capsys.readouterr().err
+    cfg = tmp_path / "cfg.json"
+    _cfg().save(cfg)
+    assert cli_main(args + ["--config", str(cfg), "--data", str(notes_dataset), "--steps", "2"]) == 0
+    assert "init-from" in capsys.readouterr().out
+    assert cli_main(args + ["--steps", "3"]) == 0  # the saved config and data
+    rows = [json.loads(x) for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert cli_main(args + ["--steps", "0"]) == 1
+    assert cli_main(args + ["-o", "pretrain.ffts=[100]"]) == 1
+    assert "pretrain.ffts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad", ["pretrain.clips=1", "pretrain.lr=0", "pretrain.ffts=[]", "pretrain.ffts=[65536]"]
+)
+def test_bad_pretrain_settings_are_config_errors(bad):
+    from mp3net.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        _cfg(bad)
