@@ -21,10 +21,14 @@ N_EVAL = 64
 
 
 def _generator_of(state: dict):
-    """A checkpoint's EMA generator (its plain one when it has none), in eval mode, and its config."""
+    """A checkpoint's EMA generator (its plain one when it has none; a pretraining checkpoint's with its
+    latents' Gaussian folded in, as its export), in eval mode, and its config."""
     from mp3net.config import Config
     from mp3net.model import Generator
+    from mp3net.train.pretrain import folded_checkpoint
 
+    if "latents" in state:
+        return folded_checkpoint(state)
     cfg = Config.from_dict(state["config"])
     G = Generator(cfg.model)
     G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
@@ -41,10 +45,19 @@ def _evaluate(state: dict, data: Path) -> dict:
     rep = evaluate_clips(reals, list(fakes), sr)
     return {
         "step": int(state["step"]),
-        "clips_seen": int(state["step"]) * cfg.train.batch_size,
+        "clips_seen": int(state["step"])
+        * (cfg.pretrain.batch_size if "latents" in state else cfg.train.batch_size),
         "fd_real_halves": rep.fd_real_halves,
         **rep.headline(),
     }
+
+
+def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """A GAN run's checkpoints, or a pretraining run's (``mp3net pretrain``)."""
+    from mp3net.train import checkpoint as ckpt
+    from mp3net.train.pretrain import PRETRAIN_DIR
+
+    return ckpt.list_checkpoints(run) or ckpt.list_checkpoints(run / PRETRAIN_DIR)
 
 
 def evaluate_run(run: Path, data: Path) -> list[dict]:
@@ -52,7 +65,7 @@ def evaluate_run(run: Path, data: Path) -> list[dict]:
 
     cache = run / "card_eval.json"
     done = {r["step"]: r for r in json.loads(cache.read_text())} if cache.exists() else {}
-    for step, path in ckpt.list_checkpoints(run):
+    for step, path in _checkpoints(run):
         if step not in done:
             done[step] = _evaluate(ckpt.load_checkpoint(path), data)
             ckpt.write_json(cache, sorted(done.values(), key=lambda r: r["step"]))
@@ -101,7 +114,7 @@ def progress_table(rows: list[dict], run: Path, images: Path) -> str:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_learning import spectrogram_row
 
-    paths = dict(ckpt.list_checkpoints(run))
+    paths = dict(_checkpoints(run))
     lines = [
         "| clips seen | FD | tonality fake / real | Bark error mean / max | hum | seeds 0–1 |",
         "|---|---|---|---|---|---|",

@@ -66,6 +66,22 @@ class LatentGaussian:
         return cls(z.mean(0).float(), torch.linalg.cholesky(cov).float())
 
 
+def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor) -> Generator:
+    """A CPU generator with ``weights`` and the Gaussian of ``latents`` ``[n, latent]`` folded into its head:
+    z ~ N(0, I) then draws like the latents (:meth:`~mp3net.model.Generator.fold_latent_gaussian`)."""
+    G = Generator(cfg.model)
+    G.load_state_dict({k: v.detach().cpu() for k, v in weights.items()})
+    g = LatentGaussian.fit(latents.detach().cpu())
+    G.fold_latent_gaussian(g.mean, g.scale)
+    return G.eval()
+
+
+def folded_checkpoint(state: dict[str, Any]) -> tuple[Generator, Config]:
+    """The generator a pretraining checkpoint exports, and its config."""
+    cfg = Config.from_dict(state["config"])
+    return folded_generator(cfg, state["G"], state["latents"]["weight"]), cfg
+
+
 class Pretrainer:
     """G and its latent table on one device. ``run(total_steps)`` trains until ``step == total_steps`` or
     a stop request (Ctrl-C, SIGTERM), then writes a checkpoint and the export.
@@ -154,17 +170,14 @@ class Pretrainer:
         return Path(where)
 
     def save(self) -> None:
-        """A checkpoint of the whole state, then the export with the latents' Gaussian folded in."""
-        ckpt.save_checkpoint(self.run_dir / PRETRAIN_DIR, self.state(), self.step, keep_last=2)
+        """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), then the export with
+        the latents' Gaussian folded in."""
+        ckpt.save_checkpoint(self.run_dir / PRETRAIN_DIR, self.state(), self.step, self.cfg.train.keep_last)
         self.export()
 
     def export(self) -> Path:
-        """``run_dir/export``: G with :meth:`gaussian` folded into its head (z ~ N(0, I) draws like the
-        latents)."""
-        G = Generator(self.cfg.model)
-        G.load_state_dict({k: v.detach().cpu() for k, v in self.G.state_dict().items()})
-        g = self.gaussian()
-        G.fold_latent_gaussian(g.mean, g.scale)
+        """``run_dir/export``: G with the latents' Gaussian folded in (:func:`folded_generator`)."""
+        G = folded_generator(self.cfg, self.G.state_dict(), self.latents.weight)
         return ckpt.export_generator(self.run_dir / "export", self.cfg, G.state_dict(), self.step)
 
     def gaussian(self) -> LatentGaussian:
