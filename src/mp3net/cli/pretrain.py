@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mp3net.cli import add_override_argument, usable_device
-from mp3net.config import PRESETS, Config, preset
+from mp3net.cli import usable_device
+from mp3net.cli.train import add_device_arguments, add_run_arguments, resolve_config
 from mp3net.utils import MP3NetError
 
 DATA_INFO = "pretrain_data.json"
@@ -23,39 +23,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "RUN_DIR/pretrain every pretrain.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
         "current step first); running the same command again continues exactly where it stopped."
     )
-    parser.add_argument(
-        "--data", metavar="OUT_DIR", help="prepared dataset (default: the one the run used before)"
-    )
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="model preset for a new run (default: its saved config)"
-    )
-    parser.add_argument(
-        "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--steps", type=int, help="train until this many steps in all (default pretrain.steps)"
     )
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument(
-        "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
-    )
-    add_override_argument(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def resolve_config(args: argparse.Namespace) -> Config:
-    """--config or --preset, else the run's saved config; then -o."""
-    saved = Path(args.run) / "config.json"
-    if args.config:
-        cfg = Config.load(args.config)
-    elif args.preset:
-        cfg = preset(args.preset)
-    elif saved.exists():
-        cfg = Config.load(saved)
-    else:
-        raise MP3NetError(f"{args.run} is a new run: give --preset ({', '.join(PRESETS)}) or --config")
-    return cfg.override(list(args.override))
 
 
 def run(args: argparse.Namespace) -> int:

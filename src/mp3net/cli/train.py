@@ -24,17 +24,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "RUN_DIR/metrics.jsonl. Multi-GPU / multi-node: launch with "
         "`torchrun --nproc_per_node N -m mp3net train ...`."
     )
-    parser.add_argument(
-        "--data", metavar="OUT_DIR", help="prepared dataset (default: the one the run used before)"
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="model preset for a new run (default for an existing run: its saved config)",
-    )
-    parser.add_argument(
-        "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--steps", type=int, help="train until this many D iterations in total (default train.max_steps)"
     )
@@ -62,24 +52,46 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --init-from a run directory: also take its optimiser state (Adam moments)",
     )
+    add_device_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --preset and --run, shared with `mp3net pretrain`."""
+    parser.add_argument(
+        "--data", metavar="OUT_DIR", help="prepared dataset (default: the one the run used before)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="model preset for a new run (default for an existing run: its saved config)",
+    )
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
+    )
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --config, -o and -q, shared with `mp3net pretrain`."""
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument(
         "--config", metavar="FILE", help="start from this JSON/YAML config instead of a preset"
     )
     add_override_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """The run's config: --config or --preset, else the run's saved one; then -o and --freeze-deep."""
+    """The run's config: --config or --preset, else the run's saved one (a new fine-tuning run: its
+    source's); then -o and --freeze-deep (`mp3net pretrain` has neither --init-from nor --freeze-deep)."""
     saved = Path(args.run) / "config.json"
+    init_from, freeze_deep = getattr(args, "init_from", None), getattr(args, "freeze_deep", None)
     if args.config:
         cfg = Config.load(args.config)
-    elif args.init_from and not args.preset and not saved.exists():
+    elif init_from and not args.preset and not saved.exists():
         from mp3net.train.checkpoint import source_config
 
-        cfg = source_config(args.init_from)
+        cfg = source_config(init_from)
     elif args.preset:
         cfg = preset(args.preset)
     elif saved.exists():
@@ -87,8 +99,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     else:
         raise MP3NetError(f"{args.run} is a new run: give --preset ({', '.join(PRESETS)}) or --config")
     overrides = list(args.override)
-    if args.freeze_deep is not None:
-        overrides.append(f"train.freeze_deep={args.freeze_deep}")
+    if freeze_deep is not None:
+        overrides.append(f"train.freeze_deep={freeze_deep}")
     return cfg.override(overrides)
 
 
