@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +219,9 @@ class Pretrainer:
         every ``pretrain.ckpt_every`` steps and at the end. Returns the step reached."""
         pc = self.cfg.pretrain
         total = pc.steps if total_steps is None else int(total_steps)
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {}
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = None
         if self.progress and self.step < total:
             from tqdm import tqdm
