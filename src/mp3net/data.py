@@ -451,6 +451,12 @@ class ClipDataset:
         return d
 
 
+def clip_indices(n_items: int, clips: int) -> list[int]:
+    """``clips`` dataset indices spread evenly over ``[0, n_items)`` (fewer, without repeats, when the
+    dataset holds fewer clips): the same clips every time for the same data."""
+    return np.unique(np.linspace(0, n_items - 1, min(clips, n_items)).round().astype(np.int64)).tolist()
+
+
 class CropSampler:
     """Infinite batch sampler of clip indices for :class:`ClipDataset` (``DataLoader(batch_sampler=...)``).
 

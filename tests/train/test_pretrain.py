@@ -9,11 +9,12 @@ import torch
 from conftest import fast_config
 
 from mp3net.cli import main as cli_main
+from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 from mp3net.generate import load_generator
 from mp3net.train.loop import Trainer
 from mp3net.train.losses import spectral_reconstruction
-from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_indices
+from mp3net.train.pretrain import LatentGaussian, Pretrainer
 
 PRE = ["pretrain.clips=4", "pretrain.batch_size=4", "pretrain.ckpt_every=1000", "pretrain.ffts=[256, 1024]"]
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mp3net.config import Config
+from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 
 # clips the levels are measured on: evenly spread over the dataset, so the same data gives the same levels
@@ -31,7 +31,7 @@ def band_levels(
         ``n_bands`` positive floats, low band first.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    idx = np.unique(np.linspace(0, n - 1, min(clips, n)).round().astype(np.int64))
+    idx = clip_indices(n, clips)
     power = torch.zeros(n_bands, dtype=torch.float64)
     for i in idx:
         A = mdct(torch.as_tensor(dataset[int(i)]).double()[None], n_bands)  # [1, C, M, K]

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from mp3net import ops
 from mp3net.config import Config
-from mp3net.data import ClipDataset
+from mp3net.data import ClipDataset, clip_indices
 from mp3net.dsp import mdct
 from mp3net.model import Generator
 from mp3net.train import checkpoint as ckpt
@@ -43,12 +42,6 @@ METRICS = "metrics.jsonl"
 # added to the latents' covariance before its Cholesky factor: a table with fewer clips than dimensions,
 # or latents that never moved apart, still gives a usable (if flat) Gaussian
 COV_JITTER = 1e-5
-
-
-def clip_indices(n_items: int, clips: int) -> list[int]:
-    """``clips`` dataset indices spread evenly over ``[0, n_items)`` (fewer, without repeats, when the
-    dataset holds fewer clips)."""
-    return np.unique(np.linspace(0, n_items - 1, min(clips, n_items)).round().astype(np.int64)).tolist()
 
 
 @dataclass
