@@ -220,6 +220,9 @@ class TrainConfig:
     # the partials change between segments of partial_change_frames long-window frames; 0 = off
     partial_change_match: float = 0.0
     partial_change_frames: int = 16
+    # weight of the anchor term in G's loss (docs/training.md#anchored-gan): G keeps drawing the clips of the
+    # pretraining run it started from (--init-from), each from its own latent; 0 = off
+    anchor: float = 0.0
 
     def adam(self, net: str) -> tuple[float, tuple[float, float]]:
         """(learning rate, betas) of the generator (``net="G"``) or the discriminator (``"D"``)."""
@@ -245,12 +248,14 @@ class TrainConfig:
                 self.spectral_r1_gamma,
                 self.mode_seeking,
                 self.partial_change_match,
+                self.anchor,
             )
             < 0
         ):
             raise ConfigError(
                 "train.ema_half_life, ema_rampup, r1_gamma, warmup_steps, change_match, contrast_match, "
-                "spectral_weight, spectral_r1_gamma, mode_seeking and partial_change_match must be >= 0"
+                "spectral_weight, spectral_r1_gamma, mode_seeking, partial_change_match and anchor must be "
+                ">= 0"
             )
         if self.partial_change_frames < 1:
             raise ConfigError(f"train.partial_change_frames must be >= 1, got {self.partial_change_frames}")

@@ -40,6 +40,7 @@ from mp3net.dsp import imdct, mdct, tonality
 from mp3net.model import Discriminator, Generator, NoiseLayer, set_grad_checkpoint
 from mp3net.train import checkpoint as ckpt
 from mp3net.train import distributed as ddp
+from mp3net.train.anchors import ANCHORS_FILE, AnchorTable, from_pretraining, is_pretraining_run
 from mp3net.train.augment import augment
 from mp3net.train.band_levels import with_band_levels
 from mp3net.train.distributed import init_distributed
@@ -56,6 +57,7 @@ from mp3net.train.losses import (
     spectral_d_loss,
     spectral_g_loss,
     spectral_penalty,
+    spectral_reconstruction,
 )
 from mp3net.utils import MP3NetError, derive_seed
 
@@ -165,12 +167,14 @@ class Trainer:
         self.initialised_from: Path | None = None
         self._eval_reals: list[torch.Tensor] | None = None
         self.z_eval: torch.Tensor | None = None  # [eval_clips, latent], drawn at the first evaluation
+        self._pretrain_table: AnchorTable | None = None  # set by --init-from a pretraining run
 
         if self.is_main:
             ckpt.remove_partial(self.run_dir)
         self._resume(require_checkpoint)
         if self.resumed_from is None and init_from is not None:
             self._init_from(init_from, init_optimizer)
+        self.anchors = self._anchor_table() if cfg.train.anchor > 0 else None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.json")
@@ -228,7 +232,13 @@ class Trainer:
         from mp3net.generate import resolve_model_path
 
         path = resolve_model_path(source)
-        if (path / ckpt.CKPT_DIR).is_dir():
+        if is_pretraining_run(path):
+            # G from the latest pretraining checkpoint (what its export holds) and its table (anchors)
+            G, saved, self._pretrain_table = from_pretraining(path)
+            ckpt.check_compatible(saved.to_dict(), self.cfg, path, ckpt.FINE_TUNABLE)
+            self._load_weights(G.state_dict(), G.state_dict(), None, path)
+            where = path
+        elif (path / ckpt.CKPT_DIR).is_dir():
             found = ckpt.load_latest(path, map_location=self.device)
             if found is None:
                 raise MP3NetError(f"--init-from {source}: no readable checkpoint in {path / ckpt.CKPT_DIR}")
@@ -243,6 +253,30 @@ class Trainer:
             self._load_weights(weights, weights, None, path)
             where = path
         self.initialised_from = Path(where)
+
+    def _anchor_table(self) -> AnchorTable:
+        """The anchors (docs/training.md#anchored-gan): the run's own table when it has one (a resumed run),
+        else the pretraining run's it started from, written into the run directory for its resumes."""
+        own = self.run_dir / ANCHORS_FILE
+        if own.exists():
+            table = AnchorTable.load(own)
+        elif self._pretrain_table is not None:
+            table = self._pretrain_table
+            if self.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                table.save(own)
+        else:
+            raise MP3NetError(
+                "train.anchor keeps the clips of a pretraining run: start the run with --init-from a run "
+                "directory of `mp3net pretrain`"
+            )
+        if max(table.clips) >= len(self.dataset):
+            raise MP3NetError(
+                f"the anchors are clips of another dataset (clip {max(table.clips)}; this one has "
+                f"{len(self.dataset)}): train on the data the pretraining run used"
+            )
+        table.latents = table.latents.to(self.device)
+        return table
 
     def _load_weights(self, g: dict, g_ema: dict, d: dict | None, where: str | Path) -> None:
         try:
@@ -623,12 +657,28 @@ class Trainer:
             )
             loss = loss + tc.partial_change_match * pc
             stats.update({"loss/partial_change": float(pc.detach()), "partial_change/fake_db": float(moved)})
+        if tc.anchor > 0:
+            rec = self._anchor_loss()
+            loss = loss + tc.anchor * rec
+            stats["loss/anchor"] = float(rec.detach())
         loss.backward()
         gn, ok = self._apply(self.opt_G, self.g_params, loss)
         if ok:
             self.g_steps += 1
             self._update_ema()
         return {**stats, "grad_norm/g": gn}, ok
+
+    def _anchor_loss(self) -> torch.Tensor:
+        """The anchor term: ``batch_size`` clips of the table drawn from their latents, their
+        :func:`~mp3net.train.losses.spectral_reconstruction` (dB / 20; docs/training.md#anchored-gan)."""
+        assert self.anchors is not None
+        table = self.anchors
+        n, B = len(table.clips), self.cfg.train.batch_size
+        rows = torch.randint(n, (B,), generator=self.gen, device=self.device)
+        audio = torch.stack([self.dataset[table.clips[int(i)]] for i in rows.cpu()]).to(self.device)
+        target = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
+        fake = self._fakes(grad=True, z=table.latents[rows])
+        return spectral_reconstruction(fake, target, self.cfg.pretrain.ffts)
 
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars."""

@@ -1,0 +1,76 @@
+"""Anchors: a pretraining run's clips and latents, kept in a GAN started from it
+(docs/training.md#anchored-gan).
+
+``mp3net pretrain`` teaches G to draw each of its clips from that clip's latent; the GAN that follows
+pushes every other latent towards music, and nothing stops it from forgetting the clips (the texture of
+every GAN run, benchmarks/README.md#autoencoder-pretraining-glo). With ``train.anchor = w`` each G step also
+draws a batch of the table's clips from their latents and adds ``w`` × their
+:func:`~mp3net.train.losses.spectral_reconstruction` to G's loss.
+
+The GAN's generator is the pretraining export, whose head has the latents' Gaussian N(μ, L·Lᵀ) folded in
+(G_folded(z) = G(μ + L·z)), so a table latent zᵢ becomes L⁻¹(zᵢ − μ) here: G_folded of it is exactly what
+the pretrained G drew from zᵢ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mp3net.config import Config
+from mp3net.model import Generator
+from mp3net.train import checkpoint as ckpt
+from mp3net.train.pretrain import PRETRAIN_DIR, LatentGaussian, folded_generator
+from mp3net.utils import MP3NetError, atomic_write
+
+ANCHORS_FILE = "anchors.pt"
+
+
+@dataclass
+class AnchorTable:
+    """``clips``: dataset indices; ``latents`` ``[n, latent]``: each clip's latent in the folded
+    generator's coordinates (z ~ N(0, I) is the latents' Gaussian)."""
+
+    clips: list[int]
+    latents: torch.Tensor
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically write the table (it never changes during a run: written once at its start)."""
+        blob = {"clips": list(self.clips), "latents": self.latents.detach().cpu()}
+        return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnchorTable:
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            return cls([int(c) for c in blob["clips"]], blob["latents"].float())
+        except (OSError, RuntimeError, KeyError, TypeError) as e:
+            raise MP3NetError(f"{path}: not a readable anchor table ({str(e).splitlines()[0]})") from None
+
+
+def is_pretraining_run(path: str | Path) -> bool:
+    """Whether ``path`` is an ``mp3net pretrain`` run directory (it has pretraining checkpoints)."""
+    return (Path(path) / PRETRAIN_DIR / ckpt.CKPT_DIR).is_dir()
+
+
+def from_pretraining(run: str | Path) -> tuple[Generator, Config, AnchorTable]:
+    """The folded generator of a pretraining run's latest checkpoint, its config, and its anchor table,
+    all from that one checkpoint (so they agree even when the run stopped between checkpoint and export)."""
+    found = ckpt.load_latest(Path(run) / PRETRAIN_DIR)
+    if found is None:
+        raise MP3NetError(f"{run}: no readable pretraining checkpoint in {Path(run) / PRETRAIN_DIR}")
+    state, _ = found
+    cfg = Config.from_dict(state["config"])
+    latents = state["latents"]["weight"].detach().cpu()
+    G = folded_generator(cfg, state["G"], latents)
+    return G, cfg, AnchorTable([int(c) for c in state["clips"]], folded_coordinates(latents))
+
+
+def folded_coordinates(latents: torch.Tensor) -> torch.Tensor:
+    """Latents ``[n, latent]`` → L⁻¹(z − μ) ``[n, latent]`` under their own Gaussian
+    (:class:`~mp3net.train.pretrain.LatentGaussian`, the one :func:`folded_generator` folds in)."""
+    g = LatentGaussian.fit(latents)
+    centred = (latents.float() - g.mean).T  # [latent, n]
+    return torch.linalg.solve_triangular(g.scale, centred, upper=False).T.contiguous()
