@@ -13,6 +13,7 @@ from mp3net.dsp.spectral import (
     audio_log_spectrogram,
     log_spectrogram,
     partial_changes,
+    partial_similarity,
     spectral_detail,
 )
 
@@ -104,3 +105,23 @@ def test_partial_changes_see_a_chord_change_and_not_a_level_change_or_noise():
     assert peak[1].max() < 10 and peak[2].max() < 10  # a level change; noise alone
     with pytest.raises(ValueError, match="2 segments"):
         partial_changes(spec[:, :31], 16)
+
+
+def test_partial_similarity_matches_lines_and_ignores_level_and_envelope():
+    """Chords as spectrograms: the same chord 12 dB louder and through a tilted envelope is the same
+    partials (similarity near 1); another chord is not (near 0), nor the chord held for half the clip only."""
+    gen = torch.Generator().manual_seed(0)
+    n, half = 32 * (N_FFT // 4), 16 * (N_FFT // 4)
+    noise = 1e-4 * torch.randn(1, 1, n, generator=gen, dtype=torch.float64)
+
+    def chord(freqs, gain=1.0):
+        return sum(_tone(f, 0.05 * gain, n) for f in freqs).view(1, 1, -1) + noise
+
+    a, b = chord((262.0, 330.0, 392.0)), chord((294.0, 370.0, 440.0))
+    late = torch.cat([torch.zeros(half, dtype=torch.float64), chord((262.0, 330.0, 392.0))[0, 0, :half]])
+    spec = audio_log_spectrogram(torch.cat([a, 4 * a, b, late.view(1, 1, -1) + noise]), N_FFT).mean(1)
+    spec[1] += torch.linspace(0, -1.5, spec.shape[-1], dtype=spec.dtype)  # a 30 dB tilt
+    S = partial_similarity(spec[:1], spec)[0]
+    assert S[0] == pytest.approx(1.0, abs=1e-5)
+    assert S[1] > 0.8  # not 1: 12 dB up from the noise floor deepens the gaps between the lines
+    assert S[2] < 0.2 and S[3] < 0.75

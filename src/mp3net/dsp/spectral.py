@@ -66,3 +66,23 @@ def partial_changes(spectrogram: torch.Tensor, frames: int) -> torch.Tensor:
     seg = spectrogram[:, : s * frames].reshape(b, s, frames, f).mean(2)  # [B, S, F]
     detail = spectral_detail(seg.reshape(b * s, f)).reshape(b, s, f)
     return 20.0 * (detail[:, 1:] - detail[:, :-1]).abs()
+
+
+def partial_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How alike the partials of two sets of log spectrograms are, frame by frame: the cosine similarity
+    of their :func:`spectral_detail` (the lines over the envelope), each clip's less its mean.
+
+    Args:
+        a: ``[N, T, F]`` and b: ``[M, T, F]`` log spectrograms (channels already averaged), the same T, F.
+    Returns:
+        ``[N, M]`` in [−1, 1]: 1 for the same lines at the same times, about 0 for unrelated clips
+        (docs/training.md#autoencoder-pretraining).
+    """
+
+    def unit(s: torch.Tensor) -> torch.Tensor:
+        n, t, f = s.shape
+        d = spectral_detail(s.reshape(n * t, f).float()).reshape(n, t * f)
+        d = d - d.mean(1, keepdim=True)
+        return d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    return unit(a) @ unit(b).T

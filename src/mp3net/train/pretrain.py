@@ -31,6 +31,7 @@ from mp3net import ops
 from mp3net.config import Config
 from mp3net.data import ClipDataset, clip_indices
 from mp3net.dsp import mdct
+from mp3net.dsp.spectral import log_spectrogram, partial_similarity
 from mp3net.model import Generator
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.band_levels import with_band_levels
@@ -39,6 +40,8 @@ from mp3net.utils import MP3NetError, derive_seed
 
 PRETRAIN_DIR = "pretrain"  # not "checkpoints": --init-from a pretraining run takes its export (G only)
 METRICS = "metrics.jsonl"
+FIT = "fit.jsonl"  # at every checkpoint: how well the latents draw their clips' partials
+FIT_CLIPS = 64  # table clips measured (spread evenly over the table)
 # added to the latents' covariance before its Cholesky factor: a table with fewer clips than dimensions,
 # or latents that never moved apart, still gives a usable (if flat) Gaussian
 COV_JITTER = 1e-5
@@ -164,10 +167,40 @@ class Pretrainer:
         return Path(where)
 
     def save(self) -> None:
-        """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), then the export with
-        the latents' Gaussian folded in."""
+        """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), the export with the
+        latents' Gaussian folded in, and a row of :meth:`fit` in ``pretrain/fit.jsonl``."""
         ckpt.save_checkpoint(self.run_dir / PRETRAIN_DIR, self.state(), self.step, self.cfg.train.keep_last)
         self.export()
+        row = {"step": self.step, **{k: round(v, 4) for k, v in self.fit().items()}}
+        with open(self.run_dir / PRETRAIN_DIR / FIT, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    @torch.no_grad()
+    def fit(self) -> dict[str, float]:
+        """Whether the latents draw their own clips' partials (docs/training.md#autoencoder-pretraining):
+        for up to ``FIT_CLIPS`` table clips, the :func:`~mp3net.dsp.spectral.partial_similarity` (at the
+        longest window of ``pretrain.ffts``) of each
+        drawn clip to its own clip (``partials_own``) and to the others (``partials_other``), and the share
+        of drawn clips most like their own (``partials_found``). A G that draws one comb for every latent
+        has own ≈ other."""
+        rows = clip_indices(len(self.clips), FIT_CLIPS)
+        real = mdct(torch.stack([self.dataset[self.clips[i]] for i in rows]), self.cfg.model.n_bands)
+        fake = []
+        for a in range(0, len(rows), self.cfg.pretrain.batch_size):
+            z = self.latents.weight[rows[a : a + self.cfg.pretrain.batch_size]]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                fake.append(self.G(z).float().cpu())
+        n_fft = max(self.cfg.pretrain.ffts)  # the finest pitch resolution the distance trains
+        S = partial_similarity(
+            log_spectrogram(torch.cat(fake), n_fft).mean(1), log_spectrogram(real, n_fft).mean(1)
+        )
+        n = len(rows)
+        own = S.diagonal()
+        return {
+            "partials_own": float(own.mean()),
+            "partials_other": float((S.sum() - own.sum()) / max(1, n * n - n)),
+            "partials_found": float((S.argmax(1) == torch.arange(n)).float().mean()),
+        }
 
     def export(self) -> Path:
         """``run_dir/export``: G with the latents' Gaussian folded in (:func:`folded_generator`)."""
