@@ -73,6 +73,17 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
     assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
 
 
+def test_a_pretraining_config_written_before_latent_init_keeps_random_latents(tmp_path):
+    d = preset("tiny").to_dict()
+    del d["pretrain"]["latent_init"], d["train"]["anchor"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    cfg = Config.load(tmp_path / "old.json")
+    assert cfg.pretrain.latent_init == "random" and cfg.train.anchor == 0.0
+    assert preset("tiny").pretrain.latent_init == "pca"  # new runs
+    with pytest.raises(ConfigError, match="latent_init"):
+        preset("tiny").override(["pretrain.latent_init=zeros"])
+
+
 def test_the_paper_recipe_stays_the_default_of_the_big_presets():
     for name in ("95s", "5s"):
         tc = preset(name).train

@@ -24,6 +24,7 @@ POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
 # D's spectral view halves time and frequency this many times (docs/networks.md#spectral-discriminator)
 SPECTRAL_DOWNSAMPLES = 5
 LOSSES = ("wgan-gp", "ns-r1", "rpgan-r1r2")
+LATENT_INITS = ("pca", "random")  # pretrain.latent_init
 
 
 class ConfigError(ValueError):
@@ -299,6 +300,9 @@ class PretrainConfig:
     lr: float = 5e-4  # Adam for G
     betas: tuple[float, float] = (0.9, 0.99)
     latent_lr: float = 1e-2  # sparse Adam for the latents: each is seen once every clips / batch steps
+    # where the latents start: "pca" (the clips' principal components, whitened: like clips start alike,
+    # docs/training.md#autoencoder-pretraining) or "random" (N(0, I))
+    latent_init: str = "pca"
     ffts: tuple[int, ...] = (256, 1024, 2048)  # the windows of the log-spectrogram distance
     ckpt_every: int = 250
 
@@ -311,6 +315,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.lr and pretrain.latent_lr must be > 0")
         if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):
             raise ConfigError(f"pretrain.ffts must be powers of two >= 16, got {list(self.ffts)}")
+        if self.latent_init not in LATENT_INITS:
+            raise ConfigError(f"pretrain.latent_init must be one of {', '.join(LATENT_INITS)}")
 
 
 @dataclass
@@ -348,6 +354,8 @@ class Config:
                     tr[key] = tuple(tr[key])
             train = TrainConfig(**tr)
             pr = dict(d.get("pretrain", {}))
+            if pr:  # written before latent_init existed: those runs started from random latents
+                pr.setdefault("latent_init", "random")
             for key in ("betas", "ffts"):
                 if pr.get(key) is not None:
                     pr[key] = tuple(pr[key])

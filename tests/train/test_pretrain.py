@@ -14,7 +14,7 @@ from mp3net.dsp import mdct
 from mp3net.generate import load_generator
 from mp3net.train.loop import Trainer
 from mp3net.train.losses import spectral_reconstruction
-from mp3net.train.pretrain import LatentGaussian, Pretrainer
+from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_features, pca_latents
 
 PRE = ["pretrain.clips=4", "pretrain.batch_size=4", "pretrain.ckpt_every=1000", "pretrain.ffts=[256, 1024]"]
 
@@ -35,6 +35,30 @@ def test_latent_gaussian_fits_mean_and_covariance():
     fit = LatentGaussian.fit(z)
     assert torch.allclose(fit.mean, torch.tensor([1.0, -2.0, 3.0]), atol=0.05)
     assert torch.allclose(fit.scale @ fit.scale.T, L @ L.T, atol=0.08)
+
+
+def test_pca_latents_are_whitened_components_that_keep_like_clips_together():
+    """Three groups of like clips in 50 dimensions: two components keep each group together and apart from
+    the others; each component has unit variance; components beyond the clips' rank are zero."""
+    g = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(3, 50, generator=g)
+    feats = centres.repeat_interleave(4, 0) + 0.1 * torch.randn(12, 50, generator=g)
+    z = pca_latents(feats, 2)
+    assert torch.allclose(z.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(z.var(0), torch.ones(2), atol=1e-4)
+    d = torch.cdist(z, z)
+    same = torch.block_diag(*[torch.ones(4, 4)] * 3).bool()
+    assert d[same].max() < 0.2 * d[~same].min()
+    assert torch.all(pca_latents(feats[:3], 8)[:, 2:] == 0)  # 3 clips span 2 components
+
+
+def test_pretraining_starts_from_the_clips_principal_components(notes_dataset, tmp_path):
+    t = Pretrainer(_cfg(), notes_dataset, tmp_path / "pca", progress=False)
+    audio = torch.stack([t.dataset[i] for i in t.clips])
+    want = pca_latents(clip_features(mdct(audio, t.cfg.model.n_bands)), t.cfg.model.latent_dim)
+    assert torch.allclose(t.latents.weight, want, atol=1e-5)
+    r = Pretrainer(_cfg("pretrain.latent_init=random"), notes_dataset, tmp_path / "rnd", progress=False)
+    assert not torch.allclose(r.latents.weight, want, atol=0.1)
 
 
 def test_pretraining_fits_each_clip_to_its_own_latent(notes_dataset, tmp_path, one_thread):

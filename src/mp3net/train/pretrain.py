@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
@@ -42,6 +43,10 @@ PRETRAIN_DIR = "pretrain"  # not "checkpoints": --init-from a pretraining run ta
 METRICS = "metrics.jsonl"
 FIT = "fit.jsonl"  # at every checkpoint: how well the latents draw their clips' partials
 FIT_CLIPS = 64  # table clips measured (spread evenly over the table)
+# the clips' features for the latents' principal-component start: the log spectrogram at this window,
+# averaged into this many time segments (≈ 0.19 s each at the tiny preset), every frequency bin kept
+PCA_FFT = 1024
+PCA_SEGMENTS = 16
 # added to the latents' covariance before its Cholesky factor: a table with fewer clips than dimensions,
 # or latents that never moved apart, still gives a usable (if flat) Gaussian
 COV_JITTER = 1e-5
@@ -61,6 +66,25 @@ class LatentGaussian:
         z = latents.detach().double()
         cov = torch.cov(z.T) + COV_JITTER * torch.eye(z.shape[1], dtype=z.dtype)
         return cls(z.mean(0).float(), torch.linalg.cholesky(cov).float())
+
+
+def clip_features(amplitudes: torch.Tensor) -> torch.Tensor:
+    """Amplitudes ``[B, C, M, K]`` → features ``[B, PCA_SEGMENTS · (PCA_FFT/2 + 1)]``: the channel-mean log
+    spectrogram averaged over ``PCA_SEGMENTS`` segments of the clip: when the notes sound, and which."""
+    S = log_spectrogram(amplitudes, PCA_FFT).mean(1)  # [B, T, F]
+    return F.adaptive_avg_pool2d(S[:, None], (PCA_SEGMENTS, S.shape[-1]))[:, 0].flatten(1)
+
+
+def pca_latents(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """Features ``[n, d]`` → their first principal components ``[n, dim]``, each scaled to unit variance
+    (components beyond n − 1 or d are zero): latents whose neighbours are like clips."""
+    X = features.double()
+    X = X - X.mean(0)
+    U, _, _ = torch.linalg.svd(X, full_matrices=False)
+    k = min(dim, X.shape[0] - 1, X.shape[1])
+    z = torch.zeros(X.shape[0], dim, dtype=torch.float64)
+    z[:, :k] = U[:, :k] * (X.shape[0] - 1) ** 0.5
+    return z.float()
 
 
 def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor) -> Generator:
@@ -123,9 +147,22 @@ class Pretrainer:
         self.cpu_seconds = 0.0
         self._stop = False
         self.resumed_from = self._resume()
+        if self.resumed_from is None and pc.latent_init == "pca":
+            with torch.no_grad():
+                self.latents.weight.copy_(self._pca_start().to(self.device))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(saved)
         (self.run_dir / PRETRAIN_DIR).mkdir(exist_ok=True)
+
+    @torch.no_grad()
+    def _pca_start(self) -> torch.Tensor:
+        """The table's principal-component start ``[clips, latent]`` (:func:`pca_latents` of
+        :func:`clip_features`)."""
+        feats = []
+        for a in range(0, len(self.clips), 32):
+            audio = torch.stack([self.dataset[i] for i in self.clips[a : a + 32]])
+            feats.append(clip_features(mdct(audio, self.cfg.model.n_bands)))
+        return pca_latents(torch.cat(feats), self.cfg.model.latent_dim)
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
