@@ -45,7 +45,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--init-from",
         metavar="MODEL_OR_RUN",
         help="fine-tune: a new run starts from this run directory's latest checkpoint (G, EMA G and D) or "
-        "from an exported generator / `pretrained` (G only, D fresh); the model configs must match",
+        "from an exported generator / `pretrained` (G only, D fresh) or from an `mp3net pretrain` run "
+        "(G only; with -o train.anchor=W it keeps drawing that run's clips); the model configs must match",
     )
     parser.add_argument(
         "--init-optimizer",
