@@ -39,7 +39,8 @@ from mp3net.train.band_levels import with_band_levels
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.utils import MP3NetError, derive_seed
 
-PRETRAIN_DIR = "pretrain"  # not "checkpoints": --init-from a pretraining run takes its export (G only)
+# not "checkpoints": a GAN --init-from a pretraining run takes its folded G (and table), not a GAN state
+PRETRAIN_DIR = "pretrain"
 METRICS = "metrics.jsonl"
 FIT = "fit.jsonl"  # at every checkpoint: how well the latents draw their clips' partials
 FIT_CLIPS = 64  # table clips measured (spread evenly over the table)
@@ -214,12 +215,12 @@ class Pretrainer:
 
     @torch.no_grad()
     def fit(self) -> dict[str, float]:
-        """Whether the latents draw their own clips' partials (docs/training.md#autoencoder-pretraining):
-        for up to ``FIT_CLIPS`` table clips, the :func:`~mp3net.dsp.spectral.partial_similarity` (at the
-        longest window of ``pretrain.ffts``) of each
-        drawn clip to its own clip (``partials_own``) and to the others (``partials_other``), and the share
-        of drawn clips most like their own (``partials_found``). A G that draws one comb for every latent
-        has own ≈ other."""
+        """Whether the latents draw their own clips' partials (docs/training.md#autoencoder-pretraining).
+
+        For up to ``FIT_CLIPS`` table clips, the :func:`~mp3net.dsp.spectral.partial_similarity` (at the
+        longest window of ``pretrain.ffts``) of each drawn clip to its own clip (``partials_own``) and to
+        the others (``partials_other``), and the share of drawn clips most like their own
+        (``partials_found``). A G that draws one comb for every latent has own ≈ other."""
         rows = clip_indices(len(self.clips), FIT_CLIPS)
         real = mdct(torch.stack([self.dataset[self.clips[i]] for i in rows]), self.cfg.model.n_bands)
         fake = []
