@@ -92,7 +92,10 @@ def test_prepare_content_is_normalised_resampled_stereo(corpus, tmp_path):
     assert np.abs(x - ref).max() < 1.0 / 32767 + 1e-6
     # mono input is duplicated on both channels, and the 8 kHz file is resampled with its pitch kept
     j = names.index("b_mono_8k.flac")
+    batch = ds.stack(iter([ds._cum[i], ds._cum[j] + 100]))  # a batch is the clips, in order
+    assert batch.shape == (2, CH, CLIP) and np.array_equal(batch[0].numpy(), x)
     y = ds[ds._cum[j] + 100].numpy()
+    assert np.array_equal(batch[1].numpy(), y)
     np.testing.assert_array_equal(y[0], y[1])
     spec = np.abs(np.fft.rfft(y[0]))
     assert abs(np.argmax(spec) * SR / CLIP - 340.0) < 2.0

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,6 +444,13 @@ class ClipDataset:
         pcm = self._map(track["shard"])[a : a + self.clip_samples]
         x = torch.from_numpy(np.ascontiguousarray(pcm.T)).float()
         return x.mul_(1.0 / 32767.0)
+
+    def stack(self, indices: Iterable[int]):
+        """Clips ``indices`` as one batch ``[B, C, clip_samples]`` float32 (fixed clips outside a
+        DataLoader: pretraining's table, the anchors)."""
+        import torch
+
+        return torch.stack([self[int(i)] for i in indices])
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -675,7 +675,7 @@ class Trainer:
         table = self.anchors
         n, B = len(table.clips), self.cfg.train.batch_size
         rows = torch.randint(n, (B,), generator=self.gen, device=self.device)
-        audio = torch.stack([self.dataset[table.clips[int(i)]] for i in rows.cpu()]).to(self.device)
+        audio = self.dataset.stack(table.clips[int(i)] for i in rows.cpu()).to(self.device)
         target = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         fake = self._fakes(grad=True, z=table.latents[rows])
         return spectral_reconstruction(fake, target, self.cfg.pretrain.ffts)

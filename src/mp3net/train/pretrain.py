@@ -161,7 +161,7 @@ class Pretrainer:
         :func:`clip_features`)."""
         feats = []
         for a in range(0, len(self.clips), 32):
-            audio = torch.stack([self.dataset[i] for i in self.clips[a : a + 32]])
+            audio = self.dataset.stack(self.clips[a : a + 32])
             feats.append(clip_features(mdct(audio, self.cfg.model.n_bands)))
         return pca_latents(torch.cat(feats), self.cfg.model.latent_dim)
 
@@ -222,7 +222,7 @@ class Pretrainer:
         the others (``partials_other``), and the share of drawn clips most like their own
         (``partials_found``). A G that draws one comb for every latent has own ≈ other."""
         rows = clip_indices(len(self.clips), FIT_CLIPS)
-        real = mdct(torch.stack([self.dataset[self.clips[i]] for i in rows]), self.cfg.model.n_bands)
+        real = mdct(self.dataset.stack(self.clips[i] for i in rows), self.cfg.model.n_bands)
         fake = []
         for a in range(0, len(rows), self.cfg.pretrain.batch_size):
             z = self.latents.weight[rows[a : a + self.cfg.pretrain.batch_size]]
@@ -257,7 +257,7 @@ class Pretrainer:
     def train_step(self) -> float:
         """One Adam step of G and the batch's latents; returns the loss (dB / 20)."""
         rows = self.batch(self.step)
-        audio = torch.stack([self.dataset[self.clips[int(i)]] for i in rows]).to(self.device)
+        audio = self.dataset.stack(self.clips[int(i)] for i in rows).to(self.device)
         real = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         rows = rows.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
