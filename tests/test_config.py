@@ -73,13 +73,17 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
     assert cfg.model.block_channels(3) == (16, 8, 4)  # the same network as before
 
 
-def test_a_pretraining_config_written_before_latent_init_keeps_random_latents(tmp_path):
+def test_a_pretraining_config_written_before_latent_init_keeps_random_latents_and_the_log_distance(tmp_path):
     d = preset("tiny").to_dict()
-    del d["pretrain"]["latent_init"], d["train"]["anchor"]
+    del d["pretrain"]["latent_init"], d["pretrain"]["envelope"], d["train"]["anchor"]
     (tmp_path / "old.json").write_text(json.dumps(d))
     cfg = Config.load(tmp_path / "old.json")
-    assert cfg.pretrain.latent_init == "random" and cfg.train.anchor == 0.0
-    assert preset("tiny").pretrain.latent_init == "pca"  # new runs
+    assert cfg.pretrain.latent_init == "random" and cfg.pretrain.envelope == 0.0 and cfg.train.anchor == 0.0
+    assert (
+        preset("tiny").pretrain.latent_init == "pca" and preset("tiny").pretrain.envelope == 1.0
+    )  # new runs
+    with pytest.raises(ConfigError, match="envelope"):
+        preset("tiny").override(["pretrain.envelope=-1"])
     with pytest.raises(ConfigError, match="latent_init"):
         preset("tiny").override(["pretrain.latent_init=zeros"])
 

@@ -304,6 +304,9 @@ class PretrainConfig:
     # docs/training.md#autoencoder-pretraining) or "random" (N(0, I))
     latent_init: str = "pca"
     ffts: tuple[int, ...] = (256, 1024, 2048)  # the windows of the log-spectrogram distance
+    # weight of the envelope distance added to it: the level of blocks of frames and bins, so G draws the
+    # clips at their level rather than at the median of its log (docs/training.md#autoencoder-pretraining)
+    envelope: float = 1.0
     ckpt_every: int = 250
 
     def validate(self) -> None:
@@ -313,6 +316,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.clips must be at least 2 (a Gaussian is fitted to their latents)")
         if not self.lr > 0 or not self.latent_lr > 0:
             raise ConfigError("pretrain.lr and pretrain.latent_lr must be > 0")
+        if not self.envelope >= 0:
+            raise ConfigError(f"pretrain.envelope must be >= 0, got {self.envelope}")
         if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):
             raise ConfigError(f"pretrain.ffts must be powers of two >= 16, got {list(self.ffts)}")
         if self.latent_init not in LATENT_INITS:
@@ -354,8 +359,9 @@ class Config:
                     tr[key] = tuple(tr[key])
             train = TrainConfig(**tr)
             pr = dict(d.get("pretrain", {}))
-            if pr:  # written before latent_init existed: those runs started from random latents
+            if pr:  # written before these fields existed: random latents, the log distance alone
                 pr.setdefault("latent_init", "random")
+                pr.setdefault("envelope", 0.0)
             for key in ("betas", "ffts"):
                 if pr.get(key) is not None:
                     pr[key] = tuple(pr[key])

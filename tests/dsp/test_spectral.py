@@ -9,11 +9,16 @@ import torch
 
 from mp3net.dsp import mdct
 from mp3net.dsp.spectral import (
+    ENVELOPE_BANDS,
+    ENVELOPE_FRAMES,
     LOG_FLOOR,
     audio_log_spectrogram,
+    log_envelope,
+    log_power,
     log_spectrogram,
     partial_changes,
     partial_similarity,
+    power_spectrogram,
     spectral_detail,
 )
 
@@ -125,3 +130,27 @@ def test_partial_similarity_matches_lines_and_ignores_level_and_envelope():
     assert S[0] == pytest.approx(1.0, abs=1e-5)
     assert S[1] > 0.8  # not 1: 12 dB up from the noise floor deepens the gaps between the lines
     assert S[2] < 0.2 and S[3] < 0.75
+
+
+def test_the_envelope_keeps_a_regions_level_and_drops_where_in_it_a_partial_lies():
+    a = power_spectrogram(mdct(_tone(430.0).view(1, 1, -1), K), N_FFT)
+    b = power_spectrogram(mdct(_tone(470.0).view(1, 1, -1), K), N_FFT)  # the same 172 Hz block
+    t, f = a.shape[2:]
+    assert log_envelope(a).shape == (1, 1, t // ENVELOPE_FRAMES, ENVELOPE_BANDS)
+    assert float((log_power(a) - log_power(b)).abs().max()) > 2.0  # 40 dB apart in some bins
+    width = f // ENVELOPE_BANDS
+    block = int(430.0 * N_FFT / SR) // width
+    assert block == int(470.0 * N_FFT / SR) // width
+    mid = slice(2, -2)  # away from the clip's ends
+    ea, eb = log_envelope(a)[0, 0, mid, block], log_envelope(b)[0, 0, mid, block]
+    assert torch.allclose(ea, eb, atol=0.5 / 20)
+    # the level of the block: the mean power of the bins it covers, not the mean of their logs
+    frame = t // ENVELOPE_FRAMES // 2
+    mean = a[
+        0, 0, frame * ENVELOPE_FRAMES : (frame + 1) * ENVELOPE_FRAMES, block * width : (block + 1) * width
+    ]
+    assert float(log_envelope(a)[0, 0, frame, block]) == pytest.approx(
+        float(log_power(mean.mean())), abs=1e-4
+    )
+    louder = log_envelope(4.0 * a)[0, 0, mid, block]  # 6 dB up (off the floor)
+    assert torch.allclose(louder, ea + 0.5 * math.log10(4.0), atol=1e-4)

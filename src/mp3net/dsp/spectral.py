@@ -22,18 +22,60 @@ def log_spectrogram(A: torch.Tensor, n_fft: int) -> torch.Tensor:
         ``[B, C, T, n_fft/2 + 1]`` float32 (float64 for float64 ``A``), T = (M + 1)·N / hop + 1 frames,
         time before frequency as in ``A``.
     """
-    return audio_log_spectrogram(imdct(A if A.dtype == torch.float64 else A.float()), n_fft)
+    return log_power(power_spectrogram(A, n_fft))
+
+
+def power_spectrogram(A: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """|S|² of the STFT of the audio that MDCT amplitudes ``A`` ``[B, C, M, N]`` encode, laid out as
+    :func:`log_spectrogram`'s ``[B, C, T, n_fft/2 + 1]``. Differentiable in ``A``."""
+    return audio_power_spectrogram(imdct(A if A.dtype == torch.float64 else A.float()), n_fft)
 
 
 def audio_log_spectrogram(x: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Log power of the STFT of audio ``x`` ``[B, C, T]``: Hann window of ``n_fft`` samples, hop
-    ``n_fft / 4``, centred frames; the power is in decibels / 20 (ln-free, so a 20 dB step is 1.0):
-    0.5·log10(|S|² + ``LOG_FLOOR``). Returns ``[B, C, frames, n_fft/2 + 1]``."""
+    """Log power of the STFT of audio ``x`` ``[B, C, T]``: :func:`log_power` of
+    :func:`audio_power_spectrogram`. Returns ``[B, C, frames, n_fft/2 + 1]``."""
+    return log_power(audio_power_spectrogram(x, n_fft))
+
+
+def audio_power_spectrogram(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """|S|² of the STFT of audio ``x`` ``[B, C, T]``: Hann window of ``n_fft`` samples, hop ``n_fft / 4``,
+    centred frames. Returns ``[B, C, frames, n_fft/2 + 1]``."""
     b, c, t = x.shape
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
     S = torch.stft(x.reshape(b * c, t), n_fft, hop_length=n_fft // 4, window=window, return_complex=True)
     power = S.real.square() + S.imag.square()  # [B·C, F, T]
-    return (0.5 * torch.log10(power + LOG_FLOOR)).reshape(b, c, *power.shape[1:]).transpose(-1, -2)
+    return power.reshape(b, c, *power.shape[1:]).transpose(-1, -2)
+
+
+def log_power(power: torch.Tensor) -> torch.Tensor:
+    """Power in decibels / 20 (ln-free, so a 20 dB step is 1.0): 0.5·log10(power + ``LOG_FLOOR``)."""
+    return 0.5 * torch.log10(power + LOG_FLOOR)
+
+
+# the blocks log_envelope averages the power over: 4 frames (a quarter window's hop each, so one window's
+# span) by 1/32 of the spectrum (≈ 170 Hz at 11 kHz): a partial's exact bin and a note's exact frame go,
+# the level of each region of the spectrogram stays
+ENVELOPE_FRAMES = 4
+ENVELOPE_BANDS = 32
+
+
+def log_envelope(power: torch.Tensor) -> torch.Tensor:
+    """The level of each region of a power spectrogram ``[B, C, T, F]`` (:func:`power_spectrogram`): the
+    power averaged over blocks of ``ENVELOPE_FRAMES`` frames by ``ENVELOPE_BANDS``-th of the bins (the
+    last few frames and the top bins beyond whole blocks dropped), then :func:`log_power`
+    (docs/training.md#autoencoder-pretraining). The mean of the power, not of its log: a clip's level.
+
+    Returns:
+        ``[B, C, T // ENVELOPE_FRAMES, ENVELOPE_BANDS]``.
+    """
+    b, c, t, f = power.shape
+    width = f // ENVELOPE_BANDS
+    if width < 1 or t < ENVELOPE_FRAMES:
+        raise ValueError(
+            f"an envelope needs {ENVELOPE_FRAMES} frames and {ENVELOPE_BANDS} bins, got {t} × {f}"
+        )
+    pooled = F.avg_pool2d(power.reshape(b * c, 1, t, f), (ENVELOPE_FRAMES, width))
+    return log_power(pooled[:, 0, :, :ENVELOPE_BANDS]).reshape(b, c, -1, ENVELOPE_BANDS)
 
 
 # bins of the moving average spectral_detail removes (≈ 180 Hz at 1024 samples and 11 kHz): the envelope

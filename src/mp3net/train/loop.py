@@ -678,7 +678,8 @@ class Trainer:
         audio = self.dataset.stack(table.clips[int(i)] for i in rows.cpu()).to(self.device)
         target = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         fake = self._fakes(grad=True, z=table.latents[rows])
-        return spectral_reconstruction(fake, target, self.cfg.pretrain.ffts)
+        pc = self.cfg.pretrain
+        return spectral_reconstruction(fake, target, pc.ffts, pc.envelope)
 
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars."""

@@ -262,7 +262,7 @@ class Pretrainer:
         rows = rows.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             fake = self.G(self.latents(rows))
-        loss = spectral_reconstruction(fake, real, self.cfg.pretrain.ffts)
+        loss = spectral_reconstruction(fake, real, self.cfg.pretrain.ffts, self.cfg.pretrain.envelope)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_z.zero_grad(set_to_none=True)
         loss.backward()
