@@ -75,7 +75,12 @@ def test_a_config_written_before_the_recipe_options_still_loads(tmp_path):
 
 def test_a_pretraining_config_written_before_latent_init_keeps_random_latents_and_the_log_distance(tmp_path):
     d = preset("tiny").to_dict()
-    del d["pretrain"]["latent_init"], d["pretrain"]["envelope"], d["train"]["anchor"]
+    del (
+        d["pretrain"]["latent_init"],
+        d["pretrain"]["envelope"],
+        d["pretrain"]["mid_side"],
+        d["train"]["anchor"],
+    )
     (tmp_path / "old.json").write_text(json.dumps(d))
     cfg = Config.load(tmp_path / "old.json")
     assert cfg.pretrain.latent_init == "random" and cfg.pretrain.envelope == 0.0 and cfg.train.anchor == 0.0

@@ -307,6 +307,8 @@ class PretrainConfig:
     # weight of the envelope distance added to it: the level of blocks of frames and bins, so G draws the
     # clips at their level rather than at the median of its log (docs/training.md#autoencoder-pretraining)
     envelope: float = 1.0
+    # the distance on mid and side rather than left and right, so the stereo image's width counts
+    mid_side: bool = True
     ckpt_every: int = 250
 
     def validate(self) -> None:
@@ -362,6 +364,7 @@ class Config:
             if pr:  # written before these fields existed: random latents, the log distance alone
                 pr.setdefault("latent_init", "random")
                 pr.setdefault("envelope", 0.0)
+                pr.setdefault("mid_side", False)
             for key in ("betas", "ffts"):
                 if pr.get(key) is not None:
                     pr[key] = tuple(pr[key])

@@ -16,6 +16,7 @@ from mp3net.dsp.spectral import (
     log_envelope,
     log_power,
     log_spectrogram,
+    mid_side,
     partial_changes,
     partial_similarity,
     power_spectrogram,
@@ -154,3 +155,12 @@ def test_the_envelope_keeps_a_regions_level_and_drops_where_in_it_a_partial_lies
     )
     louder = log_envelope(4.0 * a)[0, 0, mid, block]  # 6 dB up (off the floor)
     assert torch.allclose(louder, ea + 0.5 * math.log10(4.0), atol=1e-4)
+
+
+def test_mid_side_is_the_half_sum_and_half_difference_and_keeps_mono():
+    A = torch.randn(2, 2, 8, 4)
+    ms = mid_side(A)
+    assert torch.allclose(ms[:, 0], (A[:, 0] + A[:, 1]) / 2) and torch.allclose(
+        ms[:, 1], (A[:, 0] - A[:, 1]) / 2
+    )
+    assert torch.equal(mid_side(A[:, :1]), A[:, :1])

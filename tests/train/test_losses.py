@@ -345,3 +345,12 @@ def test_the_envelope_term_draws_an_unsure_fake_at_the_clips_level():
     assert best_gain(0.0) <= -2.0
     assert best_gain(1.0) >= -1.5
     assert float(spectral_reconstruction(real, real, (256, 1024), 1.0)) == 0.0
+
+
+def test_mid_side_sees_the_stereo_image_that_a_distance_per_channel_is_blind_to():
+    x = torch.randn(1, 1, 63 * 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    real = mdct(torch.cat([x, x], 1), 64)  # a centred source
+    fake = mdct(torch.cat([x, -x], 1), 64)  # the same in each channel, out of phase: all side
+    assert float(spectral_reconstruction(fake, real, (256,))) < 1e-6
+    assert float(spectral_reconstruction(fake, real, (256,), stereo_mid_side=True)) > 2.0  # > 40 dB apart
+    assert float(spectral_reconstruction(real, real, (256,), stereo_mid_side=True)) == 0.0

@@ -52,6 +52,15 @@ def log_power(power: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.log10(power + LOG_FLOOR)
 
 
+def mid_side(A: torch.Tensor) -> torch.Tensor:
+    """Stereo amplitudes ``[B, 2, M, K]`` → mid (L + R)/2 and side (L − R)/2, ``[B, 2, M, K]`` (linear, so
+    the MDCT of the mid and side signals); mono ``[B, 1, M, K]`` is returned as it is. A log distance per
+    channel is blind to how L and R relate; on mid and side it sees the width of the stereo image."""
+    if A.shape[1] != 2:
+        return A
+    return torch.stack([A[:, 0] + A[:, 1], A[:, 0] - A[:, 1]], 1) / 2
+
+
 # the blocks log_envelope averages the power over: 4 frames (a quarter window's hop each, so one window's
 # span) by 1/32 of the spectrum (≈ 170 Hz at 11 kHz): a partial's exact bin and a note's exact frame go,
 # the level of each region of the spectrogram stays

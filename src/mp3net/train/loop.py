@@ -679,7 +679,7 @@ class Trainer:
         target = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         fake = self._fakes(grad=True, z=table.latents[rows])
         pc = self.cfg.pretrain
-        return spectral_reconstruction(fake, target, pc.ffts, pc.envelope)
+        return spectral_reconstruction(fake, target, pc.ffts, pc.envelope, pc.mid_side)
 
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars."""

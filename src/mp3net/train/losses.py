@@ -38,6 +38,7 @@ from mp3net.dsp.spectral import (
     log_envelope,
     log_power,
     log_spectrogram,
+    mid_side,
     partial_changes,
     power_spectrogram,
     spectral_detail,
@@ -366,7 +367,11 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch
 
 
 def spectral_reconstruction(
-    fake: torch.Tensor, real: torch.Tensor, ffts: tuple[int, ...], envelope: float = 0.0
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    ffts: tuple[int, ...],
+    envelope: float = 0.0,
+    stereo_mid_side: bool = False,
 ) -> torch.Tensor:
     """Multi-resolution log-spectrogram distance (docs/training.md#autoencoder-pretraining): the mean over
     the windows ``ffts`` of the mean |log S(fake) − log S(real)| in decibels / 20, S the STFT power of the
@@ -379,14 +384,21 @@ def spectral_reconstruction(
     :func:`~mp3net.dsp.spectral.log_envelope` (the power averaged over blocks of frames and bins, then
     logged), which is least at the right level.
 
+    Per channel, the distance is blind to how the channels relate: G may draw L and R with independent
+    signs, a stereo image as wide as it gets, where the reals' is narrow. With ``stereo_mid_side`` it is
+    measured on the mid and side channels (:func:`~mp3net.dsp.spectral.mid_side`) instead.
+
     Args:
         fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
         real: the target amplitudes ``[B, C, M, K]`` (no gradient).
         ffts: the STFT windows.
         envelope: the weight of the envelope distance.
+        stereo_mid_side: measure mid and side rather than left and right.
     Returns:
         The 0-d loss.
     """
+    if stereo_mid_side:
+        fake, real = mid_side(fake), mid_side(real)
     total = fake.new_zeros((), dtype=torch.float32)
     for n_fft in ffts:
         with torch.no_grad():

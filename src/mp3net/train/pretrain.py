@@ -262,7 +262,8 @@ class Pretrainer:
         rows = rows.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             fake = self.G(self.latents(rows))
-        loss = spectral_reconstruction(fake, real, self.cfg.pretrain.ffts, self.cfg.pretrain.envelope)
+        pc = self.cfg.pretrain
+        loss = spectral_reconstruction(fake, real, pc.ffts, pc.envelope, pc.mid_side)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_z.zero_grad(set_to_none=True)
         loss.backward()
