@@ -309,6 +309,8 @@ class PretrainConfig:
     envelope: float = 1.0
     # the distance on mid and side rather than left and right, so the stereo image's width counts
     mid_side: bool = True
+    # the export's output levels matched to the data's, band by band (docs/training.md#level-calibration)
+    calibrate: bool = True
     ckpt_every: int = 250
 
     def validate(self) -> None:
@@ -365,6 +367,7 @@ class Config:
                 pr.setdefault("latent_init", "random")
                 pr.setdefault("envelope", 0.0)
                 pr.setdefault("mid_side", False)
+                pr.setdefault("calibrate", False)
             for key in ("betas", "ffts"):
                 if pr.get(key) is not None:
                     pr[key] = tuple(pr[key])

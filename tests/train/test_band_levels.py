@@ -3,6 +3,7 @@ once and saved with the run; a fine-tuning run keeps its source's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,7 +15,8 @@ from conftest import fast_config, write_notes
 from mp3net.config import Config
 from mp3net.data import prepare
 from mp3net.dsp import mdct
-from mp3net.train.band_levels import LEVEL_FLOOR, band_levels
+from mp3net.model import Generator
+from mp3net.train.band_levels import LEVEL_FLOOR, band_levels, calibrated_levels
 from mp3net.train.loop import Trainer, train
 
 SR, K = 11008, 64
@@ -66,3 +68,28 @@ def test_fine_tuning_keeps_the_source_levels(notes_dataset, tmp_path):
     # resumed (on other data, from a config without levels): still the levels its weights are in
     again = train(cfg, notes_dataset, tmp_path / "ft", steps=3, progress=False)
     assert again.step == 3 and again.resumed_from is not None and again.cfg.model.band_rms == source
+
+
+def test_calibration_gives_the_drawn_clips_the_datas_level_in_every_band():
+    """docs/training.md#level-calibration: after it, G's samples have each band at its target level."""
+    cfg = fast_config("model.band_norm=true").model
+    target = tuple(0.02 * 10 ** (-k / 40) for k in range(cfg.n_bands))  # 30 dB down over the bands
+    torch.manual_seed(0)
+    G = Generator(dataclasses.replace(cfg, band_rms=target)).eval()
+    with torch.no_grad():  # an untrained G draws ~75 dB below its unit: bring it near, as training does
+        G.to_out.weight.mul_(10 ** (76 / 20))
+    z = torch.randn(16, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
+
+    def drawn_db(levels) -> torch.Tensor:
+        G.cfg = dataclasses.replace(cfg, band_rms=levels)
+        with torch.no_grad():
+            rms = G(z).double().square().mean(dim=(0, 1, 2)).sqrt()
+        return 20 * torch.log10(rms / torch.tensor(target, dtype=torch.float64))
+
+    before = drawn_db(target)
+    assert float(before.abs().max()) > 3.0  # an untrained G is not at the data's levels
+    levels = calibrated_levels(G, clips=16, seed=0)
+    assert G.cfg.band_rms == target  # G is left as it was
+    assert float(drawn_db(levels).abs().max()) < 0.1
+    with pytest.raises(ValueError, match="band normalisation"):
+        calibrated_levels(Generator(fast_config().model), clips=8)

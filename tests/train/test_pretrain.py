@@ -9,9 +9,11 @@ import torch
 from conftest import fast_config
 
 from mp3net.cli import main as cli_main
+from mp3net.config import Config
 from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 from mp3net.generate import load_generator
+from mp3net.train.band_levels import CALIBRATION_CLIPS
 from mp3net.train.loop import Trainer
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_features, pca_latents
@@ -136,3 +138,23 @@ def test_bad_pretrain_settings_are_config_errors(bad):
 
     with pytest.raises(ConfigError):
         _cfg(bad)
+
+
+def test_the_export_is_level_calibrated_with_band_normalisation(notes_dataset, tmp_path, one_thread):
+    """docs/training.md#level-calibration: the export's samples have the data's rms per band; the run's own
+    config (and so a GAN started from it) keeps the data's levels as its unit."""
+    t = Pretrainer(_cfg("model.band_norm=true"), notes_dataset, tmp_path / "a", progress=False)
+    t.run(2)
+    data = torch.tensor(t.cfg.model.band_rms, dtype=torch.float64)
+    G, cfg = load_generator(tmp_path / "a")
+    assert Config.load(tmp_path / "a" / "config.json").model.band_rms == t.cfg.model.band_rms
+    assert cfg.model.band_rms != t.cfg.model.band_rms
+    z = torch.randn(CALIBRATION_CLIPS, cfg.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        drawn = (
+            torch.cat([G(z[a : a + 8]) for a in range(0, len(z), 8)]).double().square().mean((0, 1, 2)).sqrt()
+        )
+    assert float((20 * torch.log10(drawn / data)).abs().max()) < 0.1
+    off = Pretrainer(_cfg("model.band_norm=true", "pretrain.calibrate=false"), notes_dataset, tmp_path / "b")
+    off.run(1)
+    assert load_generator(tmp_path / "b")[1].model.band_rms == off.cfg.model.band_rms

@@ -15,6 +15,7 @@ drawn from a generator seeded by (seed, n), and nothing else is random.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -35,7 +36,7 @@ from mp3net.dsp import mdct
 from mp3net.dsp.spectral import log_spectrogram, partial_similarity
 from mp3net.model import Generator
 from mp3net.train import checkpoint as ckpt
-from mp3net.train.band_levels import with_band_levels
+from mp3net.train.band_levels import calibrated_levels, with_band_levels
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.utils import MP3NetError, derive_seed
 
@@ -98,10 +99,23 @@ def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: tor
     return G.eval()
 
 
+def exported_generator(
+    cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor
+) -> tuple[Generator, Config]:
+    """The generator a pretraining run exports, and its config: :func:`folded_generator`, then with
+    ``pretrain.calibrate`` (and band normalisation) its output levels matched to the data's band by band
+    (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``)."""
+    G = folded_generator(cfg, weights, latents)
+    if not (cfg.pretrain.calibrate and cfg.model.band_norm):
+        return G, cfg
+    model = dataclasses.replace(cfg.model, band_rms=calibrated_levels(G))
+    G.cfg = model
+    return G, dataclasses.replace(cfg, model=model)
+
+
 def folded_checkpoint(state: dict[str, Any]) -> tuple[Generator, Config]:
-    """The generator a pretraining checkpoint exports, and its config."""
-    cfg = Config.from_dict(state["config"])
-    return folded_generator(cfg, state["G"], state["latents"]["weight"]), cfg
+    """The generator a pretraining checkpoint exports, and its config (:func:`exported_generator`)."""
+    return exported_generator(Config.from_dict(state["config"]), state["G"], state["latents"]["weight"])
 
 
 class Pretrainer:
@@ -241,9 +255,10 @@ class Pretrainer:
         }
 
     def export(self) -> Path:
-        """``run_dir/export``: G with the latents' Gaussian folded in (:func:`folded_generator`)."""
-        G = folded_generator(self.cfg, self.G.state_dict(), self.latents.weight)
-        return ckpt.export_generator(self.run_dir / "export", self.cfg, G.state_dict(), self.step)
+        """``run_dir/export``: G with the latents' Gaussian folded in, its levels calibrated
+        (:func:`exported_generator`)."""
+        G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight)
+        return ckpt.export_generator(self.run_dir / "export", cfg, G.state_dict(), self.step)
 
     def gaussian(self) -> LatentGaussian:
         return LatentGaussian.fit(self.latents.weight.detach().cpu())
