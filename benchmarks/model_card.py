@@ -176,8 +176,26 @@ def spectrograms(out: Path, data: Path) -> None:
     spectrogram_row(reals, sr, out / "reals.png", "real clips")
 
 
-def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = "") -> str:
+def _what(pretrained: bool) -> tuple[str, str]:
+    """How the card names the shipped generator: (the whole sentence, the short form)."""
+    if pretrained:
+        return (
+            "`config.json` + `model.safetensors` are the generator exactly as `mp3net pretrain` exported it: "
+            "the decoder of its latent table with the latents' Gaussian folded into its head and its output "
+            "levels calibrated to the data's (docs/training.md#autoencoder-pretraining), no GAN.",
+            "the exported generator",
+        )
+    return (
+        "`config.json` + `model.safetensors` are the EMA generator exactly as `mp3net train` exported it.",
+        "EMA generator",
+    )
+
+
+def readme(
+    rows: list[dict], out: Path, command: str, cost: str, remarks: str = "", pretrained: bool = False
+) -> str:
     last = rows[-1]
+    what, short = _what(pretrained)
     table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum | "
     table += "onset contrast fake / real | valley depth fake / real |\n|---|---|---|---|---|---|---|---|\n"
     for r in rows:
@@ -197,7 +215,7 @@ def readme(rows: list[dict], out: Path, command: str, cost: str, remarks: str = 
 The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset's grid (11008 Hz
 stereo, 2.97 s clips, 512 frames × 64 bands; its widths and recipe are the command's below) trained on the
 demo's 60 Bach chorales rendered by mp3net's own piano synthesizer. It plays any length (latents laid
-along time). `config.json` + `model.safetensors` are the EMA generator exactly as `mp3net train` exported it.
+along time). {what}
 
 ```bash
 mp3net generate pretrained --seeds 0-7 --out tracks              # 2.97 s clips
@@ -221,14 +239,14 @@ Trained with
 
 {cost}
 
-Its tracks (EMA generator, seeds 0–3) next to real clips of the training data:
+Its tracks ({short}, seeds 0–3) next to real clips of the training data:
 
 ![generated](fakes.png)
 ![real](reals.png)
 
 {remarks}
 
-Over training (each checkpoint's EMA generator, {N_EVAL} clips against {N_EVAL} real ones, `mp3net evaluate`'s
+Over training (each checkpoint's {short}, {N_EVAL} clips against {N_EVAL} real ones, `mp3net evaluate`'s
 metrics):
 
 ![curves](curves.png)
@@ -270,6 +288,7 @@ def main() -> int:
     if args.progress:
         print(progress_table(rows, args.run, args.progress))
         return 0
+    from mp3net.train import checkpoint as ckpt
     from mp3net.utils import atomic_write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +298,9 @@ def main() -> int:
     curves(rows, args.out / "curves.png")
     spectrograms(args.out, args.data)
 
-    atomic_write_text(args.out / "README.md", readme(rows, args.out, args.command, args.cost, args.remarks))
+    pretrained = not ckpt.list_checkpoints(args.run)  # a pretraining run keeps its checkpoints in pretrain/
+    text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained)
+    atomic_write_text(args.out / "README.md", text)
     print(f"wrote {args.out}")
     return 0
 
