@@ -25,6 +25,7 @@ POOLED_MIN_LENGTH = 2**POOLED_DOWNSAMPLES
 SPECTRAL_DOWNSAMPLES = 5
 LOSSES = ("wgan-gp", "ns-r1", "rpgan-r1r2")
 LATENT_INITS = ("pca", "random")  # pretrain.latent_init
+LR_DECAY_FLOOR = 0.1  # pretrain.lr_decay_*: the rates end at this share of pretrain.lr and latent_lr
 
 
 class ConfigError(ValueError):
@@ -311,6 +312,10 @@ class PretrainConfig:
     mid_side: bool = True
     # the export's output levels matched to the data's, band by band (docs/training.md#level-calibration)
     calibrate: bool = True
+    # from step lr_decay_start on, both rates fall along half a cosine over lr_decay_steps to LR_DECAY_FLOOR
+    # of themselves and stay there: the last steps settle what the noisy ones found; 0 steps: constant
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
     ckpt_every: int = 250
 
     def validate(self) -> None:
@@ -320,6 +325,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.clips must be at least 2 (a Gaussian is fitted to their latents)")
         if not self.lr > 0 or not self.latent_lr > 0:
             raise ConfigError("pretrain.lr and pretrain.latent_lr must be > 0")
+        if min(self.lr_decay_start, self.lr_decay_steps) < 0:
+            raise ConfigError("pretrain.lr_decay_start and pretrain.lr_decay_steps must be >= 0")
         if not self.envelope >= 0:
             raise ConfigError(f"pretrain.envelope must be >= 0, got {self.envelope}")
         if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):

@@ -158,3 +158,21 @@ def test_the_export_is_level_calibrated_with_band_normalisation(notes_dataset, t
     off = Pretrainer(_cfg("model.band_norm=true", "pretrain.calibrate=false"), notes_dataset, tmp_path / "b")
     off.run(1)
     assert load_generator(tmp_path / "b")[1].model.band_rms == off.cfg.model.band_rms
+
+
+def test_the_rates_fall_along_half_a_cosine_and_resume_exactly(notes_dataset, tmp_path, one_thread):
+    cfg = _cfg("pretrain.lr_decay_start=1", "pretrain.lr_decay_steps=2")
+    a = Pretrainer(cfg, notes_dataset, tmp_path / "a", progress=False)
+    assert [a.lr_scale(s) for s in (0, 1, 2, 3, 10)] == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+    a.run(4)
+    pc = a.cfg.pretrain
+    assert a.opt_G.param_groups[0]["lr"] == pytest.approx(0.1 * pc.lr)
+    assert a.opt_z.param_groups[0]["lr"] == pytest.approx(0.1 * pc.latent_lr)
+    b = Pretrainer(cfg, notes_dataset, tmp_path / "b", progress=False)
+    b.run(2)
+    b = Pretrainer(cfg, notes_dataset, tmp_path / "b", progress=False)
+    b.run(4)
+    pairs = zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+    assert torch.equal(a.latents.weight, b.latents.weight)
+    assert Pretrainer(_cfg(), notes_dataset, tmp_path / "c", progress=False).lr_scale(10**6) == 1.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
-from mp3net.config import Config
+from mp3net.config import LR_DECAY_FLOOR, Config
 from mp3net.data import ClipDataset, clip_indices
 from mp3net.dsp import mdct
 from mp3net.dsp.spectral import log_spectrogram, partial_similarity
@@ -269,15 +270,27 @@ class Pretrainer:
         g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, 2, n))
         return torch.randint(len(self.clips), (self.cfg.pretrain.batch_size,), generator=g)
 
+    def lr_scale(self, step: int) -> float:
+        """The share of ``pretrain.lr`` and ``latent_lr`` at ``step``: 1, then from ``lr_decay_start`` half a
+        cosine down to ``LR_DECAY_FLOOR`` over ``lr_decay_steps``, then that."""
+        pc = self.cfg.pretrain
+        if pc.lr_decay_steps == 0 or step <= pc.lr_decay_start:
+            return 1.0
+        t = min(1.0, (step - pc.lr_decay_start) / pc.lr_decay_steps)
+        return LR_DECAY_FLOOR + (1 - LR_DECAY_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
+
     def train_step(self) -> float:
         """One Adam step of G and the batch's latents; returns the loss (dB / 20)."""
+        scale, pc = self.lr_scale(self.step), self.cfg.pretrain
+        for opt, lr in ((self.opt_G, pc.lr), (self.opt_z, pc.latent_lr)):
+            for group in opt.param_groups:  # set every step: a resumed optimiser brings its saved rate
+                group["lr"] = lr * scale
         rows = self.batch(self.step)
         audio = self.dataset.stack(self.clips[int(i)] for i in rows).to(self.device)
         real = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         rows = rows.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             fake = self.G(self.latents(rows))
-        pc = self.cfg.pretrain
         loss = spectral_reconstruction(fake, real, pc.ffts, pc.envelope, pc.mid_side)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_z.zero_grad(set_to_none=True)
