@@ -112,8 +112,8 @@ def test_fast_recipe_learns_the_spectral_envelope(tmp_path, amp):
         tr.close()
         assert np.isfinite(tr.last["loss/d"])
         # one thread, so the same trajectory on any load of one machine; across CPUs the kernels differ and
-        # so does the path (it overshoots first): on AMD Zen 4 6.0 dB → 2.7 (fp32) and 2.3 (bf16) at 800
-        # steps, on Intel Sapphire Rapids fp32 6.0 → 3.7 at 800 and 1.8 at 1 000; hence the last two
+        # so does the path (it overshoots first): where first calibrated 6.0 dB → 2.7 (fp32) and 2.3 (bf16)
+        # at 800 steps, on Intel Sapphire Rapids fp32 6.0 → 3.7 at 800 and 1.8 at 1 000; hence the last two
         assert min(errors[-2:]) < 0.6 * before, (before, errors)
     finally:
         torch.set_num_threads(threads)
