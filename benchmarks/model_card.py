@@ -174,6 +174,9 @@ def spectrograms(out: Path, data: Path) -> None:
     reals, _ = load_real_clips(data, 4, cfg.model.clip_samples, seed=1)
     spectrogram_row(list(fakes), sr, out / "fakes.png", "generated, seeds 0-3")
     spectrogram_row(reals, sr, out / "reals.png", "real clips")
+    # the 1024-sample view up to 2.75 kHz, where a held partial is one line (benchmarks/look.py)
+    spectrogram_row(list(fakes), sr, out / "fakes-long.png", "generated, seeds 0-3", long_window=True)
+    spectrogram_row(reals, sr, out / "reals-long.png", "real clips", long_window=True)
 
 
 def _what(pretrained: bool) -> tuple[str, str]:
@@ -183,7 +186,7 @@ def _what(pretrained: bool) -> tuple[str, str]:
             "`config.json` + `model.safetensors` are the generator exactly as `mp3net pretrain` exported it: "
             "the decoder of its latent table with the latents' Gaussian folded into its head and its output "
             "levels calibrated to the data's (docs/training.md#autoencoder-pretraining), no GAN.",
-            "the exported generator",
+            "export",
         )
     return (
         "`config.json` + `model.safetensors` are the EMA generator exactly as `mp3net train` exported it.",
@@ -243,6 +246,11 @@ Its tracks ({short}, seeds 0–3) next to real clips of the training data:
 
 ![generated](fakes.png)
 ![real](reals.png)
+
+The same clips in a 1024-sample window up to 2.75 kHz, where a held partial is one line:
+
+![generated, long window](fakes-long.png)
+![real, long window](reals-long.png)
 
 {remarks}
 
