@@ -518,7 +518,7 @@ def _preset_tiny() -> Config:
     # The fast recipe of docs/training.md#recipes (benchmarks/README.md#learning has the ablation):
     # non-saturating loss + lazy R1, one D step per G step, Adam β1 = 0, resize-conv upsampling, an EMA
     # with a half-life in clips. Raw amplitudes (amplitude gain 1); the unit-scale variant (gain 64 with
-    # γ = 100) and D's input compression, with which the shipped model was trained, are measured in
+    # γ = 100) and D's input compression, with which the GAN model shipped before was trained, are in
     # docs/networks.md#amplitude-gain and #input-compression.
     return Config(
         name="tiny",
