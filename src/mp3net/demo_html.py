@@ -88,8 +88,8 @@ def pretrained_section(
     )
     return (
         "<h2>The shipped pretrained model (<code>mp3net generate pretrained</code>)</h2>"
-        "<p class='note'>The tiny preset's grid with the oscillator bank output, trained on the same chorales "
-        "by autoencoder pretraining (no GAN) for 2.7 CPU-hours; see "
+        "<p class='note'>The tiny preset's grid with the oscillator bank output, trained on the same "
+        "chorales by autoencoder pretraining (no GAN) for 2.7 CPU-hours; see "
         "<code>src/mp3net/pretrained/tiny-chorales/README.md</code>.</p>"
         + track_cards(tracks)
         + "<h3>Its evaluation against the chorales</h3>"
