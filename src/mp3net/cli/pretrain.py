@@ -18,8 +18,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "Pretrain MP3net's generator without a discriminator (docs/training.md#autoencoder-pretraining): "
         "pretrain.clips fixed clips of the data each get a latent, and G learns to draw each clip's "
         "log spectrograms from its latent, partials and onsets included. RUN_DIR/export is then a "
-        "generator for `mp3net generate` (z ~ N(0, I), the latents' Gaussian folded into its head) and "
-        "the start of a GAN: `mp3net train --run RUN2 --init-from RUN_DIR`. Checkpoints go to "
+        "generator for `mp3net generate` (z ~ N(0, I), the latents' Gaussian folded into its head; with "
+        "band normalisation its levels calibrated to the data's) and the start of a GAN: `mp3net train "
+        "--run RUN2 --init-from RUN_DIR`. The shipped model was made this way, with -o model.output=bank "
+        "-o model.band_norm=true (its card has the commands). Checkpoints go to "
         "RUN_DIR/pretrain every pretrain.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
         "current step first); running the same command again continues exactly where it stopped."
     )
