@@ -101,16 +101,17 @@ def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: tor
 
 
 def exported_generator(
-    cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor
+    cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor, device: torch.device | None = None
 ) -> tuple[Generator, Config]:
-    """The generator a pretraining run exports, and its config: :func:`folded_generator`, then with
-    ``pretrain.calibrate`` (and band normalisation) its output levels matched to the data's band by band
-    (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``)."""
+    """The generator a pretraining run exports (on the CPU), and its config: :func:`folded_generator`, then
+    with ``pretrain.calibrate`` (and band normalisation) its output levels matched to the data's band by
+    band (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``), its
+    samples drawn on ``device`` (default the CPU)."""
     G = folded_generator(cfg, weights, latents)
     if not (cfg.pretrain.calibrate and cfg.model.band_norm):
         return G, cfg
-    model = dataclasses.replace(cfg.model, band_rms=calibrated_levels(G))
-    G.cfg = model
+    model = dataclasses.replace(cfg.model, band_rms=calibrated_levels(G.to(device or "cpu")))
+    G.cpu().cfg = model
     return G, dataclasses.replace(cfg, model=model)
 
 
@@ -258,7 +259,7 @@ class Pretrainer:
     def export(self) -> Path:
         """``run_dir/export``: G with the latents' Gaussian folded in, its levels calibrated
         (:func:`exported_generator`)."""
-        G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight)
+        G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight, self.device)
         return ckpt.export_generator(self.run_dir / "export", cfg, G.state_dict(), self.step)
 
     def gaussian(self) -> LatentGaussian:
