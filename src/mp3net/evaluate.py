@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from mp3net.dsp import PsychoacousticModel, mdct, pooled_level_change, pooled_level_contrast, tonality
-from mp3net.dsp.spectral import audio_log_spectrogram, spectral_detail
+from mp3net.dsp.spectral import audio_log_spectrogram, mid_side, spectral_detail
 from mp3net.model import NoiseLayer
 
 
@@ -198,7 +198,7 @@ def window_features(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     tau = tonality(A).mean(0)  # [W, f]
     # stereo width from the MDCT (linear, so mid/side of amplitudes = MDCT of mid/side signals)
     if A.shape[0] >= 2:
-        mid, side = (A[0] + A[1]) / 2, (A[0] - A[1]) / 2
+        mid, side = mid_side(A[None, :2])[0]
         width = torch.log10((side**2).sum((-1, -2)) + _LOG_FLOOR) - torch.log10(
             (mid**2).sum((-1, -2)) + _LOG_FLOOR
         )
