@@ -69,6 +69,8 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
         assert (out / r).stat().st_size > 0, r
     assert any(r.startswith("generated/") for r in refs) and any(r.startswith("real/") for r in refs)
     assert "tonality.png" in refs
+    # the shipped model's section shows its card's training curves
+    assert "pretrained/curves.png" in refs
     # the demo's own recipe: band normalisation, its levels measured on the chorales and saved with the run
     assert "-o model.band_norm=true -o train.r1_gamma=100" in page
     run_cfg = json.loads((out / "run" / "config.json").read_text())

@@ -149,6 +149,7 @@ def render_chorales(
 
 
 DEFAULT_MINUTES = 8.0  # training budget: `make demo` (install, render, prepare, train, report) < 15 min
+CARD_CURVES = "curves.png"  # the shipped model's training curves, in its card
 DEFAULT_CHORALES = 60  # ≈ 35 min of music, rendered in about a minute
 # the demo's recipe on top of the tiny preset, before the user's -o: both networks in the data's level per
 # band (docs/networks.md#band-normalisation) with R1's γ for unit-scale input, the best of the recipes
@@ -378,9 +379,10 @@ def _pretrained_section(
         report = evaluate_clips(preal, list(fakes), psr)
     except MP3NetError as e:
         return demo_html.pretrained_error(e), [], []
-    card = gen.PRETRAINED_DIR / "tiny-chorales" / "tonality.png"
+    # the card's training curves (benchmarks/model_card.py writes them with the card)
+    card = gen.PRETRAINED_DIR / "tiny-chorales" / CARD_CURVES
     curve_image = None
     if card.exists():
-        shutil.copy(card, folder / "tonality.png")
-        curve_image = "pretrained/tonality.png"
+        shutil.copy(card, folder / CARD_CURVES)
+        curve_image = f"pretrained/{CARD_CURVES}"
     return demo_html.pretrained_section(tracks, report.rows(), curve_image), tracks, report.rows()

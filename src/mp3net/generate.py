@@ -21,7 +21,6 @@ is bit-for-bit the same on the same device and batch size whichever other seeds 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,109 +28,21 @@ from pathlib import Path
 import torch
 
 from mp3net import ops
-from mp3net.config import Config, ConfigError
+from mp3net.artifacts import (  # noqa: F401 - the loading API, re-exported: mp3net.generate.from_pretrained
+    PRETRAINED_DIR,
+    from_pretrained,
+    load_generator,
+    pretrained_names,
+    resolve_model_path,
+)
+from mp3net.config import Config
 from mp3net.dsp import imdct
 from mp3net.model import Generator
 from mp3net.model.generator import TILE_HALO
-from mp3net.train.checkpoint import load_export, load_latest
-from mp3net.utils import MP3NetError, first_line
+from mp3net.utils import MP3NetError
 
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-PRETRAINED_ALIASES = {"pretrained": "tiny-chorales"}
 
-
-# ---------------------------------------------------------------------------------------------------
-# loading
-
-
-def pretrained_names() -> list[str]:
-    """Names of the models shipped in the package (folders with a config.json)."""
-    if not PRETRAINED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists())
-
-
-def resolve_model_path(model: str | Path) -> Path:
-    """A path as given, or the folder of a shipped model named ``pretrained`` / ``tiny-chorales``."""
-    p = Path(model)
-    if p.exists():
-        return p
-    name = PRETRAINED_ALIASES.get(str(model), str(model))
-    if (PRETRAINED_DIR / name / "config.json").exists():
-        return PRETRAINED_DIR / name
-    known = ", ".join(["pretrained", *pretrained_names()])
-    raise MP3NetError(f"model {model} not found: give an export or run directory, or one of: {known}")
-
-
-def _weights_from_run(run: Path) -> tuple[Config, dict[str, torch.Tensor]]:
-    export = run / "export"
-    if (export / "model.safetensors").exists():
-        return load_export(export)
-
-    found = load_latest(run)
-    if found is None:
-        raise MP3NetError(f"{run} has neither an export/ folder nor a checkpoint to load a generator from")
-    state, path = found
-    try:
-        saved = state["config"]
-        cfg = Config.from_dict(saved if isinstance(saved, dict) else json.loads(saved))
-    except (KeyError, ConfigError, TypeError, ValueError) as e:
-        raise MP3NetError(f"{path} holds no usable config: {first_line(e)}") from None
-    weights = state.get("G_ema") or state.get("G")
-    if not weights:
-        raise MP3NetError(f"{path} holds no generator weights")
-    return cfg, weights
-
-
-def load_generator(model: str | Path, device: str | torch.device | None = None) -> tuple[Generator, Config]:
-    """Load a generator in eval mode.
-
-    Args:
-        model: an export folder (``config.json`` + ``model.safetensors``), that ``model.safetensors``
-            file, a run directory (its ``export/``, else the EMA generator of its newest checkpoint), or
-            the name of a shipped model (``pretrained``, ``tiny-chorales``).
-        device: where to put it (default CPU).
-    Returns:
-        ``(generator, config)``. Every problem is a one-line :class:`MP3NetError`.
-    """
-    path = resolve_model_path(model)
-    if path.is_file():
-        path = path.parent
-    if (
-        (path / "config.json").exists()
-        and not (path / "checkpoints").is_dir()
-        and not (path / "export").is_dir()
-    ):
-        cfg, weights = load_export(path)
-    elif (path / "export").is_dir() or (path / "checkpoints").is_dir():
-        cfg, weights = _weights_from_run(path)
-    elif (path / "model.safetensors").exists():
-        cfg, weights = load_export(path)  # reports the missing config.json
-    else:
-        raise MP3NetError(
-            f"{path} is neither an exported model (config.json + model.safetensors) nor a run directory"
-        )
-    try:
-        G = Generator(cfg.model)
-    except ConfigError as e:
-        raise MP3NetError(f"{path}: invalid model config: {e}") from None
-    try:
-        G.load_state_dict(weights)
-    except RuntimeError as e:
-        raise MP3NetError(f"{path}: weights do not match its config ({first_line(e)[:200]})") from None
-    if not all(torch.isfinite(p).all() for p in G.parameters()):
-        raise MP3NetError(f"{path}: weights contain NaN or Inf")
-    return G.to(device or "cpu").eval(), cfg
-
-
-def from_pretrained(model: str | Path = "pretrained", device: str | torch.device | None = None) -> Generator:
-    """The generator of an export/run directory or shipped model name; its config is ``G.cfg``."""
-    return load_generator(model, device)[0]
-
-
-# ---------------------------------------------------------------------------------------------------
-# latents
 
 
 def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None) -> torch.Tensor:

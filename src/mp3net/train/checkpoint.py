@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -25,12 +23,21 @@ from typing import Any
 
 import torch
 
+from mp3net.artifacts import (  # noqa: F401 - the reading side, re-exported for the writers' callers
+    CKPT_DIR,
+    EXPORT_DIR,
+    NoReadableCheckpoint,
+    _warn,
+    checkpoint_path,
+    export_step,
+    list_checkpoints,
+    load_checkpoint,
+    load_export,
+    load_latest,
+    source_config,
+)
 from mp3net.config import Config, ConfigError
 from mp3net.utils import MP3NetError, atomic_write, first_line, plain_permissions
-
-CKPT_DIR = "checkpoints"
-EXPORT_DIR = "export"
-_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
 class NonFiniteWeights(MP3NetError):
@@ -39,19 +46,6 @@ class NonFiniteWeights(MP3NetError):
 
 def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
-
-
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / CKPT_DIR / f"step-{step:08d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run, oldest first."""
-    d = Path(run_dir) / CKPT_DIR
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found)
 
 
 def remove_partial(run_dir: str | Path) -> int:
@@ -98,55 +92,6 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep_
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise MP3NetError(
-            f"cannot load checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}"
-        ) from None
-
-
-class NoReadableCheckpoint(MP3NetError):
-    """A run directory holds checkpoints but none of them can be read."""
-
-
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
-
-
-def load_latest(
-    run_dir: str | Path,
-    map_location: str | torch.device = "cpu",
-    warn: Callable[[str], None] | None = _warn,
-) -> tuple[dict[str, Any], Path] | None:
-    """The newest loadable checkpoint of a run, or None when the run has no checkpoint.
-
-    Unreadable ones (a torn file, a foreign one) are skipped for the previous one, with one ``warn``
-    line naming them when an older checkpoint is used. Raises :class:`NoReadableCheckpoint` (one line,
-    naming them) when there are checkpoints and none can be read: a caller never silently starts over.
-    """
-    found = list_checkpoints(run_dir)
-    bad: list[tuple[Path, str]] = []
-    for _, path in reversed(found):
-        try:
-            state = load_checkpoint(path, map_location)
-        except MP3NetError as e:
-            bad.append((path, str(e).split(": ", 1)[-1].split(". ")[0]))
-            continue
-        if bad and warn is not None:
-            names = ", ".join(p.name for p, _ in bad)
-            warn(f"{names} unreadable ({bad[0][1]}); using the older {path.name} instead")
-        return state, path
-    if bad:
-        names = ", ".join(p.name for p, _ in bad)
-        raise NoReadableCheckpoint(
-            f"no checkpoint of {Path(run_dir)} can be read ({names}: {bad[0][1]}); to start this run over, "
-            f"delete {Path(run_dir) / CKPT_DIR} or train into another --run directory"
-        )
-    return None
-
-
 # model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are, or
 # (D's pooled branch, G's oscillators added to a linear output) add weights of their own that start fresh
 FINE_TUNABLE = frozenset(
@@ -161,17 +106,6 @@ FINE_TUNABLE = frozenset(
         "bank_size",
     }
 )
-
-
-def source_config(source: str | Path) -> Config:
-    """The config of the run directory or export (or shipped model name) a fine-tuning run starts from."""
-    from mp3net.generate import resolve_model_path
-
-    path = resolve_model_path(source)
-    for candidate in (path / "config.json", path / "export" / "config.json"):
-        if candidate.exists():
-            return Config.load(candidate)
-    raise MP3NetError(f"--init-from {source}: no config.json there (not a run directory or an export)")
 
 
 def check_compatible(
@@ -231,43 +165,6 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def export_step(out_dir: str | Path) -> int | None:
-    """The step an export folder was written at (None when it is missing or unreadable)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(Path(out_dir) / "model.safetensors"), "pt") as f:
-            return int((f.metadata() or {})["step"])
-    except Exception:  # missing, torn or foreign: treated as out of date
-        return None
-
-
-def load_export(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
-    """Read an export folder (or its ``model.safetensors``): the config and the generator state dict.
-
-    Every problem (a missing file, an unreadable config, corrupt weights) is a one-line
-    :class:`MP3NetError`.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise MP3NetError(f"{folder} is not a complete exported model: {p.name} is missing")
-    try:
-        cfg = Config.load(cfg_path)
-    except ConfigError as e:
-        raise MP3NetError(f"{cfg_path}: {e}") from None
-    try:
-        weights = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise MP3NetError(f"{w_path} is corrupt or unreadable: {first_line(e)}") from None
-    return cfg, weights
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from mp3net import ops
+from mp3net.artifacts import resolve_model_path
 from mp3net.config import Config
 from mp3net.data import ClipDataset, CropSampler
 from mp3net.dsp import imdct, mdct, tonality
@@ -229,8 +230,6 @@ class Trainer:
     def _init_from(self, source: str | Path, with_optimizer: bool) -> None:
         """Fine-tuning: a new run starts from another run's latest checkpoint (G, G_ema, D and, with
         ``with_optimizer``, the optimisers) or from an exported generator (G only; D stays fresh)."""
-        from mp3net.generate import resolve_model_path
-
         path = resolve_model_path(source)
         if is_pretraining_run(path):
             # G from the latest pretraining checkpoint (what its export holds) and its table (anchors)
