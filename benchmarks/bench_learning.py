@@ -102,7 +102,7 @@ def train_cell(name: str, data: Path, run: Path, seconds: float, seed: int) -> N
     """Train one cell until ``seconds`` of this run's process CPU time (across restarts) are spent."""
     import torch
 
-    from mp3net.train.loop import Trainer
+    from mp3net.train.gan import Trainer
 
     torch.set_num_threads(1)
     account = run / "cpu_seconds.json"

@@ -62,7 +62,7 @@ def _child(args: argparse.Namespace) -> None:
     import torch
 
     from mp3net import preset
-    from mp3net.train.loop import Trainer
+    from mp3net.train.gan import Trainer
     from mp3net.train.losses import gradient_penalty
 
     name, batch, steps = args.child, args.batch, args.steps

@@ -182,7 +182,7 @@ def _log(msg: str, quiet: bool) -> None:
 def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool):
     """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step); the
     progress bar shows the time budget."""
-    from mp3net.train.loop import train
+    from mp3net.train.gan import train
 
     return train(cfg, data, run, steps=max_steps or cfg.train.max_steps, progress=progress, seconds=seconds)
 

@@ -597,6 +597,17 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def headline_text(head: dict[str, float]) -> str:
+    """One line of :meth:`EvalReport.headline`'s figures, fakes against reals, as training prints them."""
+    return (
+        f"FD {head['fd']:.0f}, tonality {head['tonality_fake']:.1%} (reals {head['tonality_real']:.1%}), "
+        f"Bark-band error {head['bark_err_mean_db']:.1f} / {head['bark_err_max_db']:.1f} dB, onset contrast "
+        f"{head['onset_contrast_fake']:.1f} (reals {head['onset_contrast_real']:.1f}), valley depth "
+        f"{head['valley_db_fake']:.1f} dB (reals {head['valley_db_real']:.1f}), partial spread "
+        f"{head['partial_spread_fake']:.1f} dB (reals {head['partial_spread_real']:.1f})"
+    )
+
+
 def evaluate_clips(
     real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor], sample_rate: int
 ) -> EvalReport:

@@ -44,7 +44,6 @@ from mp3net.utils import MP3NetError
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
 
 
-
 def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None) -> torch.Tensor:
     """``[n, dim]`` standard-normal anchors of one seed (the first is the seed's one-clip latent).
 

@@ -10,7 +10,7 @@ from conftest import fast_config
 
 from mp3net.dsp import mdct
 from mp3net.train.anchors import ANCHORS_FILE, AnchorTable, from_pretraining
-from mp3net.train.loop import Trainer
+from mp3net.train.gan import Trainer
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.train.pretrain import Pretrainer
 from mp3net.utils import MP3NetError

@@ -17,7 +17,7 @@ from mp3net.data import prepare
 from mp3net.dsp import mdct
 from mp3net.model import Generator
 from mp3net.train.band_levels import LEVEL_FLOOR, band_levels, calibrated_levels
-from mp3net.train.loop import Trainer, train
+from mp3net.train.gan import Trainer, train
 
 SR, K = 11008, 64
 

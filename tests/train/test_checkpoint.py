@@ -15,14 +15,14 @@ from conftest import FAST, fast_config
 
 from mp3net import preset
 from mp3net.train import checkpoint as ckpt
-from mp3net.train.loop import train
+from mp3net.train.gan import train
 from mp3net.utils import MP3NetError
 
 # a training process whose second checkpoint write (step 4) stops half way, as if the machine died there
 HANGING_WRITER = """
 import io, sys, time, torch
 from mp3net import preset
-from mp3net.train.loop import train
+from mp3net.train.gan import train
 
 real_save = torch.save
 def save(obj, path):

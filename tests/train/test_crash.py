@@ -21,7 +21,7 @@ import torch
 from conftest import FAST, fast_config
 
 from mp3net.train import checkpoint as ckpt
-from mp3net.train.loop import train
+from mp3net.train.gan import train
 
 CKPT_EVERY, TOTAL = 4, 22
 SETTINGS = [*FAST, "train.log_every=1", f"train.ckpt_every={CKPT_EVERY}", "train.ckpt_minutes=0"]

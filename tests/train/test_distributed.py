@@ -19,7 +19,7 @@ WORKER = """
 import hashlib, json, os, sys
 import torch
 from mp3net import preset
-from mp3net.train.loop import train
+from mp3net.train.gan import train
 
 data, run, out = sys.argv[1:4]
 cfg = preset("tiny").override(sys.argv[4:])

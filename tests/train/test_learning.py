@@ -11,7 +11,7 @@ from conftest import fast_config
 
 from mp3net.data import prepare
 from mp3net.dsp import tonality
-from mp3net.train.loop import Trainer
+from mp3net.train.gan import Trainer
 
 
 @pytest.mark.slow

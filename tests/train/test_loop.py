@@ -12,7 +12,7 @@ from conftest import fast_config
 from mp3net.config import Config
 from mp3net.model import Generator
 from mp3net.train import checkpoint as ckpt
-from mp3net.train.loop import Trainer, train
+from mp3net.train.gan import Trainer, train
 from mp3net.utils import MP3NetError
 
 

@@ -14,7 +14,7 @@ from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 from mp3net.generate import load_generator
 from mp3net.train.band_levels import CALIBRATION_CLIPS
-from mp3net.train.loop import Trainer
+from mp3net.train.gan import Trainer
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_features, pca_latents
 

@@ -59,8 +59,6 @@ def describe(cfg: Config) -> dict:
             x = G(z)
         with FlopCounterMode(display=False) as d_flops:
             D(x)
-            if D.spectral is not None:  # its convolutions (the transforms before them are not counted)
-                D.spectral.score_view(torch.empty(1, *D.spectral.view_shape(m)))
     return {
         "config": cfg.to_dict(),
         "clip_frames": m.n_frames,

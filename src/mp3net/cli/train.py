@@ -106,7 +106,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mp3net.train.loop import RUN_INFO, train
+    from mp3net.train.gan import RUN_INFO, train
 
     if args.steps is not None and args.steps < 1:
         raise MP3NetError(f"--steps must be a positive number of D iterations, got {args.steps}")

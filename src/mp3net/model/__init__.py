@@ -12,9 +12,7 @@ from mp3net.model.discriminator import (
     minibatch_stddev,
 )
 from mp3net.model.generator import TILE_HALO, Generator, GeneratorBlock
-from mp3net.model.layers import set_grad_checkpoint
 from mp3net.model.noise import NoiseLayer
-from mp3net.model.spectral import SpectralDiscriminator
 
 __all__ = [
     "Generator",
@@ -25,7 +23,5 @@ __all__ = [
     "Activations",
     "minibatch_stddev",
     "NoiseLayer",
-    "SpectralDiscriminator",
     "TILE_HALO",
-    "set_grad_checkpoint",
 ]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
-from mp3net.config import POOLED_DOWNSAMPLES, ModelConfig
+from mp3net.config import ModelConfig
 from mp3net.model.layers import (
     Block,
     Conv1,
@@ -24,11 +24,6 @@ from mp3net.model.layers import (
     minibatch_stddev,
     unit_scale,
 )
-from mp3net.model.spectral import SpectralDiscriminator
-
-# ε of D's input compression, in D's unit scale: bounds its slope at 0 (p·ε^(p−1)) and sits far below any
-# audible amplitude (a unit-scale 1e-3 is −102 dB at the tiny preset's gain of 64)
-COMPRESS_EPS = 1e-3
 
 
 class BlockActivations(NamedTuple):
@@ -112,49 +107,9 @@ class DiscriminatorBlock(Block):
         return self.conv.adjoint(g_y)
 
 
-def pooled_rms(u: torch.Tensor, frames: int) -> torch.Tensor:
-    """``[B, C, M, K]`` → ``[B, C, M/frames, K]``: the rms of each band over consecutive groups of ``frames``
-    frames. A steady tone's MDCT coefficients change sign and size from frame to frame with its phase; their
-    rms over a few frames does not."""
-    b, c, m, k = u.shape
-    return torch.sqrt(u.square().reshape(b, c, m // frames, frames, k).mean(3) + 1e-8)
-
-
-def pooled_view(u: torch.Tensor, frames: int) -> torch.Tensor:
-    """``[B, C, M, K]`` → ``[B, 2C, M/frames, K]``: :func:`pooled_rms` v, and |v[t] − v[t − 1]| (zero at the
-    first step), how much each band changed since the step before: small while a chord is held, large in
-    every band at once where it changes."""
-    v = pooled_rms(u, frames)
-    change = F.pad((v[:, :, 1:] - v[:, :, :-1]).abs(), (0, 0, 1, 0))
-    return torch.cat([v, change], dim=1)
-
-
-class PooledBranch(nn.Module):
-    """D's second view (docs/networks.md#pooled-branch): D's input u ``[B, C, M, K]`` → :func:`pooled_view`
-    over ``frames`` → a 3×3 conv, then ``POOLED_DOWNSAMPLES`` stride-(2, 2) convs (its receptive field spans
-    the whole pooled grid of the smallest allowed size) → mean over time and bands → score ``[B, 1]``.
-
-    Its score layer starts at zero, so a trained D that gains the branch scores as before until it learns."""
-
-    def __init__(self, channels: int, width: int, frames: int, slope: float = 0.2) -> None:
-        super().__init__()
-        self.frames = frames
-        layers: list[nn.Module] = [Conv3(2 * channels, width), LeakyReLU(slope)]
-        for _ in range(POOLED_DOWNSAMPLES):
-            layers += [Conv3(width, width, stride=(2, 2)), LeakyReLU(slope)]
-        self.body = nn.Sequential(*layers)
-        self.score = nn.Linear(width, 1)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        h = self.body(pooled_view(u, self.frames))  # [B, width, M/(16·frames), K/16]
-        return self.score(h.mean(dim=(2, 3)))
-
-
 class Discriminator(nn.Module):
-    """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D).
-
-    With ``model.d_spectral_channels``, ``spectral`` is a second discriminator with its own score and loss
-    (:class:`SpectralDiscriminator`); ``forward`` and the penalty chain are the MDCT view's alone."""
+    """Noised MDCT amplitudes ``[B, C, M, K]`` → score ``[B, 1]``, float32 (float64 for a float64 D):
+    ``forward`` reads as :meth:`features` → :meth:`head`."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -171,16 +126,7 @@ class Discriminator(nn.Module):
         ch = cfg.dense_channels
         self.dense = nn.Linear((ch + 1) * cfg.start_frames * cfg.start_bands, cfg.d_dense)
         self.score = nn.Linear(cfg.d_dense, 1)
-        self.pooled = (
-            PooledBranch(cfg.channels, cfg.d_pooled_channels, cfg.d_pooled_frames, cfg.leaky_slope)
-            if cfg.d_pooled_channels
-            else None
-        )
         init_weights(self)
-        if self.pooled is not None:
-            nn.init.zeros_(self.pooled.score.weight)
-        # built after the MDCT view is initialised, so that view's weights do not depend on it
-        self.spectral = SpectralDiscriminator(cfg) if cfg.d_spectral_channels else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, M, K]`` → ``[B, ch, M/4^n, K/2^n]`` (before the minibatch-stddev layer), in the layout of
@@ -202,20 +148,10 @@ class Discriminator(nn.Module):
         return x, Activations(first, tuple(blocks))
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Amplitudes ``[B, C, M, K]`` → D's input u: scaled by ``model.amplitude_gain``, then compressed by
-        ``model.d_compress`` (docs/networks.md#input-compression); gain 1 and power 1 leave ``x`` as it is."""
-        unit, p = unit_scale(self.cfg, x.device), self.cfg.d_compress
-        u = x if isinstance(unit, float) and unit == 1 else x * unit
-        if p == 1:
-            return u
-        return torch.sign(u) * ((u.abs() + COMPRESS_EPS) ** p - COMPRESS_EPS**p)
-
-    def _unit_slope(self, x: torch.Tensor) -> torch.Tensor | float:
-        """∂u/∂x of :meth:`_unit`: elementwise ``[B, C, M, K]``, or the unit ``[K]`` / ``[1]`` if linear."""
-        unit, p = unit_scale(self.cfg, x.device), self.cfg.d_compress
-        if p == 1:
-            return unit
-        return (unit * p) * (x.abs() * unit + COMPRESS_EPS) ** (p - 1)
+        """Amplitudes ``[B, C, M, K]`` → D's input u: divided by the data's level per band with band
+        normalisation (docs/networks.md#band-normalisation), else as they are (the paper)."""
+        unit = unit_scale(self.cfg, x.device)
+        return x if isinstance(unit, float) and unit == 1 else x * unit
 
     @property
     def d_blocks(self) -> list[DiscriminatorBlock]:
@@ -230,10 +166,7 @@ class Discriminator(nn.Module):
         return score if score.dtype == torch.float64 else score.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        score = self.head(self.features(x))
-        if self.pooled is None:
-            return score
-        return score + self.pooled(self._unit(x)).to(score.dtype)
+        return self.head(self.features(x))
 
     def input_gradient(self, x: torch.Tensor, wrt_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and ∂ΣD/∂x for the gradient penalty, the gradient differentiable in D's weights; with
@@ -266,15 +199,8 @@ class Discriminator(nn.Module):
         for block, block_acts in zip(reversed(self.d_blocks), reversed(acts.blocks), strict=True):
             g = block.adjoint(g, block_acts)
         g = self.from_in.adjoint(self.act.adjoint(g, acts.input))  # ∂ΣD/∂u
-        if self.pooled is not None:  # a small branch: its part of ∂ΣD/∂u by autograd
-            with torch.enable_grad():
-                u = self._unit(x.detach()).requires_grad_(True)
-                pooled = self.pooled(u)
-                (g_pooled,) = torch.autograd.grad(pooled.sum(), u, create_graph=graph)
-            score = score + pooled.to(score.dtype)
-            g = g + g_pooled
         if not wrt_input:
-            g = g * self._unit_slope(x.detach())  # x is data: a constant factor
+            g = g * unit_scale(self.cfg, x.device)  # u is linear in x
         return score.detach(), g
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

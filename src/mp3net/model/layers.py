@@ -26,12 +26,12 @@ from mp3net.config import ModelConfig
 
 
 def unit_scale(cfg: ModelConfig, device: torch.device | None = None) -> float | torch.Tensor:
-    """How many of the networks' units an amplitude of 1 is: ``model.amplitude_gain``, or with
-    ``model.band_norm`` ``[K]`` = 1 / the data's rms per band (docs/networks.md#band-normalisation). D
-    multiplies its input by it, G divides its pre-tanh output by it. Read from ``cfg`` at each call, so
-    the config stays the one place it is set."""
+    """How many of the networks' units an amplitude of 1 is: 1 (the paper), or with ``model.band_norm``
+    ``[K]`` = 1 / the data's rms per band (docs/networks.md#band-normalisation). D multiplies its input by
+    it, G divides its pre-tanh output by it. Read from ``cfg`` at each call, so the config stays the one
+    place it is set."""
     if not cfg.band_norm:
-        return float(cfg.amplitude_gain)
+        return 1.0
     if not cfg.band_rms:
         raise ValueError(
             "model.band_norm needs model.band_rms, the data's rms per band (training fills it in)"
@@ -147,30 +147,13 @@ class LeakyReLU(nn.Module):
 
 
 class Block(nn.Module):
-    """A network block whose activations can be recomputed in the backward pass instead of stored:
-    set ``block.grad_checkpoint = True`` (:func:`set_grad_checkpoint`). Non-reentrant checkpointing, so
-    the gradient penalty's double backward still works. Subclasses define :meth:`body`."""
-
-    grad_checkpoint: bool = False
+    """A network block: subclasses define :meth:`body`, the block's layers one per line."""
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpoint and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(self.body, x, use_reentrant=False)
         return self.body(x)
-
-
-def set_grad_checkpoint(module: nn.Module, on: bool) -> int:
-    """Switch activation checkpointing on or off for every :class:`Block` below ``module`` (G's and D's
-    blocks; D's input-gradient recording pass is never checkpointed). Returns the number of blocks."""
-    blocks = [m for m in module.modules() if isinstance(m, Block)]
-    for b in blocks:
-        b.grad_checkpoint = bool(on)
-    return len(blocks)
 
 
 def mbstd_group_size(batch: int, group_size: int) -> int:
@@ -202,19 +185,6 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
         g = b // std.shape[0]
         feat = std.mean(dim=(1, 2, 3)).to(x.dtype).repeat(g).view(b, 1, 1, 1).expand(b, 1, m, k)
     return torch.cat([x, feat], dim=1)
-
-
-def minibatch_spread(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """:func:`minibatch_stddev` kept per position: the group's standard deviation of every element averaged
-    over the channels only, appended as one extra channel ``[B, C + 1, M, K]`` (0 for groups of one). Where
-    every sample of a batch draws the same thing (a partial at the same frequency) it is near 0 there.
-    """
-    b, c, m, k = x.shape
-    std = _group_std(x, group_size)
-    if std is None:
-        return torch.cat([x, x.new_zeros(b, 1, m, k)], dim=1)
-    g = b // std.shape[0]
-    return torch.cat([x, std.mean(dim=1, keepdim=True).to(x.dtype).repeat(g, 1, 1, 1)], dim=1)
 
 
 def _group_std(x: torch.Tensor, group_size: int) -> torch.Tensor | None:

@@ -18,7 +18,6 @@ How a training loop uses this layer (no device branches of its own):
 
 * ``amp = resolve_amp(cfg.train.amp, device)``, then ``torch.autocast(device.type, torch.bfloat16)``
   around forwards when ``amp``;
-* ``mp3net.model.set_grad_checkpoint(G, on)`` and ``(D, on)`` for activation checkpointing;
 * fakes for the D step: ``G.generate(z)`` (no autograd; the device plan's layout and time tiles; under
   the loop's autocast), the G step's fakes ``G(z)``; D converts its input to the plan's layout itself
   (``D.features``), so no ``.contiguous(memory_format=...)`` is needed. The plan is

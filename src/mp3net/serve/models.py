@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mp3net import artifacts
 from mp3net import generate as gen
 from mp3net.model import Generator
 from mp3net.utils import MP3NetError, first_line
@@ -127,7 +128,7 @@ class ModelSlot:
 
     def __init__(self, source: str, id: str, device: str) -> None:
         self.source, self.id, self.device = source, id, device
-        self.path: Path | None = None if source in gen.PRETRAINED_ALIASES else Path(source)
+        self.path: Path | None = None if source in artifacts.PRETRAINED_ALIASES else Path(source)
         if self.path is not None and not self.path.exists():
             self.path = None  # a shipped model's name
         self.watched = self.path is not None

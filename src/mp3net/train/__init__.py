@@ -1,5 +1,6 @@
-"""Training: WGAN-GP losses (:mod:`.losses`), the loop (:mod:`.loop`), checkpoints and export
-(:mod:`.checkpoint`) and run logging (:mod:`.logging`)."""
+"""Training: the GAN trainer (:mod:`.gan`) and autoencoder pretraining (:mod:`.pretrain`) on one run loop
+(:mod:`.solver`), the GAN objective (:mod:`.losses`), fine-tuning (:mod:`.finetune`), checkpoints and the
+export (:mod:`.checkpoint`) and run logging (:mod:`.logging`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ __all__ = ["Trainer", "train"]
 def __getattr__(name: str) -> Any:
     # lazy, so that `mp3net.train.losses` does not pull in the data and logging stack
     if name in __all__:
-        from mp3net.train import loop
+        from mp3net.train import gan
 
-        return getattr(loop, name)
+        return getattr(gan, name)
     raise AttributeError(name)

@@ -92,22 +92,6 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep_
     return path
 
 
-# model fields a fine-tuning run may change: they leave every weight's shape and meaning as they are, or
-# (D's pooled branch, G's oscillators added to a linear output) add weights of their own that start fresh
-FINE_TUNABLE = frozenset(
-    {
-        "d_compress",
-        "d_pooled_channels",
-        "d_pooled_frames",
-        "d_spectral_channels",
-        "d_spectral_fft",
-        "d_spectral_spread",
-        "output",
-        "bank_size",
-    }
-)
-
-
 def check_compatible(
     saved: dict[str, Any], cfg: Config, where: str | Path, may_differ: frozenset[str] = frozenset()
 ) -> None:

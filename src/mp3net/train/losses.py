@@ -1,4 +1,4 @@
-"""GAN objectives (docs/training.md#recipes): the paper's WGAN-GP with drift, and two zero-centred recipes.
+"""GAN objectives (docs/training.md#recipes) and the pretraining distance.
 
 With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softplus(t) = log(1 + eᵗ):
 
@@ -7,43 +7,28 @@ With x~ the tensors after the psychoacoustic noise layer (paper §3.2) and softp
   G: −mean D(fake~).
 - ``"ns-r1"`` (non-saturating, StyleGAN2): D: softplus(D(fake~)) + softplus(−D(real~)) + γ/2·‖∇D(real~)‖²;
   G: softplus(−D(fake~)).
-- ``"rpgan-r1r2"`` (relativistic pairing, R3GAN): D: softplus(D(fake~) − D(real~)) + γ/2·(‖∇D(real~)‖² +
-  ‖∇D(fake~)‖²); G: softplus(D(real~) − D(fake~)).
 
 The penalties are taken on the noised inputs, the ones D sees, with ∇ with respect to D's input u (x~ in D's
-unit scale x~·``model.amplitude_gain``, compressed by ``model.d_compress``; docs/networks.md#amplitude-gain),
-so λ and γ mean the same at any gain.
-With ``model.d_spectral_channels``, D's spectral view S (docs/networks.md#spectral-discriminator) is a second
-discriminator with the recipe's adversarial terms on its own scores (:func:`spectral_d_loss`,
-:func:`spectral_g_loss`) and R1 on its own input, the log spectrogram v of the noised reals
-(:func:`spectral_r1`): γ_s/2·‖∇_v S‖², every step or lazily with the MDCT view's penalty.
-
-Optionally G's loss adds w·W₁ of the pooled level changes (:func:`change_matching`,
-docs/training.md#change-matching) and of the pooled level contrasts (:func:`contrast_matching`,
-docs/training.md#contrast-matching), W₁ of the partials' changes between segments of a clip
-(:func:`partial_change_matching`, docs/training.md#partial-change-matching), and mode seeking
-(:func:`mode_seeking`, docs/training.md#mode-seeking).
+unit scale: divided by the data's level per band with band normalisation; docs/networks.md), so λ and γ
+mean the same at any level. :class:`GANLoss` runs them in phases, as StyleGAN2-ADA's ``loss.py`` does.
 
 Stats are detached 0-d tensors (no device sync); call ``.item()`` when logging.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mp3net.dsp import pooled_level_change, pooled_level_contrast
-from mp3net.dsp.spectral import (
-    log_envelope,
-    log_power,
-    log_spectrogram,
-    mid_side,
-    partial_changes,
-    power_spectrogram,
-    spectral_detail,
-)
-from mp3net.model import Discriminator, SpectralDiscriminator
+from mp3net.config import TrainConfig
+from mp3net.dsp.spectral import log_envelope, log_power, mid_side, power_spectrogram
+from mp3net.model import Discriminator, NoiseLayer
+from mp3net.train.augment import augment
 
 
 def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
@@ -97,36 +82,27 @@ def penalty(
     r1_gamma: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The recipe's weighted regulariser of D on the noised ``real``/``fake`` ``[B, C, M, K]``:
-    λ·GP, γ/2·R1, or γ/2·(R1 + R2). Returns (term, stats with ``gp`` or ``r1``/``r2`` un-weighted)."""
+    """The recipe's weighted regulariser of D on the noised ``real``/``fake`` ``[B, C, M, K]``: λ·GP or
+    γ/2·R1. Returns (term, stats with ``gp`` or ``r1`` un-weighted)."""
     if loss == "wgan-gp":
         gp = gradient_penalty(D, real, fake, generator=generator) if gp_lambda else real.new_zeros(())
         return gp_lambda * gp, {"gp": gp.detach()}
     r1 = r1_penalty(D, real)
-    if loss == "ns-r1":
-        return 0.5 * r1_gamma * r1, {"r1": r1.detach()}
-    r2 = r1_penalty(D, fake)
-    return 0.5 * r1_gamma * (r1 + r2), {"r1": r1.detach(), "r2": r2.detach()}
+    return 0.5 * r1_gamma * r1, {"r1": r1.detach()}
 
 
 def adversarial_d(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor, drift: float = 0.1) -> torch.Tensor:
     """D's adversarial term from scores ``[B, 1]`` (drift only in WGAN-GP)."""
     if loss == "wgan-gp":
         return d_fake.mean() - d_real.mean() + drift * d_real.square().mean()
-    if loss == "ns-r1":
-        return F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-    return F.softplus(d_fake - d_real).mean()
+    return F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
 
 
-def adversarial_g(loss: str, d_fake: torch.Tensor, d_real: torch.Tensor | None = None) -> torch.Tensor:
-    """G's adversarial term from scores ``[B, 1]``; the relativistic loss also needs the reals' scores."""
+def adversarial_g(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
+    """G's adversarial term from scores ``[B, 1]``."""
     if loss == "wgan-gp":
         return -d_fake.mean()
-    if loss == "ns-r1":
-        return F.softplus(-d_fake).mean()
-    if d_real is None:
-        raise ValueError("the relativistic loss needs the reals' scores")
-    return F.softplus(d_real.detach() - d_fake).mean()
+    return F.softplus(-d_fake).mean()
 
 
 def d_loss(
@@ -150,7 +126,7 @@ def d_loss(
 
     Returns:
         (loss, stats) with ``d_loss``, ``d_real``, ``d_fake`` (mean scores), ``w_distance`` (their
-        difference), ``drift`` (mean D(real~)²) and the penalty's stats (``gp`` or ``r1``/``r2``).
+        difference), ``drift`` (mean D(real~)²) and the penalty's stats (``gp`` or ``r1``).
     """
 
     def backprop(term: torch.Tensor) -> torch.Tensor:
@@ -179,191 +155,15 @@ def d_loss(
     return total, stats
 
 
-def g_loss(
-    D: nn.Module, fake_noised: torch.Tensor, loss: str = "wgan-gp", real_noised: torch.Tensor | None = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """G's loss; gradients flow through D (its parameters are not stepped) into G. The relativistic loss
-    scores ``real_noised`` too (no gradient).
+def g_loss(D: nn.Module, fake_noised: torch.Tensor, loss: str = "wgan-gp") -> tuple[torch.Tensor, dict]:
+    """G's loss; gradients flow through D (its parameters are not stepped) into G.
 
     Returns:
         (loss, stats) with stats ``g_loss`` and ``d_fake``.
     """
     d_fake = D(fake_noised)
-    d_real = None
-    if loss == "rpgan-r1r2":
-        with torch.no_grad():
-            d_real = D(real_noised)
-    out = adversarial_g(loss, d_fake, d_real)
+    out = adversarial_g(loss, d_fake)
     return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}
-
-
-def spectral_r1(spec: SpectralDiscriminator, x: torch.Tensor) -> torch.Tensor:
-    """R1 of D's spectral view at noised amplitudes ``x`` ``[B, C, M, K]`` (detached): mean over the batch of
-    ‖∇S‖², ∇ with respect to its input (:meth:`SpectralDiscriminator.view`), differentiable in its weights."""
-    with torch.no_grad():
-        v = spec.view(x.detach())
-    v.requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(spec.score_view(v).sum(), v, create_graph=True)
-    return _sq_norms(grad).mean()
-
-
-def spectral_penalty(
-    spec: SpectralDiscriminator,
-    real_noised: torch.Tensor,
-    fake_noised: torch.Tensor,
-    loss: str,
-    r1_gamma: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The spectral view's weighted zero-centred penalty, as :func:`penalty`: γ/2·R1 on the noised reals,
-    γ/2·(R1 + R2) with the relativistic recipe (both ``[B, C, M, K]``, detached). Returns (term, stats with
-    ``spectral_r1``, the un-weighted sum)."""
-    r1 = spectral_r1(spec, real_noised)
-    if loss == "rpgan-r1r2":
-        r1 = r1 + spectral_r1(spec, fake_noised)
-    return 0.5 * r1_gamma * r1, {"spectral_r1": r1.detach()}
-
-
-def spectral_d_loss(
-    spec: SpectralDiscriminator,
-    real_noised: torch.Tensor,
-    fake_noised: torch.Tensor,
-    loss: str,
-    r1_gamma: float,
-    reg_scale: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The spectral view's D loss on noised ``[B, C, M, K]`` reals and (detached) fakes: the recipe's
-    adversarial term plus ``reg_scale`` × :func:`spectral_penalty` (0 skips it: lazy regularisation).
-    Returns (loss, stats ``spectral_real``, ``spectral_fake`` and, when taken, ``spectral_r1``)."""
-    s_real, s_fake = spec(real_noised), spec(fake_noised.detach())
-    total = adversarial_d(loss, s_real, s_fake)
-    stats = {"spectral_real": s_real.mean().detach(), "spectral_fake": s_fake.mean().detach()}
-    if reg_scale:
-        reg, reg_stats = spectral_penalty(spec, real_noised, fake_noised, loss, r1_gamma)
-        total = total + reg_scale * reg
-        stats.update(reg_stats)
-    return total, stats
-
-
-def spectral_g_loss(
-    spec: SpectralDiscriminator, fake_noised: torch.Tensor, loss: str, real_noised: torch.Tensor | None = None
-) -> torch.Tensor:
-    """G's adversarial term against the spectral view (its parameters are not stepped)."""
-    s_real = None
-    if loss == "rpgan-r1r2":
-        with torch.no_grad():
-            s_real = spec(real_noised)
-    return adversarial_g(loss, spec(fake_noised), s_real)
-
-
-CHANGE_STEP_SECONDS = 8 * 64 / 11008  # ≈ 46 ms: evaluate's spectral-change step at the tiny preset's rate
-CHANGE_FLOOR_DB = 60.0
-
-
-def _w1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1-D Wasserstein distance of two equally many samples (any shape): mean |sorted a − sorted b|."""
-    return (a.flatten().sort().values - b.flatten().sort().values).abs().mean()
-
-
-def change_matching(
-    fake: torch.Tensor,
-    real: torch.Tensor,
-    pool: int,
-    lags: tuple[int, ...] = (1,),
-    floor_db: float = CHANGE_FLOOR_DB,
-) -> torch.Tensor:
-    """How far fakes' spectral motion is from the reals' (dB): at each lag, the 1-D Wasserstein distance
-    between the batches' pooled level changes per bin (steady partials: most bins still most of the time)
-    plus that between their means over the bins per step (onsets: many bins moving at the same step).
-
-    Args:
-        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
-        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
-        pool: frames per step of :func:`mp3net.dsp.pooled_level_change`.
-        lags: the steps apart compared; more than lag 1 tells a held change from a click.
-    """
-    Ef, Er = fake.float().square().mean(1), real.float().square().mean(1).detach()  # [B, M, K]
-    total = fake.new_zeros((), dtype=torch.float32)
-    for lag in lags:
-        cf = pooled_level_change(Ef, pool, floor_db, lag)  # [B, M / pool - lag, K]
-        cr = pooled_level_change(Er, pool, floor_db, lag)
-        total = total + _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
-    return total
-
-
-def contrast_matching(
-    fake: torch.Tensor,
-    real: torch.Tensor,
-    pool: int,
-    width: int = 2,
-    floor_db: float = CHANGE_FLOOR_DB,
-) -> torch.Tensor:
-    """How far the depth of fakes' valleys between sustained partials is from the reals' (dB): the 1-D
-    Wasserstein distance between the batches' pooled level contrasts per bin
-    (:func:`mp3net.dsp.pooled_level_contrast`: 0 on a held peak, deep between held partials, shallow in
-    noise or where peaks flicker) plus that between their means over the bins per step.
-
-    Args:
-        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
-        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
-        pool: frames per step, as change matching's.
-        width: bins on each side of a peak.
-    """
-    Ef, Er = fake.float().square().mean(1), real.float().square().mean(1).detach()  # [B, M, K]
-    cf = pooled_level_contrast(Ef, pool, floor_db, width)  # [B, M / pool, K]
-    cr = pooled_level_contrast(Er, pool, floor_db, width)
-    return _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
-
-
-def partial_change_matching(
-    fake: torch.Tensor, real: torch.Tensor, n_fft: int, frames: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far the way fakes' partials change along a clip is from the reals' (dB;
-    docs/training.md#partial-change-matching): the 1-D Wasserstein distance between the batches'
-    :func:`~mp3net.dsp.spectral.partial_changes` per bin (a chord change: a few lines move by tens of dB)
-    plus that between their means over the bins per segment boundary.
-
-    Args:
-        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
-        real: reals ``[B, C, M, K]`` in the same scale (no gradient needed).
-        n_fft: the long window (``model.d_spectral_fft``); frames: its frames per segment.
-    Returns:
-        (loss, the fakes' mean change in dB, detached).
-    """
-    cf = partial_changes(log_spectrogram(fake.float(), n_fft).mean(1), frames)  # [B, S - 1, F]
-    with torch.no_grad():
-        cr = partial_changes(log_spectrogram(real.float(), n_fft).mean(1), frames)
-    loss = _w1(cf, cr) + _w1(cf.mean(-1), cr.mean(-1))
-    return loss, cf.detach().mean()
-
-
-# keeps the mode-seeking ratio's inverse finite when two fakes coincide (MSGAN's ε)
-MODE_SEEKING_EPS = 1e-5
-
-
-def mode_seeking(fake: torch.Tensor, z: torch.Tensor, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mode seeking (Mao et al. 2019, MSGAN) on the long-window spectrum (docs/training.md#mode-seeking).
-
-    The batch's first half is paired with its second half; per pair, the mean absolute difference of the
-    two fakes' :func:`~mp3net.dsp.spectral.spectral_detail` (of the time-averaged log spectrogram,
-    channels averaged) over that of their latents. The loss is 1 / (mean ratio + ε): large
-    when different latents give the same partials, such as a comb drawn whatever the latent (a difference
-    of level or envelope alone does not count).
-
-    Args:
-        fake: G's amplitudes ``[B, C, M, K]`` (gradient flows), B ≥ 2.
-        z: their latents ``[B, latent]``.
-    Returns:
-        (loss, the mean ratio, detached).
-    """
-    h = fake.shape[0] // 2
-    if h < 1:
-        raise ValueError("mode seeking needs a batch of at least 2 fakes")
-    spectrum = spectral_detail(log_spectrogram(fake.float(), n_fft).mean(dim=(1, 2)))  # [B, F]
-    d_spec = (spectrum[:h] - spectrum[h : 2 * h]).abs().mean(1)
-    d_z = (z[:h] - z[h : 2 * h]).float().abs().mean(1)
-    ratio = (d_spec / d_z).mean()
-    return 1.0 / (ratio + MODE_SEEKING_EPS), ratio.detach()
 
 
 def spectral_reconstruction(
@@ -408,3 +208,68 @@ def spectral_reconstruction(
         if envelope > 0:
             total = total + envelope * (log_envelope(power) - log_envelope(target)).abs().mean()
     return total / len(ffts)
+
+
+class GANLoss:
+    """The GAN objective in phases (StyleGAN2-ADA's ``loss.py``): :meth:`d_main` (D's adversarial term,
+    with the penalty joined to it when it is not lazy), :meth:`d_reg` (the penalty alone, every
+    ``reg_every`` D steps scaled by the interval: lazy regularisation) and :meth:`g_main` (G's adversarial
+    term through a frozen D). It owns what D sees: the augmentation, then the psychoacoustic noise layer
+    (paper §3.2), drawn from the trainer's random stream. Each phase backpropagates its own term, so one
+    graph is alive at a time; each returns its detached stats.
+
+    Args:
+        cfg: the ``train`` section (loss, gp_lambda, drift, r1_gamma, reg_every, augment).
+        noise: the noise layer.
+        generator: the random stream of noise, augmentation and the penalty's interpolation.
+        autocast: a context factory for the networks' forward passes (bf16 or nothing).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        noise: NoiseLayer,
+        generator: torch.Generator,
+        autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
+        self.cfg, self.noise, self.generator, self.autocast = cfg, noise, generator, autocast
+
+    @property
+    def lazy(self) -> bool:
+        return self.cfg.reg_every > 1
+
+    def regularise_now(self, d_step: int) -> bool:
+        """Whether D step ``d_step`` (from 0) carries the lazy penalty."""
+        return self.lazy and d_step % self.cfg.reg_every == 0
+
+    def to_d(self, amplitudes: torch.Tensor) -> torch.Tensor:
+        """What D sees of amplitudes ``[B, C, M, K]``: augmented (``train.augment``), then noised, the
+        masking threshold in-graph so that G's gradient flows through it."""
+        x = augment(amplitudes, self.cfg.augment, generator=self.generator)
+        return self.noise(x, generator=self.generator)
+
+    def d_main(self, D: Discriminator, real_n: torch.Tensor, fake_n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backpropagate D's loss on noised reals and fakes ``[B, C, M, K]`` into D's gradients."""
+        tc = self.cfg
+        with self.autocast():
+            _, stats = d_loss(
+                D, real_n, fake_n, tc.gp_lambda, tc.drift, self.generator, backward=True,
+                loss=tc.loss, r1_gamma=tc.r1_gamma, reg_scale=0.0 if self.lazy else 1.0,
+            )  # fmt: skip
+        return stats
+
+    def d_reg(self, D: Discriminator, real_n: torch.Tensor, fake_n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backpropagate the lazy penalty, scaled by ``reg_every``, into D's gradients."""
+        tc = self.cfg
+        with self.autocast():
+            reg, stats = penalty(D, real_n, fake_n, tc.loss, tc.gp_lambda, tc.r1_gamma, self.generator)
+            reg = reg * tc.reg_every
+        with torch.autocast(reg.device.type, enabled=False):
+            reg.backward()
+        return {**stats, "d_reg": reg.detach()}
+
+    def g_main(self, D: Discriminator, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's adversarial loss on fakes ``[B, C, M, K]`` (with their graph), through the noise layer and D;
+        the caller adds its own terms and backpropagates."""
+        with self.autocast():
+            return g_loss(D, self.to_d(fake), self.cfg.loss)

@@ -18,9 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mp3net import ops
+from mp3net.artifacts import EXPORT_DIR
 from mp3net.config import LR_DECAY_FLOOR, Config
 from mp3net.data import ClipDataset, clip_indices
 from mp3net.dsp import mdct
@@ -39,11 +37,11 @@ from mp3net.model import Generator
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.band_levels import calibrated_levels, with_band_levels
 from mp3net.train.losses import spectral_reconstruction
+from mp3net.train.solver import Solver
 from mp3net.utils import MP3NetError, derive_seed
 
 # not "checkpoints": a GAN --init-from a pretraining run takes its folded G (and table), not a GAN state
 PRETRAIN_DIR = "pretrain"
-METRICS = "metrics.jsonl"
 FIT = "fit.jsonl"  # at every checkpoint: how well the latents draw their clips' partials
 FIT_CLIPS = 64  # table clips measured (spread evenly over the table)
 # the clips' features for the latents' principal-component start: the log spectrogram at this window,
@@ -120,9 +118,10 @@ def folded_checkpoint(state: dict[str, Any]) -> tuple[Generator, Config]:
     return exported_generator(Config.from_dict(state["config"]), state["G"], state["latents"]["weight"])
 
 
-class Pretrainer:
+class Pretrainer(Solver):
     """G and its latent table on one device. ``run(total_steps)`` trains until ``step == total_steps`` or
-    a stop request (Ctrl-C, SIGTERM), then writes a checkpoint and the export.
+    a stop request (Ctrl-C, SIGTERM), then writes a checkpoint and the export. The run loop is
+    :class:`~mp3net.train.solver.Solver`'s; the scalars go to ``pretrain/metrics.jsonl`` and TensorBoard.
 
     Args:
         cfg: the run's config (its ``pretrain`` section is the recipe).
@@ -132,6 +131,9 @@ class Pretrainer:
         progress: show a tqdm bar.
     """
 
+    name = "pretrain"
+    log_every = 1
+
     def __init__(
         self,
         cfg: Config,
@@ -140,17 +142,20 @@ class Pretrainer:
         device: str | None = None,
         progress: bool = True,
     ) -> None:
-        self.run_dir, self.progress = Path(run_dir), progress
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.amp = ops.resolve_amp(cfg.train.amp, self.device)
-        ops.configure_process(self.device)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cfg = cfg
+        self.checkpoint_dir = Path(run_dir) / PRETRAIN_DIR
+        self.ckpt_every = cfg.pretrain.ckpt_every
+        self.setup_run(Path(run_dir), dev, progress=progress)
+        self.amp = ops.resolve_amp(cfg.train.amp, dev)
+        ops.configure_process(dev)
         mc = cfg.model
         self.dataset = ClipDataset(data_dir, mc.clip_samples, mc.sample_rate, mc.channels)
         saved = self.run_dir / "config.json"
         if saved.exists():
             ckpt.check_compatible(json.loads(saved.read_text()), cfg, saved, frozenset({"band_rms"}))
         if mc.band_norm and not mc.band_rms:
-            cfg = with_band_levels(cfg, self.dataset, self.run_dir, say=self._say)
+            cfg = with_band_levels(cfg, self.dataset, self.run_dir, say=self.say)
         self.cfg, pc = cfg, cfg.pretrain
         self.clips = clip_indices(len(self.dataset), pc.clips)
         torch.manual_seed(derive_seed(cfg.train.seed, 0))
@@ -160,16 +165,13 @@ class Pretrainer:
             self.latents.weight.normal_(generator=self._generator(derive_seed(cfg.train.seed, 1)))
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=pc.betas)
         self.opt_z = torch.optim.SparseAdam(self.latents.parameters(), lr=pc.latent_lr, betas=pc.betas)
-        self.step = 0
         self.cpu_seconds = 0.0
-        self._stop = False
-        self.resumed_from = self._resume()
-        if self.resumed_from is None and pc.latent_init == "pca":
+        if self.resume(require=False) is None and pc.latent_init == "pca":
             with torch.no_grad():
                 self.latents.weight.copy_(self._pca_start().to(self.device))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(saved)
-        (self.run_dir / PRETRAIN_DIR).mkdir(exist_ok=True)
+        self.start_logging(self.checkpoint_dir)
 
     @torch.no_grad()
     def _pca_start(self) -> torch.Tensor:
@@ -184,12 +186,10 @@ class Pretrainer:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _say(self, msg: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(msg, file=sys.stderr)
-
     # ---- state ---------------------------------------------------------------------------------------
+    def keep_last(self) -> int:
+        return self.cfg.train.keep_last
+
     def state(self) -> dict[str, Any]:
         return {
             "config": self.cfg.to_dict(),
@@ -202,11 +202,7 @@ class Pretrainer:
             "opt_z": self.opt_z.state_dict(),
         }
 
-    def _resume(self) -> Path | None:
-        found = ckpt.load_latest(self.run_dir / PRETRAIN_DIR, map_location=self.device)
-        if found is None:
-            return None
-        state, where = found
+    def load_state(self, state: dict[str, Any], where: Path) -> None:
         ckpt.check_compatible(state["config"], self.cfg, where)
         if state["clips"] != self.clips:
             raise MP3NetError(f"{where} was pretrained on other clips (another dataset or pretrain.clips)")
@@ -218,16 +214,20 @@ class Pretrainer:
         except (RuntimeError, KeyError, ValueError) as e:
             raise MP3NetError(f"{where} does not match this model: {str(e).splitlines()[0]}") from None
         self.step, self.cpu_seconds = int(state["step"]), float(state["cpu_seconds"])
-        return Path(where)
+
+    def reseed(self) -> None:
+        """Nothing to reseed: step n's batch depends on n alone, and the loss has no noise; a rollback
+        retries the same steps from the checkpoint's weights."""
 
     def save(self) -> None:
         """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), the export with the
         latents' Gaussian folded in, and a row of :meth:`fit` in ``pretrain/fit.jsonl``."""
-        ckpt.save_checkpoint(self.run_dir / PRETRAIN_DIR, self.state(), self.step, self.cfg.train.keep_last)
+        ckpt.save_checkpoint(self.checkpoint_dir, self.state(), self.step, self.keep_last())
         self.export()
         row = {"step": self.step, **{k: round(v, 4) for k, v in self.fit().items()}}
-        with open(self.run_dir / PRETRAIN_DIR / FIT, "a") as f:
+        with open(self.checkpoint_dir / FIT, "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.checkpointed()
 
     @torch.no_grad()
     def fit(self) -> dict[str, float]:
@@ -260,7 +260,7 @@ class Pretrainer:
         """``run_dir/export``: G with the latents' Gaussian folded in, its levels calibrated
         (:func:`exported_generator`)."""
         G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight, self.device)
-        return ckpt.export_generator(self.run_dir / "export", cfg, G.state_dict(), self.step)
+        return ckpt.export_generator(self.run_dir / EXPORT_DIR, cfg, G.state_dict(), self.step)
 
     def gaussian(self) -> LatentGaussian:
         return LatentGaussian.fit(self.latents.weight.detach().cpu())
@@ -280,8 +280,9 @@ class Pretrainer:
         t = min(1.0, (step - pc.lr_decay_start) / pc.lr_decay_steps)
         return LR_DECAY_FLOOR + (1 - LR_DECAY_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
 
-    def train_step(self) -> float:
-        """One Adam step of G and the batch's latents; returns the loss (dB / 20)."""
+    def train_step(self) -> dict[str, float]:
+        """One Adam step of G and the batch's latents; its loss (dB / 20) and the process CPU seconds."""
+        t0 = time.process_time()
         scale, pc = self.lr_scale(self.step), self.cfg.pretrain
         for opt, lr in ((self.opt_G, pc.lr), (self.opt_z, pc.latent_lr)):
             for group in opt.param_groups:  # set every step: a resumed optimiser brings its saved rate
@@ -296,54 +297,22 @@ class Pretrainer:
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_z.zero_grad(set_to_none=True)
         loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return {"ok": 0.0}
         self.opt_G.step()
         self.opt_z.step()
         self.step += 1
-        return float(loss.detach())
+        self.cpu_seconds += time.process_time() - t0
+        return {"loss": round(value, 5), "cpu_seconds": round(self.cpu_seconds, 1), "lr_scale": scale}
 
-    def request_stop(self) -> None:
-        self._stop = True
+    def postfix(self) -> str:
+        return f"loss {self.last.get('loss', math.nan):.4f}"
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._say("stopping after this step (checkpoint and export follow)")
-        self._stop = True
-
-    def run(self, total_steps: int | None = None) -> int:
-        """Train until ``step == total_steps`` (default ``pretrain.steps``) or a stop request; checkpoint
-        every ``pretrain.ckpt_every`` steps and at the end. Returns the step reached."""
-        pc = self.cfg.pretrain
-        total = pc.steps if total_steps is None else int(total_steps)
-        old = {}
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = None
-        if self.progress and self.step < total:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=self.step, unit="it", dynamic_ncols=True, desc="pretrain")
-        if self.resumed_from is not None:
-            self._say(f"resumed from {self.resumed_from} at step {self.step}")
-        saved_at = self.step
-        metrics = open(self.run_dir / PRETRAIN_DIR / METRICS, "a", buffering=1)
-        try:
-            while self.step < total and not self._stop:
-                t0 = time.process_time()
-                loss = self.train_step()
-                self.cpu_seconds += time.process_time() - t0
-                row = {"step": self.step, "loss": round(loss, 5), "cpu_seconds": round(self.cpu_seconds, 1)}
-                metrics.write(json.dumps(row) + "\n")
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-                if self.step % pc.ckpt_every == 0:
-                    self.save()
-                    saved_at = self.step
-        finally:
-            metrics.close()
-            if bar is not None:
-                bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
-        if saved_at != self.step or not (self.run_dir / "export").is_dir():
+    def run(self, total_steps: int | None = None, seconds: float | None = None) -> int:
+        """Train until ``step == total_steps`` (default ``pretrain.steps``), for ``seconds``, or until a
+        stop request; checkpoint every ``pretrain.ckpt_every`` steps and at the end. Returns the step."""
+        step = super().run(self.cfg.pretrain.steps if total_steps is None else total_steps, seconds)
+        if not (self.run_dir / EXPORT_DIR).is_dir():
             self.save()
-        return self.step
+        return step
