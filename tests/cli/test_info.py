@@ -35,27 +35,6 @@ def test_info_bad_target(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
 
 
-def test_info_counts_the_spectral_views_weights_and_convolutions(capsys):
-    """Its 3×3 convs at width 8 over the [2, 514, 128] view of a 256-sample window: 2·cin·9·cout FLOPs per
-    output position each (the transforms before them are not counted), cin·9·cout + cout weights."""
-    assert main(["info", "tiny", "--json"]) == 0
-    plain = json.loads(capsys.readouterr().out)["discriminator"]
-    assert (
-        main(
-            ["info", "tiny", "--json", "-o", "model.d_spectral_channels=8", "-o", "model.d_spectral_fft=256"]
-        )
-        == 0
-    )
-    spectral = json.loads(capsys.readouterr().out)["discriminator"]
-    w, sizes = 8, [(514, 128)]
-    for _ in range(5):  # stride 2, padding 1: ⌈n / 2⌉
-        sizes.append(tuple((n + 1) // 2 for n in sizes[-1]))
-    area = [t * f for t, f in sizes]
-    convs = [(2, w, area[0])] + [(w, w, a) for a in area[1:]] + [(w + 1, 1, area[-1])]
-    assert spectral["flops_forward"] - plain["flops_forward"] == sum(2 * a * 9 * b * n for a, b, n in convs)
-    assert spectral["params"] - plain["params"] == sum(a * 9 * b + b for a, b, _ in convs)
-
-
 def test_info_of_a_band_normalised_preset_before_its_levels_are_measured(capsys):
     """The levels come with the data; shapes, parameters and FLOPs do not depend on them."""
     assert main(["info", "tiny", "--json"]) == 0

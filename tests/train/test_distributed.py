@@ -33,7 +33,7 @@ def digest(m):
 
 def hook(tr):
     records.append({"step": tr.step, "G": digest(tr.G), "D": digest(tr.D),
-                    "G_ema": digest(tr.G_ema), "first_batch": tr.sampler.batch(0)})
+                    "G_ema": digest(tr.G_ema), "first_batch": tr.reals.sampler.batch(0)})
 
 tr = train(cfg, data, run, steps=6, progress=False, hooks=[hook])
 with open(os.path.join(out, f"rank{tr.rank}.json"), "w") as f:
@@ -41,31 +41,71 @@ with open(os.path.join(out, f"rank{tr.rank}.json"), "w") as f:
 """
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed"
-)
-def test_torchrun_two_ranks_stay_in_sync_and_write_once(notes_dataset, tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+# rank 0's checkpoint writes fail (a full disk); every rank must stop with an error, none may hang
+FAILING_WORKER = """
+import json, os, sys
+from mp3net import preset
+from mp3net.train import checkpoint as ckpt
+from mp3net.train.gan import Trainer
+from mp3net.utils import MP3NetError
+
+def full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+ckpt.save_checkpoint = full_disk
+data, run, out = sys.argv[1:4]
+tr = Trainer(preset("tiny").override(sys.argv[4:]), data, run, progress=False)
+try:
+    tr.run(3)
+    outcome = "finished"
+except MP3NetError as e:
+    outcome = str(e)
+with open(os.path.join(out, f"rank{tr.rank}.json"), "w") as f:
+    json.dump({"rank": tr.rank, "outcome": outcome}, f)
+sys.exit(0 if outcome == "finished" else 1)
+"""
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
+
+
+def _torchrun(worker: str, tmp_path: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Two gloo ranks of ``worker`` (argv: data, run, out, overrides); they write to ``tmp_path/out``."""
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(worker)
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    port = str(29500 + (os.getpid() + len(overrides)) % 1000)
     cmd = [
-        torchrun,
+        TORCHRUN,
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(29500 + os.getpid() % 1000),
+        port,
         str(script),
-        str(notes_dataset),
+        str(data),
         str(run),
         str(out),
-        *FAST,
-        "train.ckpt_every=3",
-        "train.log_every=1",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([*cmd, *FAST, *overrides], capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_torchrun
+def test_a_failed_checkpoint_write_stops_every_rank(notes_dataset, tmp_path):
+    """Only rank 0 writes; when its write fails (here the final one, waited for after the loop), every rank
+    stops with a one-line error instead of waiting forever in a collective."""
+    proc = _torchrun(FAILING_WORKER, tmp_path, notes_dataset, "train.ckpt_every=0", "train.ckpt_minutes=0")
+    assert proc.returncode != 0
+    r0, r1 = (json.loads((tmp_path / "out" / f"rank{i}.json").read_text()) for i in range(2))
+    assert "No space left on device" in r0["outcome"] and "\n" not in r0["outcome"]
+    assert "rank 0 could not write its checkpoint" in r1["outcome"]
+
+
+@needs_torchrun
+def test_torchrun_two_ranks_stay_in_sync_and_write_once(notes_dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = _torchrun(WORKER, tmp_path, notes_dataset, "train.ckpt_every=3", "train.log_every=1")
+    out = tmp_path / "out"
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((out / f"rank{i}.json").read_text()) for i in range(2))
     assert r0["world"] == r1["world"] == 2

@@ -188,17 +188,6 @@ def test_freeze_deep_trains_only_the_shallowest_blocks(notes_dataset, tmp_path):
     assert d_changed == {"from_in", "blocks.0"}
 
 
-def test_grad_checkpoint_gives_the_same_training(notes_dataset, tmp_path):
-    a = train(fast_config(), notes_dataset, tmp_path / "a", steps=4, progress=False)
-    b = train(
-        fast_config("train.grad_checkpoint=true"), notes_dataset, tmp_path / "b", steps=4, progress=False
-    )
-    for (k, va), vb in zip(a.D.state_dict().items(), b.D.state_dict().values(), strict=True):
-        torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-6, msg=k)
-    for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
-        torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-6, msg=k)
-
-
 def test_evaluation_during_training_logs_evaluate_metrics_and_leaves_training_unchanged(
     notes_dataset, tmp_path
 ):
@@ -248,5 +237,5 @@ def test_a_failed_background_write_stops_every_rank(notes_dataset, tmp_path, mon
     monkeypatch.setattr(ddp, "any_rank", lambda flag, device: votes.append(flag) or True)  # rank 0 failed
     tr.world = 2
     with pytest.raises(MP3NetError, match="rank 0 could not write its checkpoint"):
-        tr._check_writer()
+        tr.check_writer()
     assert votes == [False]  # this rank's own writer is fine

@@ -101,14 +101,9 @@ class ResizeConv3(nn.Conv2d):
 
 def upsample3(cin: int, cout: int, stride: tuple[int, int], mode: str = "transposed") -> nn.Module:
     """A layer that multiplies each spatial length by its stride (1 or 2) exactly, as ``mode`` says:
-    "transposed" (:class:`ConvT3`, the paper's), "kernel4" (a transposed conv with 4 taps along each
-    stride-2 axis: the kernel divisible by the stride; PyTorch's own, plain path) or "resize"
-    (:class:`ResizeConv3`)."""
+    "transposed" (:class:`ConvT3`, the paper's) or "resize" (:class:`ResizeConv3`)."""
     if mode == "transposed" or tuple(stride) == (1, 1):
         return ConvT3(cin, cout, stride)
-    if mode == "kernel4":
-        kernel = (4 if stride[0] == 2 else 3, 4 if stride[1] == 2 else 3)
-        return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1)
     if mode == "resize":
         return ResizeConv3(cin, cout, stride)
     raise ValueError(f"unknown upsampling mode {mode!r}")

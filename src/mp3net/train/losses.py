@@ -38,8 +38,7 @@ def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_gradient(D: Discriminator, x: torch.Tensor) -> torch.Tensor:
-    """∇D at amplitudes ``x`` ``[B, C, M, K]`` with respect to D's input u (x·gain, compressed by
-    ``model.d_compress``)."""
+    """∇D at amplitudes ``x`` ``[B, C, M, K]`` with respect to D's input u (x in D's unit scale)."""
     _, grad = D.input_gradient(x, wrt_input=True)
     return grad
 
