@@ -1,5 +1,6 @@
 """Discriminator.input_gradient: the same gradient, and the same second-order parameter gradient of the
-penalty, as autograd's create_graph route — with and without minibatch-stddev groups, in both layouts."""
+penalty, as autograd's create_graph route — with and without minibatch-stddev groups, in both layouts, with
+and without band normalisation."""
 
 import copy
 from dataclasses import replace
@@ -20,28 +21,33 @@ def autograd_penalty_grads(D, x):
     return score.detach(), g.detach(), grads
 
 
+def plain_model():
+    """The laptop preset's discriminator with its last blocks narrower (min_channels=16 instead of 32, for
+    the tests' speed) and the paper's unit: the amplitudes as they are."""
+    return replace(preset("laptop").model, min_channels=16, band_norm=False)
+
+
+def band_normalised_model():
+    """:func:`plain_model` with band normalisation: levels falling 40 dB across the bands."""
+    cfg = plain_model()
+    levels = tuple(float(v) for v in torch.logspace(-1, -3, cfg.n_bands))
+    return replace(cfg, band_norm=True, band_rms=levels)
+
+
 @pytest.mark.parametrize("batch", [1, 3, 4])  # 1: no stddev group; 3, 4: groups of 3 and 4
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-# model.amplitude_gain and d_compress: the paper's linear unit, the tiny preset's gain, and a compressed input
-# (signed amplitudes around 0, where the compression bends most)
-@pytest.mark.parametrize("gain,power", [(1.0, 1.0), (64.0, 1.0), (64.0, 0.5)])
-def test_input_gradient_matches_autograd(batch, layout, gain, power):
-    cfg = replace(preset("tiny").model, amplitude_gain=gain, d_compress=power)
+# D's unit: the paper's (the amplitudes as they are) and band normalisation's (each band over its level)
+@pytest.mark.parametrize("unit", ["plain", "band_norm"])
+def test_input_gradient_matches_autograd(batch, layout, unit):
+    cfg = plain_model() if unit == "plain" else band_normalised_model()
     _check_against_autograd(cfg, batch, layout)
-
-
-def test_input_gradient_with_the_pooled_branch_matches_autograd():
-    cfg = replace(preset("tiny").model, amplitude_gain=64.0, d_compress=1 / 3, d_pooled_channels=8)
-    _check_against_autograd(cfg, 4, torch.channels_last)
 
 
 def _check_against_autograd(cfg, batch, layout):
     torch.manual_seed(0)
     D = Discriminator(cfg).double()
-    if D.pooled is not None:
-        torch.nn.init.normal_(D.pooled.score.weight)  # it starts at zero: the branch would not count
     x = torch.randn(batch, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
-    x = x.abs() if cfg.d_compress == 1 else x * 0.01
+    x = x.abs() if not cfg.band_norm else x * 0.01  # signed amplitudes at the data's level
     score_ref, g_ref, grads_ref = autograd_penalty_grads(copy.deepcopy(D), x)
 
     score, g = D.input_gradient(x.contiguous(memory_format=layout))
@@ -62,7 +68,7 @@ def _check_against_autograd(cfg, batch, layout):
 
 
 def test_input_gradient_without_grad_mode_is_detached():
-    cfg = preset("tiny").model
+    cfg = band_normalised_model()
     D = Discriminator(cfg)
     x = torch.rand(2, cfg.channels, cfg.n_frames, cfg.n_bands)
     with torch.no_grad():
@@ -71,37 +77,20 @@ def test_input_gradient_without_grad_mode_is_detached():
 
 
 def test_input_gradient_with_respect_to_ds_input():
-    """``wrt_input``: ∂D/∂u at u = the compressed, scaled input, the gradient of a linear gain-1 D with the
-    same weights at u."""
-    cfg = replace(preset("tiny").model, amplitude_gain=64.0, d_compress=1 / 3)
+    """``wrt_input``: ∂D/∂u at u = the input over the levels per band, the gradient of a plain D with the
+    same weights at u; without it, ∂D/∂x = ∂D/∂u / level."""
+    cfg = band_normalised_model()
+    levels = torch.tensor(cfg.band_rms, dtype=torch.float64)
     torch.manual_seed(1)
     D = Discriminator(cfg).double()
     plain = copy.deepcopy(D)
-    plain.cfg = replace(cfg, amplitude_gain=1.0, d_compress=1.0)
+    plain.cfg = replace(cfg, band_norm=False)
     x = torch.randn(2, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64) * 0.01
     u = D._unit(x)
-    assert torch.equal(torch.sign(u), torch.sign(x)) and u.abs().max() < (x.abs().max() * 64) ** (1 / 3)
+    torch.testing.assert_close(u, x / levels, rtol=1e-6, atol=0)  # the unit: 1 / level in float32
     _, g = D.input_gradient(x, wrt_input=True)
     _, want = plain.input_gradient(u)
     torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-14)
+    _, gx = D.input_gradient(x)
+    torch.testing.assert_close(gx, want / levels, rtol=1e-6, atol=1e-14 / float(levels.min()))
     torch.testing.assert_close(D(x), plain(u), rtol=1e-12, atol=0)
-
-
-def test_pooled_branch_starts_silent_and_sees_held_tones_steadily():
-    """A D that gains the branch scores as before; the branch's input is the rms over d_pooled_frames
-    frames (a coefficient that flips sign every frame, a steady tone's MDCT pattern, is a constant there)
-    and its change from step to step (zero while held, the jump where the level changes)."""
-    from mp3net.model.discriminator import pooled_rms, pooled_view
-
-    base = preset("tiny").model
-    torch.manual_seed(0)
-    D0 = Discriminator(replace(base, amplitude_gain=64.0)).double()
-    D1 = Discriminator(replace(base, amplitude_gain=64.0, d_pooled_channels=8)).double()
-    D1.load_state_dict(D0.state_dict(), strict=False)
-    x = torch.randn(2, base.channels, base.n_frames, base.n_bands, dtype=torch.float64) * 0.01
-    torch.testing.assert_close(D1(x), D0(x), rtol=0, atol=0)
-    flips = torch.ones(1, 1, 16, 4) * torch.tensor([1.0, -1.0]).repeat(8).view(1, 1, 16, 1) * 3
-    torch.testing.assert_close(pooled_rms(flips, 8), torch.full((1, 1, 2, 4), 3.0), rtol=1e-6, atol=1e-6)
-    chord_change = torch.cat([flips, 2 * flips], dim=2)  # [1, 1, 32, 4] → 4 pooled steps: 3, 3, 6, 6
-    view = pooled_view(chord_change, 8)
-    torch.testing.assert_close(view[0, 1, :, 0], torch.tensor([0.0, 0.0, 3.0, 0.0]), rtol=1e-5, atol=1e-5)

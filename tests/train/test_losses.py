@@ -1,4 +1,5 @@
-"""WGAN-GP losses (docs/training.md#wgan-gp): the penalty against finite differences, the loss composition."""
+"""The GAN losses (docs/training.md#recipes): the penalty against finite differences, the loss composition,
+the phases of GANLoss; the pretraining distance."""
 
 import copy
 import math
@@ -6,10 +7,11 @@ import math
 import pytest
 import torch
 
-from mp3net.config import ModelConfig
+from mp3net.config import ModelConfig, TrainConfig
 from mp3net.dsp import mdct
-from mp3net.model import Discriminator
-from mp3net.train.losses import d_loss, g_loss, gradient_penalty, spectral_reconstruction
+from mp3net.model import Discriminator, NoiseLayer
+from mp3net.train.augment import augment
+from mp3net.train.losses import GANLoss, d_loss, g_loss, gradient_penalty, penalty, spectral_reconstruction
 
 
 def tiny_d(seed: int = 0) -> tuple[Discriminator, ModelConfig]:
@@ -112,211 +114,101 @@ def test_g_loss_flows_into_fakes():
     assert fake.grad is not None and fake.grad.abs().sum() > 0
 
 
-def test_change_matching_is_zero_on_the_reals_and_equals_scipys_wasserstein_distance():
-    from scipy.stats import wasserstein_distance
-
-    from mp3net.dsp import pooled_level_change
-    from mp3net.train.losses import change_matching
-
-    torch.manual_seed(0)
-    real = torch.randn(4, 2, 64, 16).double()
-    fake = torch.randn(4, 2, 64, 16).double() * torch.linspace(0.5, 2, 64)[:, None]
-    assert change_matching(real, real, pool=4) == 0
-    cf = pooled_level_change(fake.square().mean(1), 4, 60.0)
-    cr = pooled_level_change(real.square().mean(1), 4, 60.0)
-    ref = wasserstein_distance(cf.flatten(), cr.flatten()) + wasserstein_distance(
-        cf.mean(-1).flatten(), cr.mean(-1).flatten()
-    )
-    assert float(change_matching(fake, real, pool=4)) == pytest.approx(ref, rel=1e-6)
+def _gan_loss(cfg: ModelConfig, loss: str, reg_every: int, augment: float = 0.0, seed: int = 5) -> GANLoss:
+    tc = TrainConfig(loss=loss, reg_every=reg_every, gp_lambda=3.0, drift=0.1, r1_gamma=0.7, augment=augment)
+    return GANLoss(tc, NoiseLayer(cfg, sigma=0.5), torch.Generator().manual_seed(seed))
 
 
-def test_change_matching_descends_towards_held_notes():
-    """Reals: a level held for 16 frames, then a jump; fakes: noise. Gradient steps on the fakes alone
-    lower the distance, and what they learn is the reals' shape: still between the steps."""
-    from mp3net.dsp import pooled_level_change
-    from mp3net.train.losses import change_matching
-
-    torch.manual_seed(1)
-    levels = torch.rand(4, 1, 4, 16).repeat_interleave(16, dim=2) + 0.1  # [4, 1, 64, 16], 4 held steps
-    real = levels.expand(4, 2, 64, 16) * torch.randn(4, 2, 64, 16).sign()
-    fake = torch.randn(4, 2, 64, 16).requires_grad_()
-    opt = torch.optim.Adam([fake], lr=0.02)
-
-    def median_change() -> float:
-        return float(pooled_level_change(fake.detach().square().mean(1), 8, 60.0).median())
-
-    first, first_median = float(change_matching(fake.detach(), real, pool=8)), median_change()
-    _descend(opt, lambda: change_matching(fake, real, pool=8), 100)
-    assert float(change_matching(fake.detach(), real, pool=8)) < 0.5 * first
-    assert median_change() < 0.5 * first_median  # most steps held still, as the reals' are
+def _twin(generator: torch.Generator) -> torch.Generator:
+    """A new generator in ``generator``'s state: it draws what ``generator`` draws next."""
+    twin = torch.Generator()
+    twin.set_state(generator.get_state())
+    return twin
 
 
-def test_contrast_matching_is_zero_on_the_reals_and_equals_scipys_wasserstein_distance():
-    from scipy.stats import wasserstein_distance
-
-    from mp3net.dsp import pooled_level_contrast
-    from mp3net.train.losses import contrast_matching
-
-    torch.manual_seed(0)
-    real = torch.randn(4, 2, 64, 16).double()
-    fake = torch.randn(4, 2, 64, 16).double() * torch.linspace(0.5, 2, 16)
-    assert contrast_matching(real, real, pool=4, width=2) == 0
-    cf = pooled_level_contrast(fake.square().mean(1), 4, 60.0, 2)
-    cr = pooled_level_contrast(real.square().mean(1), 4, 60.0, 2)
-    ref = wasserstein_distance(cf.flatten(), cr.flatten()) + wasserstein_distance(
-        cf.mean(-1).flatten(), cr.mean(-1).flatten()
-    )
-    assert float(contrast_matching(fake, real, pool=4, width=2)) == pytest.approx(ref, rel=1e-6)
+def _grads(D: Discriminator) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in D.parameters()]
 
 
-def test_contrast_matching_descends_towards_held_partials():
-    """Reals: partials every 4th bin held over the clip (random signs per frame, as an MDCT's); fakes:
-    noise. Gradient steps on the fakes alone lower the distance and dig valleys between held peaks."""
-    from mp3net.dsp import pooled_level_contrast
-    from mp3net.train.losses import contrast_matching
-
-    torch.manual_seed(2)
-    partials = torch.full((16,), 0.03)
-    partials[1::4] = 1.0
-    real = partials * torch.randn(4, 2, 64, 16)
-    fake = torch.randn(4, 2, 64, 16).requires_grad_()
-    opt = torch.optim.Adam([fake], lr=0.02)
-
-    def mean_contrast() -> float:
-        return float(pooled_level_contrast(fake.detach().square().mean(1), 8, 60.0, 2).mean())
-
-    first, first_mean = float(contrast_matching(fake.detach(), real, pool=8)), mean_contrast()
-    _descend(opt, lambda: contrast_matching(fake, real, pool=8), 150)
-    assert float(contrast_matching(fake.detach(), real, pool=8)) < 0.5 * first
-    assert mean_contrast() < first_mean - 5.0  # valleys dug several dB deeper, towards the reals'
+def _assert_same_grads(got: list[torch.Tensor], want: list[torch.Tensor], D: Discriminator) -> None:
+    assert any(w.abs().sum() > 0 for w in want)
+    for (name, _), a, b in zip(D.named_parameters(), got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
 
 
-def _descend(opt: torch.optim.Optimizer, loss_fn, steps: int) -> None:
-    """``steps`` optimiser steps on ``loss_fn()``."""
-    for _ in range(steps):
-        loss = loss_fn()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+@pytest.mark.parametrize("loss", ["wgan-gp", "ns-r1"])
+def test_gan_loss_phases_give_ds_gradients_of_the_joined_and_the_lazy_loss(loss):
+    """reg_every=1: d_main alone is d_loss with the penalty joined. reg_every=k: d_main is the adversarial
+    term alone, d_reg the penalty scaled by k, and both together are d_loss with reg_scale=k. The penalty's
+    random draws (WGAN-GP's α) come from the loss's generator."""
+    D, cfg = tiny_d()
+    g = torch.Generator().manual_seed(2)
+    real = 0.1 * torch.randn(4, 1, cfg.n_frames, cfg.n_bands, generator=g, dtype=torch.float64)
+    fake = 0.1 * torch.randn(4, 1, cfg.n_frames, cfg.n_bands, generator=g, dtype=torch.float64)
+    ref = copy.deepcopy(D)
+
+    def reference(reg_scale: float, generator: torch.Generator) -> tuple[list[torch.Tensor], dict]:
+        ref.zero_grad(set_to_none=True)
+        total, st = d_loss(
+            ref, real, fake, 3.0, 0.1, generator, loss=loss, r1_gamma=0.7, reg_scale=reg_scale
+        )  # fmt: skip
+        total.backward()
+        return _grads(ref), st
+
+    # every step: the penalty joined to the adversarial term
+    joined = _gan_loss(cfg, loss, reg_every=1)
+    assert not joined.lazy and not any(joined.regularise_now(i) for i in range(4))
+    want, want_st = reference(1.0, _twin(joined.generator))
+    st = joined.d_main(D, real, fake)
+    _assert_same_grads(_grads(D), want, D)
+    assert st.keys() == want_st.keys() and all(torch.equal(st[k], want_st[k]) for k in st)
+    assert ("gp" if loss == "wgan-gp" else "r1") in st
+
+    # lazy: the adversarial term, then the penalty scaled by the interval
+    k = 4
+    lazy = _gan_loss(cfg, loss, reg_every=k)
+    assert lazy.lazy and [lazy.regularise_now(i) for i in range(2 * k)] == [True, False, False, False] * 2
+    twin = _twin(lazy.generator)
+    D.zero_grad(set_to_none=True)
+    lazy.d_main(D, real, fake)
+    adversarial = _grads(D)
+    _assert_same_grads(adversarial, reference(0.0, torch.Generator())[0], D)
+    D.zero_grad(set_to_none=True)
+    reg_st = lazy.d_reg(D, real, fake)
+    ref.zero_grad(set_to_none=True)
+    pen, pen_st = penalty(ref, real, fake, loss, 3.0, 0.7, _twin(twin))
+    (k * pen).backward()
+    _assert_same_grads(_grads(D), _grads(ref), D)
+    torch.testing.assert_close(reg_st["d_reg"], k * pen.detach(), rtol=1e-12, atol=0)
+    assert all(torch.equal(reg_st[name], pen_st[name]) for name in pen_st)
+    # both phases together: d_loss with the penalty scaled by k
+    both = [a + b for a, b in zip(adversarial, _grads(D), strict=True)]
+    _assert_same_grads(both, reference(float(k), twin)[0], D)
 
 
-def _spectral_d(seed: int = 0):
-    from mp3net import preset
-    from mp3net.model import SpectralDiscriminator
-
-    cfg = preset("tiny").override(
-        ["model.n_blocks=3", "model.start_bands=8", "model.d_spectral_channels=4", "model.d_spectral_fft=32"]
-    )
-    torch.manual_seed(seed)
-    return SpectralDiscriminator(cfg.model).double(), cfg.model
-
-
-def test_spectral_r1_is_the_squared_input_gradient_of_the_spectral_view():
-    """‖∇_v S‖² with ∇ checked against central differences along random directions of its input v."""
-    from mp3net.train.losses import spectral_r1
-
-    spec, cfg = _spectral_d()
-    x = 0.01 * torch.randn(2, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
-    v = spec.view(x).detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(spec.score_view(v).sum(), v)
-    h = 1e-6
-    for seed in range(3):
-        d = torch.randn(v.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        with torch.no_grad():
-            fd = (spec.score_view(v + h * d) - spec.score_view(v - h * d)).sum() / (2 * h)
-        assert float((grad * d).sum()) == pytest.approx(float(fd), rel=1e-5)
-    r1 = spectral_r1(spec, x.requires_grad_(True))
-    assert float(r1) == pytest.approx(float(grad.square().flatten(1).sum(1).mean()), rel=1e-10)
-    r1.backward()  # trains the view only, never its input
-    assert x.grad is None and spec.body[0].weight.grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize("loss", ["ns-r1", "rpgan-r1r2"])
-def test_spectral_d_loss_is_the_adversarial_term_plus_the_scaled_penalty(loss):
-    from mp3net.train.losses import adversarial_d, spectral_d_loss, spectral_penalty
-
-    spec, cfg = _spectral_d()
-    real = 0.01 * torch.randn(2, cfg.channels, cfg.n_frames, cfg.n_bands, dtype=torch.float64)
-    fake = torch.randn_like(real).mul(0.01).requires_grad_(True)
-    plain, st = spectral_d_loss(spec, real, fake, loss, r1_gamma=4.0, reg_scale=0.0)
-    assert "spectral_r1" not in st
-    assert float(plain) == pytest.approx(float(adversarial_d(loss, spec(real), spec(fake))), rel=1e-12)
-    lazy, st = spectral_d_loss(spec, real, fake, loss, r1_gamma=4.0, reg_scale=8.0)
-    term, pen_st = spectral_penalty(spec, real, fake, loss, r1_gamma=4.0)
-    pen = pen_st["spectral_r1"]
-    assert float(term) == pytest.approx(2.0 * float(pen), rel=1e-12)  # γ/2
-    assert float(lazy) == pytest.approx(float(plain) + 8.0 * 2.0 * float(pen), rel=1e-10)
-    assert float(st["spectral_r1"]) == pytest.approx(float(pen), rel=1e-12)
-    if loss == "rpgan-r1r2":  # R2 on the fakes too
-        from mp3net.train.losses import spectral_r1
-
-        assert float(pen) == pytest.approx(
-            float(spectral_r1(spec, real) + spectral_r1(spec, fake)), rel=1e-12
-        )
-    lazy.backward()
-    assert fake.grad is None  # a D-only loss
-
-
-def test_mode_seeking_is_the_inverse_spectral_distance_over_the_latent_distance():
-    """A hand computation of the ratio, a batch of identical fakes is penalised with 1/ε, and descending
-    the loss makes two fakes' long-window spectra differ more."""
-    from mp3net.dsp.spectral import DETAIL_WIDTH, log_spectrogram
-    from mp3net.train.losses import MODE_SEEKING_EPS, mode_seeking
-
-    torch.manual_seed(0)
-    fake = 0.01 * torch.randn(4, 2, 32, 16)
-    z = torch.randn(4, 8)
-    loss, ratio = mode_seeking(fake, z, 64)
-    s = log_spectrogram(fake, 64).mean(dim=(1, 2))
-    h = DETAIL_WIDTH // 2
-    s = s - torch.stack(
-        [s[:, max(0, f - h) : f + h + 1].mean(1) for f in range(s.shape[1])], 1
-    )  # minus the moving average
-    ref = torch.stack([(s[i] - s[i + 2]).abs().mean() / (z[i] - z[i + 2]).abs().mean() for i in range(2)])
-    torch.testing.assert_close(ratio, ref.mean())
-    torch.testing.assert_close(loss, 1 / (ref.mean() + MODE_SEEKING_EPS))
-    same = torch.cat([fake[:2], fake[:2]])
-    assert mode_seeking(same, z, 64)[0] == pytest.approx(1 / MODE_SEEKING_EPS)
-    x = fake.clone().requires_grad_(True)
-    opt = torch.optim.SGD([x], lr=1e-5)
-    for _ in range(5):
-        opt.zero_grad()
-        mode_seeking(x, z, 64)[0].backward()
-        opt.step()
-    assert mode_seeking(x.detach(), z, 64)[1] > ratio
-    with pytest.raises(ValueError, match="at least 2"):
-        mode_seeking(fake[:1], z[:1], 64)
-
-
-def test_partial_change_matching_is_zero_on_the_reals_and_pulls_a_drone_towards_chord_changes():
-    """The reals against themselves cost nothing; a held tone against a tone that jumps between segments
-    costs, and descending the loss makes the held tone's partials change between segments."""
-    from mp3net.dsp import mdct
-    from mp3net.dsp.spectral import log_spectrogram, partial_changes
-    from mp3net.train.losses import partial_change_matching
-
-    sr, k, n_fft, frames = 11008, 16, 64, 4
-    t = torch.arange(32 * k * 4) / sr
-    half = t.numel() // 2
-    held = 0.1 * torch.sin(2 * math.pi * 1000 * t)
-    jump = torch.cat([held[:half], 0.1 * torch.sin(2 * math.pi * 2500 * t[half:])])
-    real = mdct(jump.expand(2, 2, -1).contiguous(), k)
-    fake = mdct(held.expand(2, 2, -1).contiguous(), k)
-    zero, moved = partial_change_matching(real, real, n_fft, frames)
-    assert float(zero) == 0.0
-    assert float(moved) == pytest.approx(
-        float(partial_changes(log_spectrogram(real, n_fft).mean(1), frames).mean())
-    )
-    before, moved_before = partial_change_matching(fake, real, n_fft, frames)
-    assert before > 0.5
-    x = fake.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=1e-3)
-    for _ in range(50):
-        opt.zero_grad()
-        partial_change_matching(x, real, n_fft, frames)[0].backward()
-        opt.step()
-    after, moved_after = partial_change_matching(x.detach(), real, n_fft, frames)
-    assert after < 0.5 * before and moved_after > 2 * moved_before
+@pytest.mark.parametrize("loss", ["wgan-gp", "ns-r1"])
+def test_gan_loss_g_main_is_g_loss_on_the_noised_fakes(loss):
+    """g_main: the fakes augmented and noised with the loss's generator, then g_loss; G's gradient flows
+    through the noise layer's in-graph threshold into the fakes."""
+    D, cfg = tiny_d()
+    gl = _gan_loss(cfg, loss, reg_every=4, augment=0.5)
+    g = torch.Generator().manual_seed(3)
+    base = 0.1 * torch.randn(8, 1, cfg.n_frames, cfg.n_bands, generator=g, dtype=torch.float64)
+    twin = _twin(gl.generator)
+    fake = base.clone().requires_grad_(True)
+    out, st = gl.g_main(D, fake)
+    out.backward()
+    fake_ref = base.clone().requires_grad_(True)
+    noised = gl.noise(augment(fake_ref, 0.5, generator=twin), generator=twin)
+    want, want_st = g_loss(D, noised, loss)
+    want.backward()
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=0)
+    assert st.keys() == want_st.keys() and all(torch.equal(st[k], want_st[k]) for k in st)
+    torch.testing.assert_close(fake.grad, fake_ref.grad, rtol=1e-10, atol=1e-14)
+    assert fake.grad.abs().sum() > 0
+    assert torch.equal(gl.generator.get_state(), twin.get_state())  # the same draws, no more
+    # the noise is there: the un-noised fakes score otherwise
+    assert not torch.allclose(out, g_loss(D, base, loss)[0], rtol=1e-6, atol=0)
 
 
 def test_the_envelope_term_draws_an_unsure_fake_at_the_clips_level():
