@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from mp3net.cli import main
+from mp3net.config import preset
 from mp3net.train import checkpoint as ckpt
 
 SMALL = [
@@ -93,6 +94,18 @@ def test_ctrl_c_checkpoints_and_rerun_resumes(dataset, tmp_path):
     assert steps[-1] == stopped + 2 and steps == sorted(set(steps))
 
 
+def test_a_new_run_without_a_preset_takes_the_default_one(tmp_path):
+    """`mp3net pretrain --data D --run R` alone builds the shipped model's network (the laptop preset)."""
+    import argparse
+
+    from mp3net.cli.train import resolve_config
+
+    args = argparse.Namespace(run=str(tmp_path / "new"), config=None, preset=None, override=[])
+    assert resolve_config(args) == preset("laptop")
+    args.preset = "5s"  # the old names still work
+    assert resolve_config(args) == preset("paper-5s")
+
+
 def test_train_errors_are_one_line(dataset, tmp_path, capsys):
     def err_of(argv: list[str]) -> str:
         assert main(argv) == 1
@@ -100,7 +113,6 @@ def test_train_errors_are_one_line(dataset, tmp_path, capsys):
         assert len(lines) == 1, lines
         return lines[0]
 
-    assert "give --preset" in err_of(["train", "--data", str(dataset), "--run", str(tmp_path / "new")])
     assert "not a prepared dataset" in err_of(
         ["train", "--data", str(tmp_path), "--preset", "tiny", "--run", str(tmp_path / "r")]
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mp3net.cli import add_override_argument
-from mp3net.config import PRESETS, Config, preset
+from mp3net.config import PRESET_NAMES, Config, preset
 from mp3net.utils import MP3NetError
 
 
@@ -21,7 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="PRESET_OR_RUN",
-        help=f"a preset ({', '.join(PRESETS)}), a run/model directory with config.json, or a config file",
+        help=f"a preset ({', '.join(PRESET_NAMES)}), a run/model directory with config.json, or a config file",
     )
     add_override_argument(parser, "a config field")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -30,7 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(target: str) -> Config:
     """A preset name, a directory with config.json, or a .json/.yaml config file."""
-    if target in PRESETS:
+    if target in PRESET_NAMES:
         return preset(target)
     path = Path(target)
     if path.is_dir():
@@ -39,7 +39,9 @@ def resolve_config(target: str) -> Config:
         return Config.load(path / "config.json")
     if path.is_file():
         return Config.load(path)
-    raise MP3NetError(f"{target!r} is neither a preset ({', '.join(PRESETS)}) nor an existing run directory")
+    raise MP3NetError(
+        f"{target!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor an existing run directory"
+    )
 
 
 def describe(cfg: Config) -> dict:

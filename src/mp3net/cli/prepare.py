@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from mp3net.config import PRESETS, preset
+from mp3net.config import DEFAULT_PRESET, PRESET_NAMES, preset
 from mp3net.data import prepare
 
 
@@ -21,9 +21,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT_DIR", help="dataset folder to create or extend")
     parser.add_argument(
         "--preset",
-        default="95s",
-        choices=sorted(PRESETS),
-        help="model preset whose sample rate, channels and clip length to use (default 95s)",
+        default=DEFAULT_PRESET,
+        choices=PRESET_NAMES,
+        help=f"model preset whose sample rate, channels and clip length to use (default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--workers",

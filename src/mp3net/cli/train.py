@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from mp3net.cli import add_override_argument
-from mp3net.config import PRESETS, Config, preset
+from mp3net.config import DEFAULT_PRESET, PRESET_NAMES, Config, preset
 from mp3net.utils import MP3NetError
 
 
@@ -64,8 +64,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
-        help="model preset for a new run (default for an existing run: its saved config)",
+        choices=PRESET_NAMES,
+        help=f"model preset for a new run (default {DEFAULT_PRESET}; for an existing run: its saved config)",
     )
     parser.add_argument(
         "--run", required=True, metavar="RUN_DIR", help="run directory (created or continued)"
@@ -98,7 +98,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     elif saved.exists():
         cfg = Config.load(saved)
     else:
-        raise MP3NetError(f"{args.run} is a new run: give --preset ({', '.join(PRESETS)}) or --config")
+        cfg = preset(DEFAULT_PRESET)
     overrides = list(args.override)
     if freeze_deep is not None:
         overrides.append(f"train.freeze_deep={freeze_deep}")

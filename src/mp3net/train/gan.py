@@ -94,7 +94,9 @@ class Trainer(Solver):
         self.log_every, self.ckpt_every, self.ckpt_minutes = tc.log_every, tc.ckpt_every, tc.ckpt_minutes
         self.checkpoint_dir = Path(run_dir)
         self.setup_run(Path(run_dir), dev, rank, world, progress, hooks)
-        self.amp = ops.resolve_amp(tc.amp, dev)
+        if require_checkpoint and not ckpt.list_checkpoints(self.checkpoint_dir):
+            raise MP3NetError(f"--resume: no checkpoint in {self.checkpoint_dir / ckpt.CKPT_DIR}")
+        self.amp = self.resolve_amp(tc.amp)
         ops.configure_process(dev)
         # data first: a wrong or empty dataset fails before the models are built
         mc = cfg.model

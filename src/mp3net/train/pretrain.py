@@ -147,7 +147,7 @@ class Pretrainer(Solver):
         self.checkpoint_dir = Path(run_dir) / PRETRAIN_DIR
         self.ckpt_every = cfg.pretrain.ckpt_every
         self.setup_run(Path(run_dir), dev, progress=progress)
-        self.amp = ops.resolve_amp(cfg.train.amp, dev)
+        self.amp = self.resolve_amp(cfg.train.amp)
         ops.configure_process(dev)
         mc = cfg.model
         self.dataset = ClipDataset(data_dir, mc.clip_samples, mc.sample_rate, mc.channels)

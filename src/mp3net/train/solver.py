@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mp3net import ops
 from mp3net.train import checkpoint as ckpt
 from mp3net.train import distributed as ddp
 from mp3net.train.logging import RunLogger
@@ -69,6 +70,16 @@ class Solver:
         self._last_ckpt_step = -1
         self._ckpt_clock = time.monotonic()
         self.writer = ckpt.CheckpointWriter(run_dir, self.keep_last(), self.say)
+
+    def resolve_amp(self, setting: str) -> bool:
+        """``train.amp`` → whether to train under bf16 autocast here, with a warning where bf16 is emulated."""
+        amp = ops.resolve_amp(setting, self.device)
+        if amp and not ops.bf16_is_fast(self.device):
+            self.say(
+                f"warning: train.amp=bf16 on a {self.device.type} without native bf16 (CPUs: AVX512_BF16 or "
+                "AMX) is emulated and many times slower than float32; -o train.amp=auto picks float32 here"
+            )
+        return amp
 
     def start_logging(self, log_dir: Path) -> None:
         """Scalars and samples go to ``log_dir`` (rank 0), from the step the run starts at."""
