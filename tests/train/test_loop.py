@@ -210,7 +210,7 @@ def test_evaluation_during_training_logs_evaluate_metrics_and_leaves_training_un
     ecfg, weights = ckpt.load_export(tmp_path / "on" / "export")
     G = Generator(ecfg.model)
     G.load_state_dict(weights)
-    rep = ev.evaluate_clips(reals, list(imdct(G.generate(tr.z_eval), trim=True)), sr)
+    rep = ev.evaluate_clips(reals, list(imdct(G.generate(tr.monitor.z_eval), trim=True)), sr)
     assert evals[1]["eval/fd"] == pytest.approx(rep.fd, rel=1e-5)
     assert evals[1]["eval/tonality_real"] == pytest.approx(rep.tonality_real, rel=1e-6)
     assert evals[1]["eval/bark_err_max_db"] == pytest.approx(float(abs(rep.bark_error_db).max()), rel=1e-5)

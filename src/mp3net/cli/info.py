@@ -21,7 +21,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="PRESET_OR_RUN",
-        help=f"a preset ({', '.join(PRESET_NAMES)}), a run/model directory with config.json, or a config file",
+        help=f"a preset ({', '.join(PRESET_NAMES)}), a run or model directory with config.json, or a "
+        "config file",
     )
     add_override_argument(parser, "a config field")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")

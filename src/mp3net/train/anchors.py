@@ -74,3 +74,28 @@ def folded_coordinates(latents: torch.Tensor) -> torch.Tensor:
     g = LatentGaussian.fit(latents)
     centred = (latents.float() - g.mean).T  # [latent, n]
     return torch.linalg.solve_triangular(g.scale, centred, upper=False).T.contiguous()
+
+
+def run_anchor_table(run_dir: Path, source: AnchorTable | None, n_clips: int, write: bool) -> AnchorTable:
+    """A GAN run's anchors (docs/training.md#anchored-gan): its own table when it has one (a resumed run),
+    else the pretraining run's it started from, written into the run directory (``write``) for its
+    resumes. One-line errors: no table, or one of another dataset (``n_clips`` clips)."""
+    own = Path(run_dir) / ANCHORS_FILE
+    if own.exists():
+        table = AnchorTable.load(own)
+    elif source is not None:
+        table = source
+        if write:
+            own.parent.mkdir(parents=True, exist_ok=True)
+            table.save(own)
+    else:
+        raise MP3NetError(
+            "train.anchor keeps the clips of a pretraining run: start the run with --init-from a run "
+            "directory of `mp3net pretrain`"
+        )
+    if max(table.clips) >= n_clips:
+        raise MP3NetError(
+            f"the anchors are clips of another dataset (clip {max(table.clips)}; this one has "
+            f"{n_clips}): train on the data the pretraining run used"
+        )
+    return table

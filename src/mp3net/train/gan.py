@@ -35,15 +35,16 @@ from torch import nn
 from mp3net import ops
 from mp3net.config import Config
 from mp3net.data import ClipDataset
-from mp3net.dsp import imdct, mdct, tonality
+from mp3net.dsp import mdct, tonality
 from mp3net.model import Discriminator, Generator, NoiseLayer
 from mp3net.train import checkpoint as ckpt
 from mp3net.train import distributed as ddp
-from mp3net.train.anchors import ANCHORS_FILE, AnchorTable
+from mp3net.train.anchors import AnchorTable, run_anchor_table
 from mp3net.train.band_levels import with_band_levels
 from mp3net.train.ema import EMA
 from mp3net.train.finetune import Start, load_start, load_weights, trainable_parameters
 from mp3net.train.losses import GANLoss, spectral_reconstruction
+from mp3net.train.monitor import Monitor
 from mp3net.train.real_stream import RealStream
 from mp3net.train.solver import Solver
 from mp3net.utils import MP3NetError, derive_seed
@@ -105,8 +106,7 @@ class Trainer(Solver):
             self.cfg = cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, self.say)
         self._build(cfg)
         self.initialised_from: Path | None = None
-        self._eval_reals: list[torch.Tensor] | None = None
-        self.z_eval: torch.Tensor | None = None  # [eval_clips, latent], drawn at the first evaluation
+        self.monitor = Monitor(cfg, self.data_dir, self.device, self.say)
         start: Start | None = None
         if self.is_main:
             ckpt.remove_partial(self.run_dir)
@@ -119,7 +119,8 @@ class Trainer(Solver):
             if start.optimizers is not None:
                 self._load_optimizers(start.optimizers, start.where)
             self.initialised_from = start.where
-        self.anchors = self._anchor_table(start) if tc.anchor > 0 else None
+        table = start.table if start is not None else None
+        self.anchors = self._anchors(table) if tc.anchor > 0 else None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.json")
@@ -147,8 +148,6 @@ class Trainer(Solver):
         self.gen.manual_seed(derive_seed(tc.seed, self.rank, 0))
         self.loss = GANLoss(tc, NoiseLayer(mc, tc.noise_sigma).to(self.device), self.gen, self._autocast)
         self.reals = RealStream(self.dataset, tc, self.rank, self.device, mc.n_bands)
-        zg = torch.Generator().manual_seed(derive_seed(tc.seed, 2**31 - 1))
-        self.z_fixed = torch.randn(tc.n_samples, mc.latent_dim, generator=zg).to(self.device)
 
     @property
     def G_ema(self) -> Generator | None:
@@ -163,27 +162,9 @@ class Trainer(Solver):
         r = k / (k + 1) if net == "D" and k > 1 else 1.0
         return {"lr": lr * r * warmup, "betas": (b1**r, b2**r)}
 
-    def _anchor_table(self, start: Start | None) -> AnchorTable:
-        """The anchors (docs/training.md#anchored-gan): the run's own table when it has one (a resumed run),
-        else the pretraining run's it started from, written into the run directory for its resumes."""
-        own = self.run_dir / ANCHORS_FILE
-        if own.exists():
-            table = AnchorTable.load(own)
-        elif start is not None and start.table is not None:
-            table = start.table
-            if self.is_main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                table.save(own)
-        else:
-            raise MP3NetError(
-                "train.anchor keeps the clips of a pretraining run: start the run with --init-from a run "
-                "directory of `mp3net pretrain`"
-            )
-        if max(table.clips) >= len(self.dataset):
-            raise MP3NetError(
-                f"the anchors are clips of another dataset (clip {max(table.clips)}; this one has "
-                f"{len(self.dataset)}): train on the data the pretraining run used"
-            )
+    def _anchors(self, source: AnchorTable | None) -> AnchorTable:
+        """The anchor table on the training device (docs/training.md#anchored-gan; rank 0 keeps it)."""
+        table = run_anchor_table(self.run_dir, source, len(self.dataset), write=self.is_main)
         table.latents = table.latents.to(self.device)
         return table
 
@@ -408,38 +389,13 @@ class Trainer(Solver):
 
     def sample(self) -> None:
         """Fixed-seed fakes of the EMA generator → audio and images in the logs (rank 0)."""
-        if not self.is_main or self.cfg.train.n_samples <= 0:
-            return
-        G = self.G_ema if self.G_ema is not None else self.G
-        with torch.no_grad():
-            A = G(self.z_fixed).float()
-            audio = imdct(A, trim=True)
-        self.logger.samples(self.step, A.cpu(), audio.cpu(), self.cfg.model.sample_rate)
+        if self.is_main:
+            self.monitor.sample(self.G_ema or self.G, self.step, self.logger)
 
     def evaluate(self) -> dict[str, float]:
-        """`mp3net evaluate`'s metrics of ``train.eval_clips`` fakes of the EMA generator for fixed latents
-        (``z_eval``) against as many clips of the training data, logged as ``eval/*`` (rank 0;
-        docs/training.md#metrics-during-training). It draws from none of the training's random streams, so
-        training goes on exactly as without it. Returns the logged scalars ({} on other ranks)."""
-        if not self.is_main:
-            return {}
-        from mp3net import evaluate as ev
-
-        tc, mc = self.cfg.train, self.cfg.model
-        if self._eval_reals is None:  # the same reals and latents at every evaluation: a comparable curve
-            self._eval_reals, _ = ev.load_real_clips(self.data_dir, tc.eval_clips, mc.clip_samples, seed=1)
-            zg = torch.Generator().manual_seed(derive_seed(tc.seed, 2**31 - 2))
-            self.z_eval = torch.randn(tc.eval_clips, mc.latent_dim, generator=zg)
-        assert self.z_eval is not None
-        G = self.G_ema if self.G_ema is not None else self.G
-        fakes = [
-            imdct(G.generate(z.to(self.device)), trim=True).cpu() for z in self.z_eval.split(tc.batch_size)
-        ]
-        rep = ev.evaluate_clips(self._eval_reals, list(torch.cat(fakes)), mc.sample_rate)
-        stats = {f"eval/{k}": v for k, v in rep.headline().items()}
-        self.logger.scalars(self.step, stats)
-        self.say(f"step {self.step}: {ev.headline_text(rep.headline())}")
-        return stats
+        """`mp3net evaluate`'s metrics of the EMA generator's fixed-seed fakes, logged as ``eval/*`` (rank 0;
+        {} on other ranks; :class:`~mp3net.train.monitor.Monitor`)."""
+        return self.monitor.evaluate(self.G_ema or self.G, self.step, self.logger) if self.is_main else {}
 
 
 def train(

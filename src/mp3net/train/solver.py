@@ -72,7 +72,7 @@ class Solver:
         self.writer = ckpt.CheckpointWriter(run_dir, self.keep_last(), self.say)
 
     def resolve_amp(self, setting: str) -> bool:
-        """``train.amp`` → whether to train under bf16 autocast here, with a warning where bf16 is emulated."""
+        """``train.amp`` → whether to train under bf16 autocast here; a warning where bf16 is emulated."""
         amp = ops.resolve_amp(setting, self.device)
         if amp and not ops.bf16_is_fast(self.device):
             self.say(
