@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the bare `torch>=2.3` requirement does not pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: test demo install lint typecheck bench clean
+.PHONY: test demo install lint typecheck bench clean browser
 
 $(BIN)/mp3net: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,13 @@ $(BIN)/mp3net: pyproject.toml
 
 install: $(BIN)/mp3net
 
-test: install
+# the browser test of `mp3net serve` drives the system Chromium (Debian's package, never a download)
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 demo: install
