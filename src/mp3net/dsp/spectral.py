@@ -100,25 +100,6 @@ def spectral_detail(spectrum: torch.Tensor, width: int = DETAIL_WIDTH) -> torch.
     return (s - F.avg_pool1d(s, width, 1, width // 2, count_include_pad=False))[:, 0]
 
 
-def partial_changes(spectrogram: torch.Tensor, frames: int) -> torch.Tensor:
-    """How the partials change along a clip, in dB: the log spectrogram ``[B, T, F]`` (dB/20, channels
-    already averaged) cut into segments of ``frames`` frames (a remainder dropped), each segment's
-    :func:`spectral_detail` of its time average, and the absolute difference of consecutive segments'.
-    A chord change moves a few lines by tens of dB; a drone or noise moves none
-    (docs/training.md#partial-change-matching).
-
-    Returns:
-        ``[B, S - 1, F]``, S = T // ``frames`` segments (at least 2).
-    """
-    b, t, f = spectrogram.shape
-    s = t // frames
-    if s < 2:
-        raise ValueError(f"partial changes need 2 segments of {frames} frames, the spectrogram has {t}")
-    seg = spectrogram[:, : s * frames].reshape(b, s, frames, f).mean(2)  # [B, S, F]
-    detail = spectral_detail(seg.reshape(b * s, f)).reshape(b, s, f)
-    return 20.0 * (detail[:, 1:] - detail[:, :-1]).abs()
-
-
 def partial_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """How alike the partials of two sets of log spectrograms are, frame by frame: the cosine similarity
     of their :func:`spectral_detail` (the lines over the envelope), each clip's less its mean.
