@@ -7,7 +7,6 @@ Each preset runs in its own subprocess so that its peak RSS is its own. Writes i
 
     python benchmarks/bench_train.py                     # tiny, 5s, 95s (95s: batch 1, 3 steps)
     python benchmarks/bench_train.py --presets tiny 5s   # a subset
-    python benchmarks/bench_train.py --grad-checkpoint   # also the 95s model with activation checkpointing
 """
 
 from __future__ import annotations
@@ -75,13 +74,11 @@ def _child(args: argparse.Namespace) -> None:
         "train.ckpt_every=0",
         "train.num_workers=2",
     ]
-    if args.grad_checkpoint:
-        overrides.append("train.grad_checkpoint=true")
     cfg = preset(name).override(overrides)
     out: dict = {
         "preset": name,
         "batch": batch,
-        "grad_checkpoint": args.grad_checkpoint,
+        "grad_checkpoint": False,  # activation checkpointing was retired at v0.1-lab
         "threads": torch.get_num_threads(),
     }
     t0 = time.perf_counter()
@@ -101,17 +98,14 @@ def _child(args: argparse.Namespace) -> None:
     tc = cfg.train
     ph = {}
     t = time.perf_counter()
-    real = tr._next_real()
+    real = tr.reals.next()
     ph["data+mdct"] = time.perf_counter() - t
     tr._phase(train_g=False)
     t = time.perf_counter()
-    with torch.no_grad():
-        fake = tr.G(tr._z(), tile_frames=64).float()  # as in Trainer.train_step on CPU
+    fake = tr._fakes(grad=False)  # as in Trainer.d_step: G's inference path
     ph["G forward (no grad)"] = time.perf_counter() - t
     t = time.perf_counter()
-    cl = torch.channels_last
-    real_n = tr.noise(real, generator=tr.gen).contiguous(memory_format=cl)
-    fake_n = tr.noise(fake, generator=tr.gen).contiguous(memory_format=cl)
+    real_n, fake_n = tr.loss.to_d(real), tr.loss.to_d(fake)
     ph["noise layer"] = time.perf_counter() - t
     t = time.perf_counter()
     d_real, d_fake = tr.D(real_n), tr.D(fake_n)
@@ -168,7 +162,7 @@ def _run_preset(name: str, data: Path, tmp: Path, grad_checkpoint: bool, threads
         str(steps),
     ]
     if grad_checkpoint:
-        cmd.append("--grad-checkpoint")
+        raise ValueError("activation checkpointing was retired at v0.1-lab")
     if threads:
         cmd += ["--threads", str(threads)]
     print(
@@ -281,8 +275,6 @@ def main() -> None:
         for name in [] if args.table_only else args.presets:
             data = _make_dataset(Path(tmp), name)
             results.append(_run_preset(name, data, Path(tmp), grad_checkpoint=False, threads=args.threads))
-            if args.grad_checkpoint and name == "95s":
-                results.append(_run_preset(name, data, Path(tmp), grad_checkpoint=True, threads=args.threads))
     load1 = os.getloadavg()
     import torch
 
