@@ -161,15 +161,14 @@ def synthesize_tiles(
     S, up, N = positions * cfg.start_frames, 4**cfg.n_blocks, cfg.n_bands
     chunk = max(8 * TILE_HALO, -(-tile // up))
     emitted = 0
-    phase = None  # an oscillator output's phase, carried from window to window
     before = None  # the last frame of the previous window: the inverse MDCT overlaps it with this one
     for a in range(0, S, chunk):
         b = min(a + chunk, S)
         lo, hi = max(0, a - TILE_HALO), min(S, b + TILE_HALO)
         with ops.autocast(dev, dtype):
             x = start_tensor(G, latent_path(anchors, positions, cfg.start_frames, lo, hi), first=lo)
-        y = G.render_frames(x, plan, dtype)  # float32, track frames [lo·up, hi·up)
-        A, phase = G.oscillate(y[:, :, (a - lo) * up : (b - lo) * up], phase)  # frames [a·up, b·up)
+        y = G.render(x, plan, dtype, first=lo * up)  # float32, track frames [lo·up, hi·up)
+        A = y[:, :, (a - lo) * up : (b - lo) * up]  # track frames [a·up, b·up)
         if before is None:  # the frame before the track is zero padding, whose samples the trim drops
             wave = imdct(torch.cat([A.new_zeros(*A.shape[:2], 1, A.shape[3]), A], dim=2), trim=True)[..., N:]
         else:  # track frames [a·up − 1, b·up) give the samples of frames [a·up, b·up)

@@ -1,4 +1,4 @@
-"""mp3net.dsp.oscillator: the MDCT of steady tones, a bank of oscillators at fixed offsets in every band."""
+"""mp3net.dsp.oscillator: the MDCT of a bank of steady tones at fixed offsets in every band."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mp3net.dsp import imdct, mdct
-from mp3net.dsp.oscillator import bank_mdct, bank_offsets, bank_phase, bank_start_phase
+from mp3net.dsp.oscillator import bank_cosines, bank_mdct, bank_offsets, bank_phase, bank_start_phase
 
 K = 64
 
@@ -18,6 +18,19 @@ def _peak_in_bands(x: np.ndarray) -> float:
     """The strongest frequency of ``x`` in band units (Nyquist = K bands)."""
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.argmax(spectrum)) / len(x) * 2 * K
+
+
+def _cumulative_bank(amplitude: torch.Tensor, start_frame: int = 0) -> torch.Tensor:
+    """The bank as first written (v0.1-lab): the phase as a float64 running sum of every frame's advance
+    π(k + ½ + δ_s) from the track's start, a straightforward re-implementation to check the closed form."""
+    B, C, S, M, K_ = amplitude.shape
+    m = torch.arange(start_frame + 1, start_frame + M + 1, dtype=torch.float64)  # frames advanced so far
+    k = torch.arange(K_, dtype=torch.float64)
+    delta = bank_offsets(S).double()
+    advance = math.pi * (k[None, None, :] + 0.5 + delta[:, None, None]) * m[None, :, None]  # [S, M, K]
+    start = bank_start_phase(S, K_).double()[:, None, :]
+    phase = torch.remainder(start + advance, 2 * math.pi).float()
+    return torch.einsum("bcsmk,smk->bcmk", amplitude, torch.cos(phase))
 
 
 @pytest.mark.parametrize("band", [5, 20])
@@ -48,6 +61,9 @@ def test_a_held_bank_oscillator_is_a_tone_at_its_fixed_offset(band, s):
     X = bank_mdct(amplitude)
     x = imdct(X, trim=True)[0, 0, 4 * K : -4 * K].numpy()
     assert _peak_in_bands(x) == pytest.approx(band + 0.5 + (s + 0.5) / S - 0.5, abs=0.01)
+    # analysed again, the tone stays in its band
+    energy = (mdct(torch.from_numpy(x)[None, : len(x) // K * K], K) ** 2).mean(1)[0]
+    assert energy.argmax() == band
 
 
 def test_bank_offsets_tile_the_band_evenly():
@@ -56,56 +72,38 @@ def test_bank_offsets_tile_the_band_evenly():
     assert d.min() > -0.5 and d.max() < 0.5 and d.sum().abs() < 1e-6  # symmetric, off the edges
 
 
-def test_bank_is_the_sum_of_its_oscillators():
-    """Each oscillator of the bank follows the module's model at its offset and start phase,
-    a_s · cos(Φ₀[s, k] + π(k + ½ + δ_s)·(m + 1)), and the bank adds them per channel; ``first`` reads the
-    frames of a track from its frame ``first`` on."""
+@pytest.mark.parametrize("S,M,first", [(4, 40, 0), (16, 300, 0), (16, 200, 12_345_677), (8, 70, 31)])
+def test_bank_equals_the_running_sum_of_its_phase_advances(S, M, first):
+    """The closed-form phase (one period of 4S frames, in integers) is the running sum of the advances, at
+    the start of a track and hours into it (frame 12 345 677 is 20 h at the shipped model's rate)."""
     torch.manual_seed(0)
-    S, M = 4, 40
     amplitude = torch.randn(2, 3, S, M, K)
-    start = bank_start_phase(S, K).double()  # [S, K]
-    delta = bank_offsets(S).double()
-    k = torch.arange(K, dtype=torch.float64)
-    for first in (0, 7, 1000):
-        m = torch.arange(first, first + M, dtype=torch.float64)
-        phase = start[:, None, :] + math.pi * (k + 0.5 + delta[:, None, None]) * (m[:, None] + 1)  # [S, M, K]
-        ref = (amplitude.double() * torch.cos(phase)).sum(2).float()
-        torch.testing.assert_close(bank_mdct(amplitude, first), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        bank_mdct(amplitude, first), _cumulative_bank(amplitude, first), rtol=0, atol=2e-5
+    )
 
 
-def test_bank_phase_continues_across_windows_and_starts_spread():
-    torch.manual_seed(0)
+def test_bank_phase_is_periodic_and_windows_join():
     S = 8
+    frames = torch.arange(0, 200)
+    torch.testing.assert_close(bank_phase(S, K, frames + 4 * S), bank_phase(S, K, frames), rtol=0, atol=1e-5)
+    assert bank_cosines(S, K, 2, torch.device("cpu")).shape == (8 * S, K, 2, S)
+    torch.manual_seed(0)
     amplitude = torch.randn(1, 2, S, 300, K)
     whole = bank_mdct(amplitude)
-    first = bank_mdct(amplitude[:, :, :, :100])
-    second = bank_mdct(amplitude[:, :, :, 100:], 100)
-    torch.testing.assert_close(torch.cat([first, second], 2), whole, rtol=0, atol=1e-5)
-    start = bank_start_phase(S, K)
-    assert len(torch.unique(start)) == S * K  # no two oscillators start in phase: no click at a track's start
+    parts = [bank_mdct(amplitude[:, :, :, a:b], first=a) for a, b in ((0, 100), (100, 131), (131, 300))]
+    torch.testing.assert_close(torch.cat(parts, 2), whole, rtol=0, atol=1e-6)
+    restarted = bank_mdct(amplitude[:, :, :, 100:])  # from frame 0's phase: a different sequence
+    assert (restarted - whole[:, :, 100:]).abs().max() > 1e-3
+
+
+def test_bank_start_phases_are_spread_and_the_layout_is_free():
+    start = bank_start_phase(8, K)
+    assert start.shape == (8, K) and torch.equal(start, bank_start_phase(8, K))
+    assert len(torch.unique(start)) == 8 * K  # no two oscillators start in phase: no click at a track's start
+    torch.manual_seed(0)
+    a = torch.randn(2, 2 * 4, 40, K).contiguous(memory_format=torch.channels_last)  # a conv output
+    X = bank_mdct(a.unflatten(1, (2, 4)), 5)
+    torch.testing.assert_close(X, bank_mdct(a.contiguous().unflatten(1, (2, 4)), 5), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"\[B, C, S, M, K\]"):
         bank_mdct(torch.zeros(1, 2, 8, K))
-
-
-def test_bank_phase_is_exact_at_any_frame():
-    """Frame 2^40 (≈ 200 years at 172 frames/s) lands where the closed form in integers says, and the bank
-    reads it there."""
-    S = 4
-    frames = torch.tensor([0, 999, 2**40 + 3], dtype=torch.int64)
-    phase = bank_phase(S, K, frames).double()  # [3, K, S]
-    k, s = torch.arange(K), torch.arange(S)
-    # π(k + ½ + δ_s)·(m + 1) = (2π / 4S)·((m + 1)(2kS + 2s + 1) mod 4S), in Python's exact integers
-    turns = torch.tensor(
-        [
-            [[((int(m) + 1) * (2 * int(kk) * S + 2 * int(ss) + 1)) % (4 * S) for ss in s] for kk in k]
-            for m in frames
-        ],
-        dtype=torch.float64,
-    )
-    expected = bank_start_phase(S, K).double().t() + turns * (2 * math.pi / (4 * S))
-    diff = torch.remainder(phase - expected + math.pi, 2 * math.pi) - math.pi
-    assert diff.abs().max() < 1e-5
-    amplitude = torch.ones(1, 1, S, 1, K)
-    torch.testing.assert_close(
-        bank_mdct(amplitude, 2**40 + 3)[0, 0, 0], torch.cos(phase[2]).sum(-1).float(), rtol=0, atol=1e-5
-    )

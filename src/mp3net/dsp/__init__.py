@@ -1,12 +1,12 @@
 """Signal core, pure tensor functions: the MDCT (docs/mdct.md), the psychoacoustic model
 (docs/psychoacoustics.md), the pooled spectral change and contrast (docs/training.md#change-matching,
-docs/training.md#contrast-matching), the MDCT of one oscillator per band
-(docs/networks.md#oscillator-output)."""
+docs/training.md#contrast-matching), the MDCT of a bank of oscillators per band
+(docs/networks.md#oscillator-bank)."""
 
 from mp3net.dsp.change import pooled_level_change, pooled_levels
 from mp3net.dsp.contrast import pooled_level_contrast
 from mp3net.dsp.mdct import imdct, mdct, vorbis_window
-from mp3net.dsp.oscillator import oscillator_mdct, oscillator_phase, start_phase
+from mp3net.dsp.oscillator import bank_mdct
 from mp3net.dsp.psycho import PsychoacousticModel, tonality
 
 __all__ = [
@@ -18,7 +18,5 @@ __all__ = [
     "pooled_level_change",
     "pooled_levels",
     "pooled_level_contrast",
-    "oscillator_mdct",
-    "oscillator_phase",
-    "start_phase",
+    "bank_mdct",
 ]

@@ -1,82 +1,35 @@
-"""MDCT coefficients of steady tones, one oscillator per band (docs/networks.md#oscillator-output).
+"""MDCT coefficients of a bank of steady tones at fixed offsets in every band
+(docs/networks.md#oscillator-bank).
 
 A sinusoid cos(ωn + θ) analysed by an MDCT with hop N gives, in every band k it reaches, a coefficient
 sequence over frames m of the form c_k · cos(ωN·m + θ_k): the window and the band fix the size c_k and an
 offset θ_k, and the phase advances by ωN per frame, whatever the band. Writing ω in band units,
-ω = π(k + ½ + δ)/N, the advance is π(k + ½ + δ). So an amplitude ``a[m, k]`` and a frequency offset
-``δ[m, k]`` per band give MDCT coefficients
+ω = π(k + ½ + δ)/N, the advance is π(k + ½ + δ). A *bank* holds S oscillators per band at the fixed offsets
+δ_s = (s + ½)/S − ½, each with its own amplitude ``a_s[m, k]``:
 
-    X[m, k] = a[m, k] · cos(Φ[m, k]),   Φ[m, k] = Φ_start[k] + Σ_{j ≤ m} π(k + ½ + δ[j, k])
+    X[m, k] = Σ_s a_s[m, k] · cos Φ_s[m, k],   Φ_s[m, k] = Φ₀[s, k] + π(k + ½ + δ_s)·(m + 1)
 
-which are a steady partial when ``a`` and ``δ`` are held, at any frequency the band covers. The advance is
-only known modulo 2π and a cosine cannot tell ±Φ apart, so δ and 2j − 1 − 2k − δ give the same sequence;
-with |δ| ≤ ½ the tone lies inside band k's own range, where its basis function carries it
-(tests/dsp/test_oscillator.py). The generator's ``oscillator`` output draws ``a`` and ``δ`` and lets this
-function draw the phase.
+A partial anywhere in the band is then a held amplitude of the bank oscillator nearest to it (within 1/(2S)
+band), and the choice of pitch is a choice of which amplitude to draw, not a frequency to learn by gradient.
 
-An oscillator *bank* (:func:`bank_mdct`) holds the offsets fixed instead: S oscillators per band at
-δ_s = (s + ½)/S − ½, each with its own amplitude. A partial anywhere in the band is then a held amplitude
-of the bank oscillator nearest to it (within 1/(2S) band), and the choice of pitch is a choice of which
-amplitude to draw, not a frequency to learn by gradient.
+The phase depends on the frame index m only. With δ_s = (2s + 1 − S)/(2S) the advance is a whole number of
+(2π / 4S)-turns, π(k + ½ + δ_s)(m + 1) = (2π / 4S)·(m + 1)(2kS + 2s + 1), so cos Φ repeats every 4S frames:
+:func:`bank_cosines` tabulates one period (exactly, in integers, for tracks of any length) and
+:func:`bank_mdct` reads the frames ``first, first + 1, ...`` of a track from it, so the windows of a long
+track need to share nothing but their first frame's index. (The single oscillator per band with a learned
+offset was retired; it is at tag v0.1-lab.)
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 TWO_PI = 2 * math.pi
-# the golden-ratio sequence: start phases spread evenly over the circle, no two bands alike
+# the golden-ratio sequence: start phases spread evenly over the circle, no two oscillators alike
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-
-
-def start_phase(n_bands: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The phase ``[K]`` every band's oscillator starts from at a track's first frame (deterministic, so a
-    generator's output depends on its weights and latent only)."""
-    k = torch.arange(n_bands, dtype=torch.float64, device=device)
-    return (TWO_PI * torch.frac(k * _GOLDEN)).float()
-
-
-def oscillator_phase(delta: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Φ of every frame, wrapped to [0, 2π), and the phase to continue from in the next frames.
-
-    Args:
-        delta: ``[B, 1, M, K]`` frequency offsets δ in bands (any float dtype; the sums run in float64,
-            so the phase stays exact over tracks of hours).
-        start: ``[K]`` or ``[B, 1, 1, K]``: Φ before frame 0 (:func:`start_phase` at a track's start).
-    Returns:
-        (Φ ``[B, 1, M, K]`` float32, end ``[B, 1, 1, K]`` = Φ of the last frame, in float64 so that a
-        track continued window by window keeps its phase exact).
-    """
-    if delta.dim() != 4 or delta.shape[1] != 1:
-        raise ValueError(f"delta must be [B, 1, M, K], got shape {tuple(delta.shape)}")
-    M, K = delta.shape[-2:]
-    k = torch.arange(K, device=delta.device)
-    m = torch.arange(1, M + 1, device=delta.device)
-    # π(k + ½)·(m + 1) modulo 2π exactly: (π/2)·((2k + 1)(m + 1) mod 4), integers
-    quarter_turns = ((2 * k + 1)[None, :] * m[:, None]) % 4  # [M, K]
-    base = (math.pi / 2) * quarter_turns.double()
-    drift = torch.cumsum(delta.double(), dim=2) * math.pi
-    phase = torch.remainder(start.double().reshape(-1, 1, 1, K) + base + drift, TWO_PI)
-    return phase.float(), phase[:, :, -1:]
-
-
-def oscillator_mdct(
-    amplitude: torch.Tensor, delta: torch.Tensor, start: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MDCT coefficients of one oscillator per band (the module docstring's X).
-
-    Args:
-        amplitude: ``[B, C, M, K]`` per channel (signed: a sign flip is a half turn of the phase).
-        delta: ``[B, 1, M, K]`` frequency offsets in bands, shared by the channels (one phase per band:
-            a stereo partial is the same tone at two levels).
-        start: ``[K]`` or ``[B, 1, 1, K]`` phase before frame 0.
-    Returns:
-        (X ``[B, C, M, K]`` float32, the end phase ``[B, 1, 1, K]`` to continue from).
-    """
-    phase, end = oscillator_phase(delta, start)
-    return amplitude.float() * torch.cos(phase), end
 
 
 def bank_offsets(size: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -86,26 +39,61 @@ def bank_offsets(size: int, device: torch.device | str | None = None) -> torch.T
 
 
 def bank_start_phase(size: int, n_bands: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The phase ``[S, 1, 1, K]`` each bank oscillator starts from at a track's first frame (the golden
+    """The phase Φ₀ ``[S, K]`` each bank oscillator starts from at a track's first frame (the golden
     sequence over all S·K of them: deterministic, no two alike, so their sum has no click at the start)."""
     i = torch.arange(size * n_bands, dtype=torch.float64, device=device)
-    return (TWO_PI * torch.frac(i * _GOLDEN)).float().reshape(size, 1, 1, n_bands)
+    return (TWO_PI * torch.frac(i * _GOLDEN)).float().reshape(size, n_bands)
 
 
-def bank_mdct(amplitude: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MDCT coefficients of a bank of S oscillators per band at the fixed offsets of :func:`bank_offsets`.
+def bank_phase(size: int, n_bands: int, frames: torch.Tensor) -> torch.Tensor:
+    """Φ_s[m, k] wrapped to [0, 2π) for the track frames ``frames`` ``[M]`` (int64): ``[M, K, S]`` float32.
+
+    The advance since the track's start is taken modulo 2π in integers, so the phase of frame 10⁸ is as exact
+    as that of frame 0; the start phase is added in float64 and the sum rounded to float32 once."""
+    S, K = size, n_bands
+    k = torch.arange(K, dtype=torch.int64, device=frames.device)
+    s = torch.arange(S, dtype=torch.int64, device=frames.device)
+    turns = ((frames[:, None, None] % (4 * S) + 1) * (2 * k[:, None] * S + 2 * s + 1)) % (4 * S)  # [M, K, S]
+    start = bank_start_phase(S, K, frames.device).double().t()  # [K, S]
+    return torch.remainder(start + turns.double() * (TWO_PI / (4 * S)), TWO_PI).float()
+
+
+@functools.lru_cache(maxsize=16)
+def bank_cosines(size: int, n_bands: int, channels: int, device: torch.device) -> torch.Tensor:
+    """cos Φ of two periods of 4S frames, ``[8S, K, C, S]`` float32 (row p: every frame m ≡ p mod 4S; the
+    same for every channel, laid out for :func:`bank_mdct`'s sum), made once per device. A normal tensor
+    even when first asked for under inference mode, so training may save it for backward."""
+    with torch.inference_mode(False):
+        frames = torch.arange(8 * size, dtype=torch.int64, device=device)
+        cos = torch.cos(bank_phase(size, n_bands, frames))  # [8S, K, S]
+        return cos[:, :, None].expand(-1, -1, channels, -1).contiguous()
+
+
+def bank_mdct(amplitude: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """MDCT coefficients of a bank of S oscillators per band at the offsets of :func:`bank_offsets`.
 
     Args:
-        amplitude: ``[B, C, S, M, K]``: oscillator s of band k in frame m, per channel (signed).
-        start: ``[S, 1, 1, K]`` phase before frame 0 (:func:`bank_start_phase` at a track's start).
+        amplitude: ``[B, C, S, M, K]`` float32: oscillator s of band k in track frame ``first + m``, per
+            channel (signed). Any strides: the bank sum runs over the layout ``[B, M, K, C, S]``, which
+            a channels-last ``[B, C·S, M, K]`` conv output has without a copy.
+        first: the track frame of ``m = 0`` (the windows of a long track pass their own).
     Returns:
-        (X ``[B, C, M, K]`` float32 = Σ_s amplitude_s · cos Φ_s, the end phase ``[S, 1, 1, K]`` to continue
-        from).
+        X ``[B, C, M, K]`` float32 = Σ_s amplitude_s · cos Φ_s, a ``[B, M, K, C]``-contiguous tensor.
     """
     if amplitude.dim() != 5:
         raise ValueError(f"amplitude must be [B, C, S, M, K], got shape {tuple(amplitude.shape)}")
-    S, M, K = amplitude.shape[2:]
-    delta = bank_offsets(S, amplitude.device).reshape(S, 1, 1, 1).expand(S, 1, M, K)
-    phase, end = oscillator_phase(delta, start)  # the S offsets run as a batch: [S, 1, M, K]
-    X = torch.einsum("bcsmk,smk->bcmk", amplitude.float(), torch.cos(phase[:, 0]))
-    return X, end
+    B, C, S, M, K = amplitude.shape
+    a = amplitude.permute(0, 3, 4, 1, 2)  # [B, M, K, C, S]
+    table = bank_cosines(S, K, C, amplitude.device)
+    P = table.shape[0] // 2
+    table = table[first % P :][:P]  # [P, K, C, S]: row j is track frame first + j (mod P)
+    q, r = divmod(M, P)
+    parts = []
+    if q:  # whole periods [B, q, P, K, C, S], each against the one period
+        parts.append(
+            torch.einsum("bqpkcs,pkcs->bqpkc", a[:, : q * P].unflatten(1, (q, P)), table).flatten(1, 2)
+        )
+    if r:
+        parts.append(torch.einsum("bmkcs,mkcs->bmkc", a[:, q * P :], table[:r]))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K, C]
+    return out.permute(0, 3, 1, 2)

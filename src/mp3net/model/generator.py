@@ -15,7 +15,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.dsp.oscillator import bank_mdct, bank_start_phase, oscillator_mdct, start_phase
+from mp3net.dsp.oscillator import bank_mdct
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
 from mp3net.ops import ExecutionPlan, TileLevel
 
@@ -24,9 +24,6 @@ from mp3net.ops import ExecutionPlan, TileLevel
 # quarter of its predecessor's reach, so any number of tiled blocks stays below 2 frames;
 # 2 is exact (tests/model).
 TILE_HALO = 2
-# the oscillator output's frequency offset δ = MAX_DELTA·tanh(y) keeps each band's tone inside the band's
-# own frequency range (docs/networks.md#oscillator-output)
-MAX_DELTA = 0.5
 
 
 class GeneratorBlock(Block):
@@ -65,13 +62,94 @@ class GeneratorBlock(Block):
         return self.act(self.conv(y))
 
 
+class OutputHead(Conv1):
+    """The generator's output layer: the last block's features → amplitudes, frame by frame.
+
+    ``head(x, first)``: features ``[B, width, M, K]`` of the track frames ``first … first + M − 1`` →
+    amplitudes ``[B, C, M, K]`` float32 in (−1, 1). Each output frame depends on its own input frame and its
+    index only, so time tiles and the windows of a long track may run it on their own frames. It runs in
+    float32 even under autocast (docs/networks.md#generator). A subclass of the 1×1 conv, so its weights
+    are ``<name>.weight`` / ``<name>.bias`` in a state dict under :attr:`name`, the attribute of
+    :class:`Generator` that holds it (the keys every saved model has).
+    """
+
+    name = "to_out"
+    # frames per piece outside autograd: the float32 temporaries of a piece stay in the CPU's cache
+    chunk_frames = 256
+
+    def __init__(self, cfg: ModelConfig, width: int) -> None:
+        super().__init__(width, self.conv_channels(cfg))
+        self.cfg = cfg
+
+    @staticmethod
+    def conv_channels(cfg: ModelConfig) -> int:
+        """The 1×1 conv's output channels."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:  # type: ignore[override]
+        with ops.full_precision(x.device):
+            B, _, M, K = x.shape
+            if torch.is_grad_enabled() or M <= self.chunk_frames:
+                return self.amplitudes(super().forward(x.float()), first)
+            out = x.new_empty(B, M, K, self.cfg.channels, dtype=torch.float32).permute(0, 3, 1, 2)
+            for a in range(0, M, self.chunk_frames):
+                b = min(a + self.chunk_frames, M)
+                out[:, :, a:b] = self.amplitudes(super().forward(x[:, :, a:b].float()), first + a)
+            return out
+
+    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
+        """The conv's output ``[B, out_channels, M, K]`` → amplitudes ``[B, C, M, K]``."""
+        raise NotImplementedError
+
+    def squash(self, y: torch.Tensor) -> torch.Tensor:
+        """The conv's fresh output (overwritten) → tanh(y / unit), one unit or one per band
+        (docs/networks.md#band-normalisation)."""
+        unit = unit_scale(self.cfg, y.device)
+        return ops.tanh_(y if isinstance(unit, float) and unit == 1 else y.div_(unit))
+
+
+class LinearHead(OutputHead):
+    """The paper's output: a 1×1 conv to the C channels and tanh, ``[B, width, M, K]`` → ``[B, C, M, K]``."""
+
+    name = "to_out"
+
+    @staticmethod
+    def conv_channels(cfg: ModelConfig) -> int:
+        return cfg.channels
+
+    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
+        return self.squash(y)
+
+
+class BankHead(OutputHead):
+    """An oscillator bank (docs/networks.md#oscillator-bank): a 1×1 conv to C·S amplitudes, channel c·S + s
+    for oscillator s of channel c, tanh, then Σ_s a_s·cos Φ_s (:func:`mp3net.dsp.oscillator.bank_mdct`), whose
+    phase depends on the track frame: ``[B, width, M, K]`` → ``[B, C, M, K]``."""
+
+    name = "to_bank"
+
+    @staticmethod
+    def conv_channels(cfg: ModelConfig) -> int:
+        return cfg.channels * cfg.bank_size
+
+    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
+        return bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
+
+
+OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead}
+
+
 class Generator(nn.Module):
     """z ``[B, latent]`` → MDCT amplitudes ``[B, C, M, K]`` in (−1, 1).
 
-    ``forward(z) = synthesize(head(z))``. :meth:`head` maps latents to the start tensor, :meth:`synthesize`
-    is fully convolutional and accepts a start tensor of any time length, so several latents laid along
-    time give a longer track. :meth:`generate` / :meth:`render` are the inference path (tiled by the
-    device's :class:`~mp3net.ops.ExecutionPlan`).
+    ``forward(z)`` reads head → blocks → output head: :meth:`head` maps latents to the start tensor, the
+    blocks are fully convolutional and accept a start tensor of any time length (several latents laid along
+    time give a longer track), and the output head (:class:`LinearHead` or :class:`BankHead`, chosen by
+    ``model.output``) turns the last block's features into amplitudes frame by frame. :meth:`generate` /
+    :meth:`render` are the inference path (tiled by the device's :class:`~mp3net.ops.ExecutionPlan`).
+
+    The output head is :attr:`output_head`; it is held under its own :attr:`OutputHead.name` (``to_out``,
+    ``to_bank``), so the state-dict keys are those of every model saved before the heads were modules.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -85,19 +163,15 @@ class Generator(nn.Module):
             GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
             for i in range(cfg.n_blocks)
         )
-        width, C = cfg.block_channels(cfg.n_blocks - 1)[2], cfg.channels
-        # the linear output's amplitudes; the oscillators' amplitudes and one frequency offset per band
-        self.to_out = Conv1(width, C) if "linear" in cfg.output else None
-        self.to_osc = Conv1(width, C + 1) if "oscillator" in cfg.output else None
-        # the bank's amplitudes, channel c·S + s for oscillator s of channel c
-        self.to_bank = Conv1(width, C * cfg.bank_size) if "bank" in cfg.output else None
+        head = OUTPUT_HEADS[cfg.output](cfg, cfg.block_channels(cfg.n_blocks - 1)[2])
+        self.add_module(head.name, head)
+        self._head_name = head.name
         init_weights(self)
-        if self.to_out is not None and self.to_osc is not None:
-            with torch.no_grad():  # silent oscillators: the sum starts as the linear output alone
-                self.to_osc.weight[:C].zero_()
-        if self.to_out is not None and self.to_bank is not None:
-            with torch.no_grad():
-                self.to_bank.weight.zero_()
+
+    @property
+    def output_head(self) -> OutputHead:
+        """The output layer: last block's features ``[B, width, M, K]`` → amplitudes ``[B, C, M, K]``."""
+        return self._modules[self._head_name]  # type: ignore[return-value]
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Dense → reshape → LReLU.
@@ -130,61 +204,16 @@ class Generator(nn.Module):
         b.add_(W @ mean)
         W.copy_(W @ scale)
 
-    def _output(self, x: torch.Tensor) -> torch.Tensor:
-        """The output layers, frame by frame (so time tiles may run them): the amplitudes ``[B, C, M, K]``
-        of a linear output; for oscillators their amplitudes and the raw offsets, ``[B, C + 1, M, K]``, for
-        a bank its amplitudes ``[B, C·S, M, K]``, after the linear amplitudes if there are both
-        (:meth:`oscillate` finishes it)."""
-        # the output layer and tanh in float32 even under autocast (docs/networks.md#generator)
-        with ops.full_precision(x.device):
-            x, C = x.float(), self.cfg.channels
-            parts = []
-            if self.to_out is not None:
-                parts.append(self._amplitude(self.to_out(x)))
-            if self.to_osc is not None:
-                y = self.to_osc(x)
-                parts += [self._amplitude(y[:, :C]), y[:, C:]]  # the offsets δ stay raw until oscillate
-            if self.to_bank is not None:
-                parts.append(self._amplitude(self.to_bank(x)))
-            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    def _amplitude(self, y: torch.Tensor) -> torch.Tensor:
-        """Unit-scale output ``[B, C', M, K]`` → amplitudes tanh(y / unit), one unit or one per band."""
-        unit = unit_scale(self.cfg, y.device)
-        return torch.tanh(y if isinstance(unit, float) and unit == 1 else y / unit)
-
-    def oscillate(
-        self, y: torch.Tensor, phase: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The frame-by-frame output ``y`` of consecutive frames → amplitudes ``[B, C, M, K]``, and the
-        phase to continue from (None for a linear output, which is already the amplitudes).
-
-        An oscillator output's phase runs over the whole track (docs/networks.md#oscillator-output):
-        ``phase`` is where the previous frames left it, None at a track's first frame.
-        """
-        if self.to_osc is None and self.to_bank is None:
-            return y, None
-        C = self.cfg.channels
-        linear, y = (y[:, :C], y[:, C:]) if self.to_out is not None else (None, y)
-        with ops.full_precision(y.device):
-            if self.to_osc is not None:
-                delta = MAX_DELTA * torch.tanh(y[:, C:])
-                start = start_phase(y.shape[-1], y.device) if phase is None else phase
-                A, end = oscillator_mdct(y[:, :C], delta, start)
-            else:
-                B, _, M, K = y.shape
-                S = self.cfg.bank_size
-                start = bank_start_phase(S, K, y.device) if phase is None else phase
-                A, end = bank_mdct(y.reshape(B, C, S, M, K), start)
-            return (A if linear is None else linear + A), end
-
-    def _tiled(self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int):
-        """Run ``blocks`` and the output layer, the last ``tiles[0].blocks`` of them in time tiles of
-        ``tiles[0].frames`` frames of their input (``halo`` frames of context per side), recursively."""
+    def _tiled(
+        self, x: torch.Tensor, blocks: list[nn.Module], tiles: Sequence[TileLevel], halo: int, first: int
+    ) -> torch.Tensor:
+        """Run ``blocks`` and the output head, the last ``tiles[0].blocks`` of them in time tiles of
+        ``tiles[0].frames`` frames of their input (``halo`` frames of context per side), recursively.
+        ``first``: the track frame of the output's frame 0."""
         if not tiles:
             for block in blocks:
                 x = block(x)
-            return self._output(x)
+            return self.output_head(x, first)
         level, inner = tiles[0], tiles[1:]
         n_wide = max(0, min(level.blocks, len(blocks)))
         deep, wide = blocks[: len(blocks) - n_wide], blocks[len(blocks) - n_wide :]
@@ -192,17 +221,19 @@ class Generator(nn.Module):
             x = block(x)
         m = x.shape[2]
         if level.frames >= m:
-            return self._tiled(x, wide, inner, halo)
+            return self._tiled(x, wide, inner, halo, first)
         scale = 4 ** len(wide)
         out = None
         for a in range(0, m, level.frames):
             b = min(a + level.frames, m)
             lo, hi = max(0, a - halo), min(m, b + halo)
-            y = self._tiled(x[:, :, lo:hi], wide, inner, halo)[:, :, (a - lo) * scale : (b - lo) * scale]
+            y = self._tiled(x[:, :, lo:hi], wide, inner, halo, first + lo * scale)
+            y = y[:, :, (a - lo) * scale : (b - lo) * scale]
             if out is None:
                 out = y.new_empty(y.shape[0], y.shape[1], m * scale, y.shape[3])
             out[:, :, a * scale : b * scale] = y
             del y
+        assert out is not None
         return out
 
     def synthesize(
@@ -212,8 +243,9 @@ class Generator(nn.Module):
         halo: int = TILE_HALO,
         first_block: int = 0,
         plan: ExecutionPlan | None = None,
+        first: int = 0,
     ) -> torch.Tensor:
-        """Blocks → output layer → amplitudes (through the oscillators, if the output has them).
+        """Blocks → output head → amplitudes.
 
         Args:
             x: start tensor ``[B, ch, M0, start_bands]``, any M0.
@@ -225,37 +257,41 @@ class Generator(nn.Module):
             first_block: start at this block: ``x`` is then that block's input (per-block profiling, tests).
             plan: the device's execution plan (default :func:`mp3net.ops.prepare_for` of ``x``'s device);
                 its layout is applied to ``x``.
+            first: the track frame of the output's first frame (a bank's phase runs with the track).
         Returns:
             ``[B, C, 4^n_blocks·M0, K]`` (``4^(n_blocks − first_block)·M0`` frames with ``first_block``).
         """
         x = (plan or ops.prepare_for(x.device)).layout(x)
-        return self.oscillate(self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo))[0]
+        return self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo, first)
 
     def forward(self, z: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
         """``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L).
         ``tile_frames``: the two widest blocks in time tiles of that many frames (see :meth:`synthesize`)."""
-        tiles = (TileLevel(2, tile_frames),) if tile_frames else ()
-        return self.synthesize(self.head(z), tiles)
+        x = ops.prepare_for(z.device).layout(self.head(z))  # [B, ch, start_frames, start_bands]
+        if tile_frames:
+            return self.synthesize(x, [TileLevel(2, tile_frames)])
+        for block in self.blocks:
+            x = block(x)  # [B, width, 4·frames, 2·bands]
+        return self.output_head(x)  # [B, C, M, K] float32
 
     @torch.no_grad()
     def render(
-        self, x: torch.Tensor, plan: ExecutionPlan | None = None, dtype: torch.dtype | None = None
+        self,
+        x: torch.Tensor,
+        plan: ExecutionPlan | None = None,
+        dtype: torch.dtype | None = None,
+        first: int = 0,
     ) -> torch.Tensor:
         """The inference path from a start tensor ``[B, ch, M0, start_bands]`` to a contiguous float32
         ``[B, C, 4^n_blocks·M0, K]``: no autograd, the plan's layout and time tiles (bounded memory for any
         length, cache-sized tiles on CPU), computed in ``dtype`` (bf16: under autocast; None: the ambient
-        autocast state, e.g. the trainer's)."""
-        return self.oscillate(self.render_frames(x, plan, dtype))[0].contiguous()
-
-    @torch.no_grad()
-    def render_frames(
-        self, x: torch.Tensor, plan: ExecutionPlan | None = None, dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
-        """:meth:`render` up to the frame-by-frame output (float32), before :meth:`oscillate`: what a long
-        track's windows compute (:func:`mp3net.generate.synthesize_tiles`)."""
+        autocast state, e.g. the trainer's). ``first``: the track frame of the output's first frame (the
+        windows of a long track, :func:`mp3net.generate.synthesize_tiles`)."""
         plan = plan or ops.prepare_for(x.device)
         with ops.autocast(x.device, dtype):
-            return self._tiled(plan.layout(x), list(self.blocks), plan.tiling(len(self.blocks)), TILE_HALO)
+            tiles = plan.tiling(len(self.blocks))
+            y = self._tiled(plan.layout(x), list(self.blocks), tiles, TILE_HALO, first)
+        return y.contiguous()
 
     @torch.no_grad()
     def generate(

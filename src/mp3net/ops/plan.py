@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-# Output frames per outer synthesis tile: bounds the generator's memory for any track duration.
-TILE_OUT_FRAMES = 16384
-# Inner tiles on CPU: the two widest blocks run in tiles of 64 frames of their input, which keeps each
-# tile's activations in cache (benchmarks/README.md, bench_generate: per-block profile).
-CPU_CACHE_TILE = (2, 64)
+# Output frames per outer synthesis tile: bounds the generator's memory for any track duration. A long
+# track's windows each recompute 2·TILE_HALO start frames of context: at 32768 frames that is 3 % of the
+# shipped model's work (6 % at 16384; benchmarks/README.md, bench_generate: the shipped model).
+TILE_OUT_FRAMES = 32768
+# Inner tiles on CPU: the two widest blocks run in tiles of 128 frames of their input, which keeps each
+# tile's activations in cache and their halo at 3 % (64 frames: 6 %, 4 % slower in all for the shipped
+# model; benchmarks/README.md, bench_generate: per-block profile).
+CPU_CACHE_TILE = (2, 128)
 
 
 @dataclass(frozen=True)
