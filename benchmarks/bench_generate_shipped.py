@@ -1,0 +1,98 @@
+"""`mp3net generate` with the shipped model against the model shipped before it, side by side.
+
+Each case is one `mp3net generate MODEL -n 1 --duration D` process (precision auto, the default threads
+unless --threads), timed from outside: wall seconds, CPU seconds (user + system: the fairer figure when
+other processes share the cores) and peak resident memory (the child's own ru_maxrss from wait4). The
+cases run interleaved, --reps rounds of all of them, so that a background load hits both models alike.
+
+The model before (the linear-output GAN of tiny-chorales) is read from git history (the commit before
+a207237). Its config has fields that config version 2 retired at non-neutral values, so it runs from a
+checkout of tag v0.1-lab (--lab, made with `git worktree add /work/lab v0.1-lab`).
+
+    python benchmarks/bench_generate_shipped.py [--durations 300 10800] [--reps 3] [--lab /work/lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE_COMMIT = "a207237^"
+SHIPPED = "src/mp3net/pretrained/tiny-chorales"
+
+
+def extract_before(dest: Path) -> Path:
+    """The model shipped before a207237, written to ``dest`` (config.json + model.safetensors)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        blob = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:{SHIPPED}/{name}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        (dest / name).write_bytes(blob)
+    return dest
+
+
+def run_case(
+    model: str, src: Path, duration: float, out: Path, threads: int | None
+) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MiB) of one `mp3net generate` process."""
+    env = dict(os.environ, PYTHONPATH=str(src))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", "mp3net", "generate", model, "-n", "1", "--duration", str(duration)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*cmd, "--out", str(out), "-q"], env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({status})")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--durations", type=float, nargs="+", default=[300.0, 10800.0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--lab", type=Path, default=Path("/work/lab"), help="a checkout of tag v0.1-lab")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's default)")
+    args = ap.parse_args()
+    if not (args.lab / "src" / "mp3net").is_dir():
+        raise SystemExit(f"{args.lab} is no v0.1-lab checkout: git worktree add {args.lab} v0.1-lab")
+    with tempfile.TemporaryDirectory() as tmp:
+        before = extract_before(Path(tmp) / "before")
+        cases = [
+            ("shipped (bank)", "pretrained", ROOT / "src"),
+            ("before (linear)", str(before), args.lab / "src"),
+        ]
+        results: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+        for _ in range(args.reps):
+            for duration in args.durations:
+                for name, model, src in cases:
+                    r = run_case(model, src, duration, Path(tmp) / "out", args.threads)
+                    results.setdefault((name, duration), []).append(r)
+                    print(
+                        f"{name:16s} {duration:.0f} s: {r[0]:6.2f} s wall, {r[1]:6.2f} s CPU, {r[2]:.0f} MiB",
+                        flush=True,
+                    )
+    threads = args.threads or "default"
+    print(f"\n{cpu_model()}, {os.cpu_count()} cores, threads {threads}, {dt.date.today()}, of {args.reps}")
+    print("| model | track | wall s | CPU s | peak RSS MiB |\n|---|---|---|---|---|")
+    for (name, duration), rs in results.items():
+        wall, cpu, rss = (statistics.median(x) for x in zip(*rs, strict=True))
+        print(f"| {name} | {duration:.0f} s | {wall:.2f} | {cpu:.2f} | {max(r[2] for r in rs):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
