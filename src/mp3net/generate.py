@@ -42,6 +42,9 @@ from mp3net.model.generator import TILE_HALO
 from mp3net.utils import MP3NetError
 
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
+# samples per channel of the blocks that synthesize_tiles yields (a window's waveform in pieces), so that
+# a writer's conversions (clipping, interleaving, 16-bit) of one block take a few MiB
+BLOCK_SAMPLES = 1 << 18
 
 
 def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None) -> torch.Tensor:
@@ -176,8 +179,7 @@ def synthesize_tiles(
         before = A[:, :, -1:].clone()  # not a view: the window itself is freed
         wave = wave[..., : n_samples - emitted]
         emitted += wave.shape[-1]
-        if wave.shape[-1]:
-            yield wave
+        yield from wave.split(BLOCK_SAMPLES, dim=-1)  # the writer's copies stay small
         if emitted >= n_samples:
             return
 

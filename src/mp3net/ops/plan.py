@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 
 # Output frames per outer synthesis tile: bounds the generator's memory for any track duration. A long
-# track's windows each recompute 2·TILE_HALO start frames of context: at 32768 frames that is 3 % of the
-# shipped model's work (6 % at 16384; benchmarks/README.md, bench_generate: the shipped model).
-TILE_OUT_FRAMES = 32768
+# track's windows each recompute 2·TILE_HALO start frames of context: at 24576 frames that is 4 % of the
+# shipped model's work (6 % at 16384; 32768 saves 2 % more but its 3-hour track peaks at 389 MiB instead
+# of ~360; benchmarks/bench_generate_shipped.py).
+TILE_OUT_FRAMES = 24576
 # Inner tiles on CPU: the two widest blocks run in tiles of 128 frames of their input, which keeps each
 # tile's activations in cache and their halo at 3 % (64 frames: 6 %, 4 % slower in all for the shipped
 # model; benchmarks/README.md, bench_generate: per-block profile).
