@@ -169,6 +169,19 @@ class Generator(nn.Module):
         init_weights(self)
 
     @property
+    def cfg(self) -> ModelConfig:
+        """The model config. Setting it reaches the output head, which reads its levels (``band_rms``) at each
+        call: the level calibration swaps them in (:func:`mp3net.train.band_levels.calibrated_levels`)."""
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: ModelConfig) -> None:
+        self._cfg = cfg
+        for module in self.children():
+            if isinstance(module, OutputHead):
+                module.cfg = cfg
+
+    @property
     def output_head(self) -> OutputHead:
         """The output layer: last block's features ``[B, width, M, K]`` → amplitudes ``[B, C, M, K]``."""
         return self._modules[self._head_name]  # type: ignore[return-value]

@@ -151,6 +151,14 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
     return out
 
 
+def refresh_export(run_dir: str | Path, cfg: Config, state: dict[str, Any], step: int) -> None:
+    """Bring ``run_dir/export`` up to a GAN checkpoint's ``state`` when a kill came between the two writes."""
+    export = Path(run_dir) / EXPORT_DIR
+    if export_step(export) != step:
+        weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
+        export_generator(export, cfg, weights, step)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
 

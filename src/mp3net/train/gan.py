@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mp3net import ops
-from mp3net.config import Config
+from mp3net.config import Config, TrainConfig
 from mp3net.data import ClipDataset
 from mp3net.dsp import mdct, tonality
 from mp3net.model import Discriminator, Generator, NoiseLayer
@@ -57,6 +57,23 @@ _STAT_NAMES = {"d_real": "score/real", "d_fake": "score/fake", "d_loss": "loss/d
 def _grad_norm(params: list[nn.Parameter]) -> float:
     norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def adam_settings(tc: TrainConfig, net: str, warmup: float = 1.0) -> dict[str, Any]:
+    """Adam's lr and betas for ``net`` ("G" or "D"): D's compensated for lazy regularisation's extra steps
+    (StyleGAN2: with a penalty step every k steps, lr·r and β^r, r = k/(k+1)), both scaled by ``warmup``."""
+    lr, (b1, b2) = tc.adam(net)
+    k = tc.reg_every
+    r = k / (k + 1) if net == "D" and k > 1 else 1.0
+    return {"lr": lr * r * warmup, "betas": (b1**r, b2**r)}
+
+
+def train_only(modules: list[nn.Module], params: list[nn.Parameter]) -> None:
+    """Gradients for ``params`` alone, of all the parameters of ``modules`` (a phase of the iteration)."""
+    for m in modules:
+        m.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
 
 
 class Trainer(Solver):
@@ -112,7 +129,8 @@ class Trainer(Solver):
             ckpt.remove_partial(self.run_dir)
         state = self.resume(require_checkpoint)
         if state is not None:
-            self._refresh_export(state)
+            if self.is_main:  # a kill between checkpoint and export: bring the export up to it
+                ckpt.refresh_export(self.run_dir, self.cfg, state, self.step)
         elif init_from is not None:
             start = load_start(init_from, cfg, self.device, init_optimizer)
             self._load_weights(start.G, start.G_ema, start.D, start.where)
@@ -141,8 +159,8 @@ class Trainer(Solver):
         self.g_params, self.d_params = trainable_parameters(self.G, self.D, tc.freeze_deep)
         # one Adam per network over all its parameters (a frozen run resumes a full one and back: frozen
         # parameters get no gradient, so Adam leaves them and their moments untouched)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **self._adam("G"))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **self._adam("D"))
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam_settings(tc, "G"))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam_settings(tc, "D"))
         self.g_steps = 0
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(derive_seed(tc.seed, self.rank, 0))
@@ -152,15 +170,6 @@ class Trainer(Solver):
     @property
     def G_ema(self) -> Generator | None:
         return self.ema.model if self.ema is not None else None
-
-    def _adam(self, net: str, warmup: float = 1.0) -> dict[str, Any]:
-        """Adam's lr and betas for ``net``: D's compensated for lazy regularisation's extra steps
-        (StyleGAN2: with a penalty step every k steps, lr·r and β^r, r = k/(k+1))."""
-        tc = self.cfg.train
-        lr, (b1, b2) = tc.adam(net)
-        k = tc.reg_every
-        r = k / (k + 1) if net == "D" and k > 1 else 1.0
-        return {"lr": lr * r * warmup, "betas": (b1**r, b2**r)}
 
     def _anchors(self, source: AnchorTable | None) -> AnchorTable:
         """The anchor table on the training device (docs/training.md#anchored-gan; rank 0 keeps it)."""
@@ -182,7 +191,7 @@ class Trainer(Solver):
         # a changed lr/betas in the config wins over the checkpoint's
         for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
             for group in opt.param_groups:
-                group.update(self._adam(net))
+                group.update(adam_settings(self.cfg.train, net))
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state, every tensor copied to the CPU (training may go on while it is
@@ -239,13 +248,6 @@ class Trainer(Solver):
     def keep_last(self) -> int:
         return self.cfg.train.keep_last
 
-    def _refresh_export(self, state: dict[str, Any]) -> None:
-        """A kill between checkpoint and export: bring the export up to the checkpoint."""
-        export = self.run_dir / ckpt.EXPORT_DIR
-        if self.is_main and ckpt.export_step(export) != self.step:
-            weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
-            ckpt.export_generator(export, self.cfg, weights, self.step)
-
     def save(self) -> None:
         """Checkpoint the current step and refresh the generator export (rank 0). Collective.
 
@@ -267,12 +269,7 @@ class Trainer(Solver):
         return torch.randn(B, L, generator=self.gen, device=self.device)
 
     def _phase(self, train_g: bool) -> None:
-        for p in self.G.parameters():
-            p.requires_grad_(False)
-        for p in self.D.parameters():
-            p.requires_grad_(False)
-        for p in self.g_params if train_g else self.d_params:
-            p.requires_grad_(True)
+        train_only([self.G, self.D], self.g_params if train_g else self.d_params)
 
     def _apply(self, opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> tuple[float, bool]:
         """Average gradients over ranks; step unless loss or gradients are not finite. (grad norm, ok)."""
@@ -292,7 +289,7 @@ class Trainer(Solver):
         f = min(1.0, (self.step + 1) / w)
         for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
             for group in opt.param_groups:
-                group["lr"] = self._adam(net, warmup=f)["lr"]
+                group["lr"] = adam_settings(self.cfg.train, net, warmup=f)["lr"]
 
     def _fakes(self, grad: bool, z: torch.Tensor | None = None) -> torch.Tensor:
         """A batch of fakes ``[B, C, M, K]`` float32 from latents ``z`` (default: fresh ones): with ``grad``
