@@ -72,7 +72,7 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
     # the shipped model's section shows its card's training curves
     assert "pretrained/curves.png" in refs
     # the demo's own recipe: band normalisation, its levels measured on the chorales and saved with the run
-    assert "-o model.band_norm=true -o train.r1_gamma=100" in page
+    assert "-o model.output=linear -o model.min_channels=16" in page
     run_cfg = json.loads((out / "run" / "config.json").read_text())
     assert run_cfg["model"]["band_norm"] and len(run_cfg["model"]["band_rms"]) == 64
     assert run_cfg["train"]["r1_gamma"] == 100

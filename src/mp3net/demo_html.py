@@ -22,7 +22,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>mp3net demo</t
 <style>{css}</style></head><body>
 <h1>mp3net demo: Bach chorales</h1>
 <p>{dataset}<br>
-Model: <code>tiny</code> preset with <code>{recipe}</code> ({sample_rate} Hz, {channels} ch,
+Model: <code>laptop</code> preset with <code>{recipe}</code> ({sample_rate} Hz, {channels} ch,
 {n_bands} bands, clips of {clip_seconds:.2f} s); trained here for {steps} discriminator iterations
 ({minutes:g} min budget); this report took {elapsed_minutes:.1f} min.
 Run <code>mp3net demo --out {out}</code> again to train further.</p>
@@ -88,7 +88,8 @@ def pretrained_section(
     )
     return (
         "<h2>The shipped pretrained model (<code>mp3net generate pretrained</code>)</h2>"
-        "<p class='note'>The tiny preset's grid with the oscillator bank output, trained on the same "
+        "<p class='note'>The laptop preset's network (the oscillator bank output, band normalisation), "
+        "trained on the same "
         "chorales by autoencoder pretraining (no GAN) for 2.7 CPU-hours; see "
         "<code>src/mp3net/pretrained/tiny-chorales/README.md</code>.</p>"
         + track_cards(tracks)

@@ -12,7 +12,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     parser.description = (
         "Render Bach chorales (music21's corpus) with the built-in piano synthesizer (cached after the first "
-        "run), prepare them, train the tiny model on them for --minutes, generate tracks and write "
+        "run), prepare them, train the laptop preset's GAN on them for --minutes, generate tracks and "
+        "write "
         "OUT/report.html: audio and spectrograms of generated and real clips, the tonality of both over "
         "training (paper figure 5), the evaluate table, and tracks from the shipped pretrained model. "
         "Running it again on the same --out continues the training."
@@ -38,7 +39,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-clips", type=int, default=32, help="clips per side for the evaluate table (default 32)"
     )
-    add_override_argument(parser, "a value of the tiny preset (after the demo's own recipe)")
+    add_override_argument(parser, "a value of the laptop preset (after the demo's own recipe)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
