@@ -1,4 +1,4 @@
-"""``mp3net pretrain --data OUT_DIR --preset NAME --run RUN_DIR``: G as a decoder, before any GAN."""
+"""``mp3net pretrain --data OUT_DIR --run RUN_DIR``: G as a decoder, before any GAN."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "log spectrograms from its latent, partials and onsets included. RUN_DIR/export is then a "
         "generator for `mp3net generate` (z ~ N(0, I), the latents' Gaussian folded into its head; with "
         "band normalisation its levels calibrated to the data's) and the start of a GAN: `mp3net train "
-        "--run RUN2 --init-from RUN_DIR`. The shipped model was made this way, with -o model.output=bank "
-        "-o model.band_norm=true (its card has the commands). Checkpoints go to "
+        "--run RUN2 --init-from RUN_DIR`. With no --preset a new run takes the laptop preset: the shipped "
+        "model's network and the default recipe (every term from the start, 8 000 steps, the rates decayed "
+        "from step 6 000; docs/training.md#the-default-recipe). Checkpoints go to "
         "RUN_DIR/pretrain every pretrain.ckpt_every steps and on exit (Ctrl-C or SIGTERM finish the "
         "current step first); running the same command again continues exactly where it stopped."
     )

@@ -13,9 +13,9 @@ from mp3net.utils import MP3NetError
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Train MP3net on a dataset made by `mp3net prepare`, with the preset's recipe (train.loss: the "
-        "paper's wgan-gp for 95s/5s, the fast ns-r1 for tiny; any -o train.* option changes it, see the "
-        "README's training recipes). Checkpoints (full state) go to "
+        "Train MP3net's GAN on a dataset made by `mp3net prepare`, with the preset's recipe (train.loss: the "
+        "paper's wgan-gp for paper-95s/paper-5s, the fast ns-r1 for laptop, the default; any -o train.* "
+        "option changes it, docs/config.md). Checkpoints (full state) go to "
         "RUN_DIR/checkpoints every train.ckpt_every steps or train.ckpt_minutes minutes (default 10), "
         "whichever comes first, written in the background, and on exit (Ctrl-C or SIGTERM finish the "
         "current step first); a kill -9 loses at most that interval. Running "
