@@ -221,7 +221,7 @@ def main() -> None:
     from mp3net.config import preset
 
     name = args.preset or ("tiny" if args.quick else "95s")
-    cfg = preset(name).model
+    cfg = preset(name).model.with_unit_levels()
     tests_ok, tests = (True, "skipped") if args.no_tests else run_tests(dev)
     print(f"device tests: {tests}", flush=True)
     train = training_iteration(cfg, dev, args.batch, args.iters)

@@ -84,8 +84,8 @@ def scale_output_to(G, z: torch.Tensor, rms: float) -> None:
     with torch.no_grad():
         for _ in range(3):
             cur = float(G.generate(z[:1], dtype=torch.float32).square().mean().sqrt())
-            G.to_out.weight.mul_(rms / cur)
-            G.to_out.bias.mul_(rms / cur)
+            G.output_head.weight.mul_(rms / cur)
+            G.output_head.bias.mul_(rms / cur)
 
 
 def forward_flops(cfg) -> tuple[float, list[float]]:
@@ -118,7 +118,7 @@ def worker(case: str, reps: int) -> dict:
     from mp3net.model import Generator
 
     name, batch, mode = CASES[case]
-    cfg = preset(name).model
+    cfg = preset(name).model.with_unit_levels()
     flops, block_flops = forward_flops(cfg)
     torch.manual_seed(0)
     G = Generator(cfg).eval()
@@ -271,7 +271,7 @@ def generate_path_rows(rounds: int = 3) -> tuple[str, list[str]]:
         source = "random tiny generator (no shipped model found)"
         t_load = float("nan")
         torch.manual_seed(0)
-        G = Generator(preset("tiny").model).eval()
+        G = Generator(preset("laptop").model.with_unit_levels()).eval()
     m = G.cfg
     rows = []
     for precision in ("fp32", "auto"):

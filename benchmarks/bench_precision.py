@@ -48,6 +48,7 @@ def worker(precisions: list[str], reps: int, d_reps: int, name: str) -> dict:
     cfg = preset(name)
     m, tc = cfg.model, cfg.train
     torch.manual_seed(0)
+    m = m.with_unit_levels()
     G, D, noise = Generator(m).eval(), Discriminator(m), NoiseLayer(m)
     opt = torch.optim.Adam(D.parameters(), tc.lr, betas=tuple(tc.betas))
     gen = torch.Generator().manual_seed(0)

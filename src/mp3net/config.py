@@ -163,6 +163,13 @@ class ModelConfig:
     def clip_seconds(self) -> float:
         return self.clip_samples / self.sample_rate
 
+    def with_unit_levels(self) -> ModelConfig:
+        """This config with levels of 1 in every band where band normalisation has none measured yet: for
+        what does not depend on them (shapes, parameters, FLOPs, speed, untrained networks)."""
+        if not self.band_norm or self.band_rms:
+            return self
+        return dataclasses.replace(self, band_rms=(1.0,) * self.n_bands)
+
     def block_channels(self, i: int) -> tuple[int, int, int]:
         """(in, mid, out) channels of generator block ``i`` (0 = deepest)."""
         e = self.n_blocks - 1 - i

@@ -6,7 +6,6 @@ The networks are built on the meta device, so even the 95 s model costs no memor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -53,8 +52,7 @@ def describe(cfg: Config) -> dict:
 
     m = cfg.model
     # band levels are measured when training starts; shapes, parameters and FLOPs do not depend on them
-    if m.band_norm and not m.band_rms:
-        m = dataclasses.replace(m, band_rms=(1.0,) * m.n_bands)
+    m = m.with_unit_levels()
     with torch.device("meta"):
         G, D = Generator(m), Discriminator(m)
         z = torch.empty(1, m.latent_dim)
