@@ -3,6 +3,7 @@ neutral values silently, others with one line naming the tag), bad values are er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -222,3 +223,14 @@ def test_the_first_shipped_models_config_still_builds_its_network():
     G = Generator(cfg.model)
     assert sum(p.numel() for p in G.parameters()) == 561_618 and len(G.state_dict()) == 68
     assert (cfg.model.upsample, cfg.model.min_channels, cfg.model.output) == ("transposed", 0, "linear")
+
+
+def test_unit_levels_fill_only_what_training_has_not_measured():
+    m = preset("laptop").model
+    assert m.band_norm and not m.band_rms
+    filled = m.with_unit_levels()
+    assert filled.band_rms == (1.0,) * m.n_bands and m.band_rms == ()  # a copy
+    measured = dataclasses.replace(m, band_rms=(0.5,) * m.n_bands)
+    assert measured.with_unit_levels() is measured
+    plain = preset("paper-5s").model
+    assert plain.with_unit_levels() is plain
