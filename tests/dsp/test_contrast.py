@@ -1,4 +1,4 @@
-"""The pooled level contrast (docs/training.md#contrast-matching): held partials give deep valleys, flicker
+"""The pooled level contrast (docs/experiments.md#2026-12-02-contrast-matching): held partials give deep valleys, flicker
 and noise give shallow ones, the floor caps the depth of near-silence."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""How sharply a held spectrum peaks across frequency (docs/training.md#contrast-matching).
+"""How sharply a held spectrum peaks across frequency (docs/experiments.md#2026-12-02-contrast-matching).
 
 A held chord is a few partials with deep valleys between them; noise fills the valleys. Averaged over a
 short step (as :func:`mp3net.dsp.pooled_levels` does), a partial that holds still keeps its peak, while

@@ -1,4 +1,4 @@
-"""A long-window view of MDCT amplitudes (docs/networks.md#spectral-discriminator): back to audio by the
+"""A long-window view of MDCT amplitudes (docs/experiments.md#2026-12-04-ds-spectral-view): back to audio by the
 inverse MDCT, then a short-time Fourier transform whose window spans many MDCT frames, so a held partial
 is one narrow line and a band of noise a flat smear, where the MDCT shows both as flickering bands."""
 
@@ -95,7 +95,7 @@ DETAIL_WIDTH = 17
 def spectral_detail(spectrum: torch.Tensor, width: int = DETAIL_WIDTH) -> torch.Tensor:
     """The partials of log spectra ``[B, F]``: each minus its moving average over ``width`` bins (fewer at
     the edges). Two clips of the same partials at different levels or under different envelopes have the
-    same detail (docs/training.md#mode-seeking)."""
+    same detail (docs/experiments.md#2026-12-05-mode-seeking)."""
     s = spectrum[:, None]
     return (s - F.avg_pool1d(s, width, 1, width // 2, count_include_pad=False))[:, 0]
 

@@ -1,5 +1,5 @@
 """The exponential moving average of the generator's weights (the EMA generator that samples, evaluations
-and the export use; docs/training.md#ema)."""
+and the export use; docs/training.md#ema-of-the-generator)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Fine-tuning (paper §4.3.1; docs/training.md#fine-tuning): a new GAN run that starts from another model
-(``mp3net train --init-from SOURCE``), optionally training only the shallowest blocks (``train.freeze_deep``).
+"""Fine-tuning (paper §4.3.1; docs/training.md#fine-tuning-the-shallow-blocks): a new GAN run that starts
+from another model (``mp3net train --init-from SOURCE``), optionally training only the shallowest blocks
+(``train.freeze_deep``).
 
 A source is a GAN run directory (its newest checkpoint: G, EMA-G, D and, if asked, both optimisers), an
 autoencoder-pretraining run directory (its folded generator and its latent table, for the anchor term), or
