@@ -1,5 +1,5 @@
-"""The pooled level change (docs/experiments.md#2026-12-02-change-matching): steady grids are still, a step moves every bin
-once, the floor hides changes deep below the peak."""
+"""The pooled level change (docs/experiments.md#2026-12-02-change-matching): steady grids are still, a step
+moves every bin once, the floor hides changes deep below the peak."""
 
 import math
 

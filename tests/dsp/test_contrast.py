@@ -1,5 +1,5 @@
-"""The pooled level contrast (docs/experiments.md#2026-12-02-contrast-matching): held partials give deep valleys, flicker
-and noise give shallow ones, the floor caps the depth of near-silence."""
+"""The pooled level contrast (docs/experiments.md#2026-12-02-contrast-matching): held partials give deep
+valleys, flicker and noise give shallow ones, the floor caps the depth of near-silence."""
 
 import pytest
 import torch

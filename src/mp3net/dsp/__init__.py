@@ -1,7 +1,7 @@
 """Signal core, pure tensor functions: the MDCT (docs/mdct.md), the psychoacoustic model
-(docs/psychoacoustics.md), the pooled spectral change and contrast (docs/experiments.md#2026-12-02-change-matching,
-docs/experiments.md#2026-12-02-contrast-matching), the MDCT of a bank of oscillators per band
-(docs/networks.md#oscillator-bank)."""
+(docs/psychoacoustics.md), the pooled spectral change and contrast (evaluation's measures;
+docs/experiments.md#2026-12-02-change-matching, docs/experiments.md#2026-12-02-contrast-matching), the MDCT
+of a bank of oscillators per band (docs/networks.md#oscillator-bank)."""
 
 from mp3net.dsp.change import pooled_level_change, pooled_levels
 from mp3net.dsp.contrast import pooled_level_contrast

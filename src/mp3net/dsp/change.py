@@ -1,4 +1,5 @@
-"""How much a spectrum changes from one short step to the next (docs/experiments.md#2026-12-02-change-matching).
+"""How much a spectrum changes from one short step to the next
+(docs/experiments.md#2026-12-02-change-matching).
 
 A held chord keeps every bin's level steady and a chord change moves many bins at once; noise moves a
 little everywhere all the time. The pooled level change below measures both, on any energy grid
