@@ -43,8 +43,8 @@ the same path (the original compared un-noised fakes with noised reals; we do no
 * **Partial spread** (:func:`partial_spread`): how much the partials differ from clip to clip, the mean
   over pairs of clips of the difference of their :func:`~mp3net.dsp.spectral.spectral_detail` (the
   time-averaged long-window log spectrum minus its envelope; docs/experiments.md#2026-12-05-mode-seeking).
-  Real chords differ from clip to clip; partials drawn at the same frequencies whatever the latent, and noise, which
-  has none, give a small spread.
+  Real chords differ from clip to clip; partials drawn at the same frequencies whatever the latent, and
+  noise, which has none, give a small spread.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A long-window view of MDCT amplitudes (docs/experiments.md#2026-12-04-ds-spectral-view): back to audio
-by the inverse MDCT, then a short-time Fourier transform whose window spans many MDCT frames, so a held partial
-is one narrow line and a band of noise a flat smear, where the MDCT shows both as flickering bands."""
+by the inverse MDCT, then a short-time Fourier transform whose window spans many MDCT frames, so a held
+partial is one narrow line and a band of noise a flat smear, where the MDCT shows both as flickering bands."""
 
 from __future__ import annotations
 
