@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,6 +36,10 @@ class AnchorTable:
 
     clips: list[int]
     latents: torch.Tensor
+
+    def clips_audio(self, dataset: Any, rows: torch.Tensor) -> torch.Tensor:
+        """The audio ``[B, C, T]`` of the table's ``rows`` ``[B]`` in ``dataset``."""
+        return dataset.stack(self.clips[int(i)] for i in rows.cpu())
 
     def save(self, path: str | Path) -> Path:
         """Atomically write the table (it never changes during a run: written once at its start)."""

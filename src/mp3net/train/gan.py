@@ -68,6 +68,17 @@ def adam_settings(tc: TrainConfig, net: str, warmup: float = 1.0) -> dict[str, A
     return {"lr": lr * r * warmup, "betas": (b1**r, b2**r)}
 
 
+def warm_up(optimizers: dict[str, torch.optim.Optimizer], tc: TrainConfig, step: int) -> None:
+    """The learning rates of D step ``step`` (from 0) under the linear warm-up of ``train.warmup_steps``;
+    ``optimizers`` by network ("G", "D")."""
+    if tc.warmup_steps <= 0:
+        return
+    f = min(1.0, (step + 1) / tc.warmup_steps)
+    for net, opt in optimizers.items():
+        for group in opt.param_groups:
+            group["lr"] = adam_settings(tc, net, warmup=f)["lr"]
+
+
 def train_only(modules: list[nn.Module], params: list[nn.Parameter]) -> None:
     """Gradients for ``params`` alone, of all the parameters of ``modules`` (a phase of the iteration)."""
     for m in modules:
@@ -281,16 +292,6 @@ class Trainer(Solver):
         opt.zero_grad(set_to_none=True)
         return gn, ok
 
-    def _set_lr(self) -> None:
-        """The learning rates of this step: the linear warm-up of ``train.warmup_steps``."""
-        w = self.cfg.train.warmup_steps
-        if w <= 0:
-            return
-        f = min(1.0, (self.step + 1) / w)
-        for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
-            for group in opt.param_groups:
-                group["lr"] = adam_settings(self.cfg.train, net, warmup=f)["lr"]
-
     def _fakes(self, grad: bool, z: torch.Tensor | None = None) -> torch.Tensor:
         """A batch of fakes ``[B, C, M, K]`` float32 from latents ``z`` (default: fresh ones): with ``grad``
         through G's forward, else through its inference path (the device's layout and tiles)."""
@@ -324,8 +325,8 @@ class Trainer(Solver):
         self._phase(train_g=True)
         loss, st = self.loss.g_main(self.D, self._fakes(grad=True))
         stats = {_STAT_NAMES.get(k, k): float(v) for k, v in st.items() if k != "d_fake"}
-        if tc.anchor > 0:
-            rec = self._anchor_loss()
+        if self.anchors is not None:  # train.anchor > 0
+            rec = self._anchor_loss(self.anchors)
             loss = loss + tc.anchor * rec
             stats["loss/anchor"] = float(rec.detach())
         loss.backward()
@@ -336,17 +337,15 @@ class Trainer(Solver):
                 self.ema.update(self.G, self.g_steps)
         return {**stats, "grad_norm/g": gn}, ok
 
-    def _anchor_loss(self) -> torch.Tensor:
-        """The anchor term: ``batch_size`` clips of the table drawn from their latents, their
-        :func:`~mp3net.train.losses.spectral_reconstruction` (dB / 20; docs/training.md#anchored-gan)."""
-        assert self.anchors is not None
-        table = self.anchors
-        n, B = len(table.clips), self.cfg.train.batch_size
-        rows = torch.randint(n, (B,), generator=self.gen, device=self.device)
-        audio = self.dataset.stack(table.clips[int(i)] for i in rows.cpu()).to(self.device)
-        target = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
-        fake = self._fakes(grad=True, z=table.latents[rows])
+    def _anchor_loss(self, table: AnchorTable) -> torch.Tensor:
+        """The anchor term (docs/training.md#anchored-gan): ``batch_size`` rows of the table drawn from this
+        rank's stream, their clips' :func:`~mp3net.train.losses.spectral_reconstruction` (dB / 20)."""
+        rows = torch.randint(
+            len(table.clips), (self.cfg.train.batch_size,), generator=self.gen, device=self.device
+        )
+        target = mdct(table.clips_audio(self.dataset, rows).to(self.device), self.cfg.model.n_bands)
         pc = self.cfg.pretrain
+        fake = self._fakes(grad=True, z=table.latents[rows])
         return spectral_reconstruction(fake, target, pc.ffts, pc.envelope, pc.mid_side)
 
     def train_step(self) -> dict[str, float]:
@@ -355,7 +354,7 @@ class Trainer(Solver):
         t0 = time.perf_counter()
         real = self.reals.next()
         t_data = time.perf_counter() - t0
-        self._set_lr()
+        warm_up({"G": self.opt_G, "D": self.opt_D}, self.cfg.train, self.step)
         stats, ok = self.d_step(real)
         if (self.step + 1) % tc.n_critic == 0:
             g_stats, ok_g = self.g_step()
