@@ -8,6 +8,7 @@ on frequency as [low, high] and upsampled in time once more.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -62,7 +63,7 @@ class GeneratorBlock(Block):
         return self.act(self.conv(y))
 
 
-class OutputHead(Conv1):
+class OutputHead(Conv1, metaclass=abc.ABCMeta):
     """The generator's output layer: the last block's features → amplitudes, frame by frame.
 
     ``head(x, first)``: features ``[B, width, M, K]`` of the track frames ``first … first + M − 1`` →
@@ -82,9 +83,9 @@ class OutputHead(Conv1):
         self.cfg = cfg
 
     @staticmethod
+    @abc.abstractmethod
     def conv_channels(cfg: ModelConfig) -> int:
         """The 1×1 conv's output channels."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:  # type: ignore[override]
         with ops.full_precision(x.device):
@@ -97,9 +98,9 @@ class OutputHead(Conv1):
                 out[:, :, a:b] = self.amplitudes(super().forward(x[:, :, a:b].float()), first + a)
             return out
 
+    @abc.abstractmethod
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
         """The conv's output ``[B, out_channels, M, K]`` → amplitudes ``[B, C, M, K]``."""
-        raise NotImplementedError
 
     def squash(self, y: torch.Tensor) -> torch.Tensor:
         """The conv's fresh output (overwritten) → tanh(y / unit), one unit or one per band

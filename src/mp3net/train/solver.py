@@ -13,6 +13,7 @@ step: a stop request, a late checkpoint or a failed checkpoint write on one rank
 
 from __future__ import annotations
 
+import abc
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ MAX_BAD_STEPS = 8  # consecutive non-finite steps before rolling back to the las
 MAX_ROLLBACKS = 3  # rollbacks before giving up
 
 
-class Solver:
+class Solver(abc.ABC):
     """The run loop. Subclasses set the attributes of :meth:`setup_run` and implement the abstract methods.
 
     ``run(total)`` trains until ``step == total``, a time budget has passed or a stop request came, then
@@ -86,26 +87,27 @@ class Solver:
         self.logger = RunLogger(log_dir, self.step, enabled=self.is_main)
 
     # ---- what a trainer implements -----------------------------------------------------------------------
+    @abc.abstractmethod
     def keep_last(self) -> int:
-        raise NotImplementedError
+        """How many checkpoints the run keeps."""
 
+    @abc.abstractmethod
     def train_step(self) -> dict[str, float]:
         """One step; the stats logged, with ``ok`` = 0 when the step was skipped (non-finite)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def save(self) -> None:
         """Checkpoint the current step (collective), through :attr:`writer` or at once."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_state(self, state: dict[str, Any], where: Path) -> None:
         """Continue from a checkpoint's state (resume and rollback)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reseed(self) -> None:
         """Fresh random streams after a rollback (or the same batch and noise would diverge again)."""
-        raise NotImplementedError
 
-    def periodic(self) -> None:
+    def periodic(self) -> None:  # noqa: B027 - an optional hook, nothing by default
         """What runs after a finished step besides logging and checkpoints (samples, evaluations)."""
 
     def postfix(self) -> str:
