@@ -23,6 +23,7 @@ UPSAMPLE_MODES = ("transposed", "resize")
 OUTPUT_MODES = ("linear", "bank")
 LOSSES = ("wgan-gp", "ns-r1")
 LATENT_INITS = ("pca", "random")  # pretrain.latent_init
+SAMPLERS = ("gaussian", "table")  # model.sampler, pretrain.sampler
 LR_DECAY_FLOOR = 0.1  # pretrain.lr_decay_*: the rates end at this share of pretrain.lr and latent_lr
 
 
@@ -145,6 +146,10 @@ class ModelConfig:
     # and D weighs every band alike; band_rms is the data's rms per band, filled in when training starts
     band_norm: bool = False
     band_rms: tuple[float, ...] = ()
+    # how z ~ N(0, I) becomes the latent the dense layer reads: "gaussian" (directly; a pretraining export
+    # folds its table's Gaussian into the dense layer) or "table" (a latent near the pretrained table,
+    # model/sampler.py; docs/training.md#the-sampler). A pretraining export sets it (pretrain.sampler).
+    sampler: str = "gaussian"
     # psychoacoustic model (docs/psychoacoustics.md)
     n_bark: int = 24
     alpha: float = 0.6
@@ -196,6 +201,7 @@ class ModelConfig:
             )
         check_choice("model.upsample", self.upsample, UPSAMPLE_MODES)
         check_choice("model.output", self.output, OUTPUT_MODES)
+        check_choice("model.sampler", self.sampler, SAMPLERS)
         if self.bank_size < 1:
             raise ConfigError(f"model.bank_size must be ≥ 1, got {self.bank_size}")
 
@@ -292,6 +298,9 @@ class PretrainConfig:
     envelope: float = 1.0
     # the distance on mid and side rather than left and right, so the stereo image's width counts
     mid_side: bool = True
+    # what the export draws from: "table" (latents near the table's, model/sampler.py) or "gaussian" (the
+    # table's Gaussian folded into the dense layer); docs/training.md#the-sampler
+    sampler: str = "table"
     # the export's output levels matched to the data's, band by band (docs/training.md#level-calibration)
     calibrate: bool = True
     # from step lr_decay_start on, both rates fall along half a cosine over lr_decay_steps to LR_DECAY_FLOOR
@@ -313,6 +322,7 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.envelope must be >= 0, got {self.envelope}")
         if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):
             raise ConfigError(f"pretrain.ffts must be powers of two >= 16, got {list(self.ffts)}")
+        check_choice("pretrain.sampler", self.sampler, SAMPLERS)
         if self.latent_init not in LATENT_INITS:
             raise ConfigError(f"pretrain.latent_init must be one of {', '.join(LATENT_INITS)}")
 

@@ -1,15 +1,16 @@
 """Inference: load a generator, turn seeds into waveforms of any duration, interpolate between seeds.
 
-Tracks longer than the training clip (beyond the paper): the generator is fully convolutional after its
-dense head, so one pass over a longer start tensor gives a longer track. The start tensor is laid out
-from a *latent path* (the latent-coordinate idea of Musika): one anchor latent per clip length, placed at
-the clip centres, and every start frame takes the spherical interpolation of its two neighbouring
-anchors at its own time coordinate. Because the dense head is linear before its LReLU, each start frame
-is the head's output for its own interpolated latent (frame slot f of a clip uses the dense weights of
-slot f), so a one-clip track is exactly ``G(z)`` and longer tracks morph continuously from one musical
-idea to the next: no crossfades, no seams. Synthesis is :meth:`Generator.render`, the one inference path:
-the widest blocks run in overlapping time tiles chosen by the device's plan
-(:meth:`mp3net.ops.ExecutionPlan.tiling`), exact in the interior, so memory is bounded by the tile size.
+Tracks longer than the training clip (beyond the paper): the generator is fully convolutional after its dense
+head, so one pass over a longer start tensor gives a longer track. The start tensor is laid out from a *latent
+path* (the latent-coordinate idea of Musika): one anchor latent per clip length (a seed's noise through the
+model's sampler, :meth:`Generator.latents`), placed at the clip centres, and every start frame takes the blend
+of its two neighbouring anchors at its own time coordinate: their spherical interpolation, or the straight
+line for a table sampler's latents. Because the dense head is linear before its LReLU, each start frame is the
+head's output for its own interpolated latent (frame slot f of a clip uses the dense weights of slot f), so a
+one-clip track is exactly ``G(z)`` and longer tracks morph continuously from one musical idea to the next: no
+crossfades, no seams. Synthesis is :meth:`Generator.render`, the one inference path: the widest blocks run in
+overlapping time tiles chosen by the device's plan (:meth:`mp3net.ops.ExecutionPlan.tiling`), exact in the
+interior, so memory is bounded by the tile size.
 
 Precision: ``auto`` (default) computes in bf16 where :func:`mp3net.ops.bf16_is_fast` and float32
 elsewhere; ``fp32`` and ``bf16`` force one (:func:`mp3net.ops.resolve_precision`).
@@ -79,17 +80,31 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(t == 0, a, torch.where(t == 1, b, out))
 
 
+def blend(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, linear: bool) -> torch.Tensor:
+    """Between latents ``[..., D]``: the slerp (Gaussian noise, kept at a typical norm) or, with ``linear``,
+    the straight line (a table sampler's latents, which sit near the table, not on a sphere)."""
+    if not linear:
+        return slerp(a, b, t)
+    return torch.lerp(a, b, t[..., None].to(a.dtype))
+
+
 def latent_path(
-    anchors: torch.Tensor, n_positions: int, start_frames: int, lo: int = 0, hi: int | None = None
+    anchors: torch.Tensor,
+    n_positions: int,
+    start_frames: int,
+    lo: int = 0,
+    hi: int | None = None,
+    linear: bool = False,
 ) -> torch.Tensor:
     """Latent of every start frame of a track ``n_positions`` clips long (or of frames ``[lo, hi)``).
 
     Args:
         anchors: ``[..., P, D]`` one latent per clip, P ≥ n_positions, anchor j sits at the centre of
             clip j (time coordinate j + ½ in clip units).
+        linear: blend the anchors along straight lines rather than slerps (:func:`blend`).
     Returns:
         ``[..., n_positions·start_frames, D]`` (``hi - lo`` frames with a range); frame s sits at
-        coordinate (s + ½)/start_frames and takes the slerp of its two neighbouring anchors (the nearest
+        coordinate (s + ½)/start_frames and takes the blend of its two neighbouring anchors (the nearest
         one beyond the first/last centre).
     """
     s = torch.arange(lo, n_positions * start_frames if hi is None else hi, dtype=torch.float64)
@@ -100,7 +115,7 @@ def latent_path(
     t = (c - j0).to(torch.float32)
     t = torch.where(j0 == j1, torch.zeros_like(t), t)
     a, b = anchors[..., j0, :], anchors[..., j1, :]
-    return slerp(a, b, t.expand(a.shape[:-1]))
+    return blend(a, b, t.expand(a.shape[:-1]), linear)
 
 
 def start_tensor(G: Generator, zpath: torch.Tensor, first: int = 0) -> torch.Tensor:
@@ -144,8 +159,8 @@ def synthesize_tiles(
     tile_out_frames: int | None = None,
     precision: str = "auto",
 ) -> Iterator[torch.Tensor]:
-    """``[B, P, D]`` anchors → the track ``[B, C, n_samples]`` as consecutive blocks ``[B, C, T_i]`` (on
-    G's device), so that memory does not grow with the duration.
+    """``[B, P, D]`` anchor latents (:func:`seed_anchor_sets`) → the track ``[B, C, n_samples]`` as
+    consecutive blocks ``[B, C, T_i]`` (on G's device), so that memory does not grow with the duration.
 
     Each block is one window of start frames (about ``tile_out_frames`` output frames, at least
     ``8·TILE_HALO`` start frames) with ``TILE_HALO`` start frames of context per side: the start tensor
@@ -169,7 +184,8 @@ def synthesize_tiles(
         b = min(a + chunk, S)
         lo, hi = max(0, a - TILE_HALO), min(S, b + TILE_HALO)
         with ops.autocast(dev, dtype):
-            x = start_tensor(G, latent_path(anchors, positions, cfg.start_frames, lo, hi), first=lo)
+            path = latent_path(anchors, positions, cfg.start_frames, lo, hi, linear=G.sampler is not None)
+            x = start_tensor(G, path, first=lo)
         y = G.render(x, plan, dtype, first=lo * up)  # float32, track frames [lo·up, hi·up)
         A = y[:, :, (a - lo) * up : (b - lo) * up]  # track frames [a·up, b·up)
         if before is None:  # the frame before the track is zero padding, whose samples the trim drops
@@ -188,7 +204,7 @@ def synthesize_tiles(
 def synthesize_latents(
     G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto"
 ) -> torch.Tensor:
-    """``[B, P, D]`` anchors → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed): the
+    """``[B, P, D]`` anchor latents → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed): the
     blocks of :func:`synthesize_tiles` joined."""
     return torch.cat(list(synthesize_tiles(G, anchors, n_samples, precision=precision)), dim=-1)
 
@@ -279,7 +295,8 @@ def interpolate(
     progress: bool = False,
     precision: str = "auto",
 ) -> tuple[torch.Tensor, int]:
-    """``steps`` tracks along the slerp from seed A's latents to seed B's (the ends are exactly A and B)."""
+    """``steps`` tracks from seed A's latents to seed B's (:func:`interpolation_anchor_sets`; the ends are
+    exactly A and B)."""
     if steps < 2:
         raise MP3NetError(f"--steps must be at least 2, got {steps}")
     G, n, positions = _setup(model, device, duration)
@@ -291,19 +308,27 @@ def interpolate(
 def seed_anchor_sets(
     G: Generator, seeds: Sequence[int], positions: int, truncation: float | None = None
 ) -> list[torch.Tensor]:
-    """The anchors ``[positions, D]`` of each seed's track."""
-    return [seed_latents(s, positions, G.cfg.latent_dim, truncation) for s in seeds]
+    """The anchor latents ``[positions, D]`` of each seed's track: its noise (:func:`seed_latents`) through
+    G's sampler (:meth:`Generator.latents`), on the CPU."""
+    return [_sampled(G, seed_latents(s, positions, G.cfg.latent_dim, truncation)) for s in seeds]
 
 
 def interpolation_anchor_sets(
     G: Generator, seed_a: int, seed_b: int, steps: int, positions: int, truncation: float | None = None
 ) -> list[torch.Tensor]:
-    """The anchors ``[positions, D]`` of ``steps`` tracks along the slerp from seed A's to seed B's."""
+    """The anchor latents ``[positions, D]`` of ``steps`` tracks from seed A's to seed B's: the slerp of
+    their noise, or with a table sampler the straight line between their latents (:func:`blend`)."""
     if steps < 2:
         raise MP3NetError(f"--steps must be at least 2, got {steps}")
-    za = seed_latents(seed_a, positions, G.cfg.latent_dim, truncation)
-    zb = seed_latents(seed_b, positions, G.cfg.latent_dim, truncation)
-    return [slerp(za, zb, t.expand(positions)) for t in torch.linspace(0, 1, steps)]
+    za = _sampled(G, seed_latents(seed_a, positions, G.cfg.latent_dim, truncation))
+    zb = _sampled(G, seed_latents(seed_b, positions, G.cfg.latent_dim, truncation))
+    linear = G.sampler is not None
+    return [blend(za, zb, t.expand(positions), linear) for t in torch.linspace(0, 1, steps)]
+
+
+@torch.no_grad()
+def _sampled(G: Generator, z: torch.Tensor) -> torch.Tensor:
+    return G.latents(z.to(_device_of(G))).cpu()
 
 
 def track_plan(G: Generator, duration: float | None) -> tuple[int, int]:

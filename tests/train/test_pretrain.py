@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,10 +14,12 @@ from mp3net.config import Config
 from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 from mp3net.generate import load_generator
+from mp3net.model.sampler import TableSampler
+from mp3net.train.anchors import from_pretraining
 from mp3net.train.band_levels import CALIBRATION_CLIPS
 from mp3net.train.gan import Trainer
 from mp3net.train.losses import spectral_reconstruction
-from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_features, pca_latents
+from mp3net.train.pretrain import LatentGaussian, Pretrainer, clip_features, exported_generator, pca_latents
 
 PRE = ["pretrain.clips=4", "pretrain.batch_size=4", "pretrain.ckpt_every=1000", "pretrain.ffts=[256, 1024]"]
 # a constant rate, on which these tests were calibrated (the decay is tested on its own)
@@ -88,7 +91,7 @@ def test_pretraining_fits_each_clip_to_its_own_latent(notes_dataset, tmp_path, o
     assert fit["partials_found"] == 1.0 and fit["partials_own"] > fit["partials_other"] + 0.1, fit
 
 
-def test_resume_is_exact_and_the_export_draws_from_the_folded_gaussian(notes_dataset, tmp_path, one_thread):
+def test_resume_is_exact_and_the_export_draws_through_its_sampler(notes_dataset, tmp_path, one_thread):
     a = Pretrainer(_cfg(), notes_dataset, tmp_path / "a", progress=False)
     a.run(4)
     b = Pretrainer(_cfg(), notes_dataset, tmp_path / "b", progress=False)
@@ -99,16 +102,25 @@ def test_resume_is_exact_and_the_export_draws_from_the_folded_gaussian(notes_dat
     for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
         assert torch.equal(x, y)
     assert torch.equal(a.latents.weight, b.latents.weight)
-    G, cfg = load_generator(tmp_path / "a")
-    gauss = a.gaussian()
+    G, cfg = load_generator(tmp_path / "a")  # the default: a table sampler over the run's latents
+    assert cfg.model.sampler == "table" and a.cfg.model.sampler == "gaussian"
+    table = TableSampler(cfg.model.latent_dim).fit(a.latents.weight)
     z = torch.randn(3, cfg.model.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(G.latents(z), table(z))
+        assert torch.allclose(G(z), a.G(table(z)), atol=1e-5)
+    folded = dataclasses.replace(a.cfg, pretrain=dataclasses.replace(a.cfg.pretrain, sampler="gaussian"))
+    G, cfg = exported_generator(folded, a.G.state_dict(), a.latents.weight)
+    gauss = a.gaussian()
+    assert G.sampler is None and cfg.model.sampler == "gaussian"
     with torch.no_grad():
         assert torch.allclose(G(z), a.G(gauss.mean + z @ gauss.scale.T), atol=1e-5)
 
 
 def test_a_gan_starts_from_a_pretraining_run(notes_dataset, tmp_path):
+    """From the folded generator of its checkpoint (the GAN draws z ~ N(0, I), the anchors use the table)."""
     Pretrainer(_cfg(), notes_dataset, tmp_path / "pre", progress=False).run(2)
-    G, _ = load_generator(tmp_path / "pre")
+    G, _, _ = from_pretraining(tmp_path / "pre")
     t = Trainer(fast_config(), notes_dataset, tmp_path / "gan", progress=False, init_from=tmp_path / "pre")
     pairs = zip(t.G.state_dict().values(), G.state_dict().values(), strict=True)
     assert all(torch.equal(x, y) for x, y in pairs)
@@ -128,6 +140,9 @@ def test_cli_pretrains_resumes_and_rejects_bad_input(notes_dataset, tmp_path, ca
     rows = [json.loads(x) for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert cli_main(args + ["--steps", "0"]) == 1
+    capsys.readouterr()
+    assert cli_main(args + ["--steps", "4", "-o", "model.sampler=table"]) == 1
+    assert "choose it with pretrain.sampler" in capsys.readouterr().err
     assert cli_main(args + ["-o", "pretrain.ffts=[100]"]) == 1
     assert "pretrain.ffts" in capsys.readouterr().err
 

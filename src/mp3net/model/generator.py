@@ -18,6 +18,7 @@ from mp3net import ops
 from mp3net.config import ModelConfig
 from mp3net.dsp.oscillator import bank_mdct
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
+from mp3net.model.sampler import TableSampler
 from mp3net.ops import ExecutionPlan, TileLevel
 
 # Frames of context each side of a time tile, counted at the input of the tiled blocks. One block reaches
@@ -159,6 +160,7 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.dense_channels = cfg.dense_channels
         self.act = LeakyReLU(cfg.leaky_slope)
+        self.sampler = TableSampler(cfg.latent_dim) if cfg.sampler == "table" else None
         self.dense = nn.Linear(cfg.latent_dim, cfg.dense_channels * cfg.start_frames * cfg.start_bands)
         self.blocks = nn.ModuleList(
             GeneratorBlock(*cfg.block_channels(i), slope=cfg.leaky_slope, upsample=cfg.upsample)
@@ -187,8 +189,13 @@ class Generator(nn.Module):
         """The output layer: last block's features ``[B, width, M, K]`` → amplitudes ``[B, C, M, K]``."""
         return self._modules[self._head_name]  # type: ignore[return-value]
 
+    def latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Noise z ~ N(0, I) ``[..., latent]`` → the latents the dense layer reads ``[..., latent]``: the
+        table sampler's (``model.sampler="table"``), else z itself."""
+        return z if self.sampler is None else self.sampler(z)
+
     def head(self, z: torch.Tensor) -> torch.Tensor:
-        """Dense → reshape → LReLU.
+        """Dense → reshape → LReLU, from latents (:meth:`latents` of the noise).
 
         Args:
             z: ``[B, latent]``, or ``[B, L, latent]`` for L start tiles laid along time.
@@ -279,9 +286,9 @@ class Generator(nn.Module):
         return self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo, first)
 
     def forward(self, z: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
-        """``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L).
+        """Noise ``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L).
         ``tile_frames``: the two widest blocks in time tiles of that many frames (see :meth:`synthesize`)."""
-        x = ops.prepare_for(z.device).layout(self.head(z))  # [B, ch, start_frames, start_bands]
+        x = ops.prepare_for(z.device).layout(self.head(self.latents(z)))  # [B, ch, start_frames, start_bands]
         if tile_frames:
             return self.synthesize(x, [TileLevel(2, tile_frames)])
         for block in self.blocks:
@@ -311,10 +318,10 @@ class Generator(nn.Module):
     def generate(
         self, z: torch.Tensor, plan: ExecutionPlan | None = None, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
-        """Inference ``[B, latent]`` (or ``[B, L, latent]``) → float32 ``[B, C, M, K]``: :meth:`render` of
-        the head's start tensor. The trainer's fakes, ``mp3net generate`` and the benchmarks use it."""
+        """Inference from noise ``[B, latent]`` (or ``[B, L, latent]``) → float32 ``[B, C, M, K]``:
+        :meth:`render` of the head's start tensor. The trainer's fakes and the benchmarks use it."""
         with ops.autocast(z.device, dtype):
-            x = self.head(z)
+            x = self.head(self.latents(z))
         return self.render(x, plan, dtype)
 
     def block_shapes(self) -> list[tuple[str, tuple[int, int, int]]]:

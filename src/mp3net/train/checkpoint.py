@@ -130,7 +130,10 @@ def export_generator(out_dir: str | Path, cfg: Config, weights: dict[str, torch.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in weights.items()}
+        tensors = {  # a sampler's neighbour indices stay integers
+            k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in weights.items()
+        }
         meta = {"format": "mp3net-generator", "step": str(step), "config": cfg.to_json()}
         save_file(tensors, tmp / "model.safetensors", metadata=meta)
         cfg.save(tmp / "config.json")

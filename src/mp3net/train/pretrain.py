@@ -4,9 +4,11 @@ Generative latent optimisation (Bojanowski et al. 2018, GLO): ``pretrain.clips``
 over the dataset each own a latent, a row of a table; G and the table are fitted together so that G(latent)
 has the clip's log spectrograms (:func:`~mp3net.train.losses.spectral_reconstruction`). No discriminator:
 every step tells G exactly which partials, where, and which onsets, when, for the latent it was given, which
-is what the GAN recipes did not teach it (benchmarks/README.md). At the end a Gaussian fitted to the latents
-is folded into G's head (:meth:`~mp3net.model.Generator.fold_latent_gaussian`): the export draws from
-z ~ N(0, I) like any MP3net generator, and ``mp3net train --init-from RUN_DIR`` starts a GAN from it.
+is what the GAN recipes did not teach it (benchmarks/README.md). The export draws from z ~ N(0, I) like any
+MP3net generator: through a table sampler fitted to the latents (:class:`~mp3net.model.sampler.TableSampler`,
+``pretrain.sampler="table"``), or with a Gaussian fitted to them folded into G's head
+(:meth:`~mp3net.model.Generator.fold_latent_gaussian`). ``mp3net train --init-from RUN_DIR`` starts a GAN
+from the folded generator and the table.
 
 A run directory holds ``config.json``, ``pretrain/`` (resumable checkpoints: G, the table, both optimisers,
 the step; ``metrics.jsonl``) and ``export/`` (the folded generator). Re-running resumes exactly: batch n is
@@ -34,6 +36,7 @@ from mp3net.data import ClipDataset, clip_indices
 from mp3net.dsp import mdct
 from mp3net.dsp.spectral import log_spectrogram, partial_similarity
 from mp3net.model import Generator
+from mp3net.model.sampler import TableSampler
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.band_levels import calibrated_levels, with_band_levels
 from mp3net.train.losses import spectral_reconstruction
@@ -98,14 +101,30 @@ def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: tor
     return G.eval()
 
 
+def table_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor) -> Generator:
+    """A CPU generator with ``weights`` and a table sampler fitted to ``latents`` ``[n, latent]``
+    (``model.sampler="table"``, :class:`~mp3net.model.sampler.TableSampler`)."""
+    G = Generator(dataclasses.replace(cfg.model, sampler="table"))
+    sampler = TableSampler(cfg.model.latent_dim).fit(latents.detach().cpu())
+    state = {k: v.detach().cpu() for k, v in weights.items()}
+    state.update({f"sampler.{k}": v for k, v in sampler.state_dict().items()})
+    G.load_state_dict(state)
+    return G.eval()
+
+
 def exported_generator(
     cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor, device: torch.device | None = None
 ) -> tuple[Generator, Config]:
-    """The generator a pretraining run exports (on the CPU), and its config: :func:`folded_generator`, then
-    with ``pretrain.calibrate`` (and band normalisation) its output levels matched to the data's band by
-    band (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``), its
-    samples drawn on ``device`` (default the CPU)."""
-    G = folded_generator(cfg, weights, latents)
+    """The generator a pretraining run exports (on the CPU), and its config: with ``pretrain.sampler``
+    "table" :func:`table_generator`, with "gaussian" :func:`folded_generator`; then with
+    ``pretrain.calibrate`` (and band normalisation) its output levels matched to the data's band by band
+    (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``), its samples
+    drawn on ``device`` (default the CPU)."""
+    if cfg.pretrain.sampler == "table":
+        G = table_generator(cfg, weights, latents)
+        cfg = dataclasses.replace(cfg, model=G.cfg)
+    else:
+        G = folded_generator(cfg, weights, latents)
     if not (cfg.pretrain.calibrate and cfg.model.band_norm):
         return G, cfg
     model = dataclasses.replace(cfg.model, band_rms=calibrated_levels(G.to(device or "cpu")))
@@ -142,6 +161,11 @@ class Pretrainer(Solver):
         device: str | None = None,
         progress: bool = True,
     ) -> None:
+        if cfg.model.sampler != "gaussian":
+            raise MP3NetError(
+                f"model.sampler={cfg.model.sampler} is what an export draws from: "
+                "choose it with pretrain.sampler"
+            )
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cfg = cfg
         self.checkpoint_dir = Path(run_dir) / PRETRAIN_DIR
@@ -257,8 +281,7 @@ class Pretrainer(Solver):
         }
 
     def export(self) -> Path:
-        """``run_dir/export``: G with the latents' Gaussian folded in, its levels calibrated
-        (:func:`exported_generator`)."""
+        """``run_dir/export``: G with its sampler, its levels calibrated (:func:`exported_generator`)."""
         G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight, self.device)
         return ckpt.export_generator(self.run_dir / EXPORT_DIR, cfg, G.state_dict(), self.step)
 

@@ -1,0 +1,110 @@
+"""The table sampler: it draws the table's clusters and nothing between them, per seed, through an export."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mp3net import generate as gen
+from mp3net.artifacts import load_export, load_generator
+from mp3net.config import preset
+from mp3net.model import Generator
+from mp3net.model.sampler import TABLE_NEIGHBOURS, TableSampler
+from mp3net.train.checkpoint import export_generator
+
+DIM = 16
+
+
+def _clusters(n_clusters: int = 6, per: int = 40, spread: float = 0.1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(n_clusters, DIM, generator=g)
+    table = centres.repeat_interleave(per, 0) + spread * torch.randn(n_clusters * per, DIM, generator=g)
+    return centres, table
+
+
+def test_every_cluster_is_drawn_in_proportion_and_nothing_falls_between():
+    centres, table = _clusters()
+    s = TableSampler(DIM).fit(table)
+    with torch.no_grad():
+        z = s(torch.randn(6000, DIM, generator=torch.Generator().manual_seed(1)))
+    d = torch.cdist(z, centres)
+    nearest, which = d.min(1)
+    share = torch.bincount(which, minlength=6).float() / len(z)
+    assert torch.all((share - 1 / 6).abs() < 0.03), share
+    apart = torch.cdist(centres, centres) + 1e9 * torch.eye(6)
+    # every draw sits within its cluster's own radius (≈ 0.1·√16 = 0.4; the walk and jitter stay inside)
+    assert float(nearest.max()) < 1.0 < 0.2 * float(apart.min())
+    # and it is new: not one of the table's rows
+    assert float(torch.cdist(z, table).min(1).values.median()) > 0.05
+
+
+def test_a_draw_walks_from_a_row_towards_one_of_its_neighbours():
+    _, table = _clusters(n_clusters=3, per=10)
+    s = TableSampler(DIM).fit(table)
+    assert s.neighbours.shape == (30, TABLE_NEIGHBOURS)
+    d = torch.cdist(table, table) + 1e9 * torch.eye(30)
+    assert torch.equal(s.neighbours[:, 0], d.argmin(1))
+    z = torch.zeros(5, DIM)
+    z[:, 0] = torch.tensor([-9.0, -0.5, 0.0, 0.5, 9.0])  # Φ: 0, .31, .5, .69, 1 → rows 0, 9, 15, 20, 29
+    z[:, 2] = -9.0  # no walk; z[3:] = 0: no jitter
+    rows = torch.tensor([0, 9, 15, 20, 29])
+    assert torch.equal(s(z), table[rows])
+    z[:, 2] = 9.0  # the whole reach: the midpoint with the neighbour Φ(z₁ = 0) = ½ picks
+    j = s.neighbours[rows, TABLE_NEIGHBOURS // 2]
+    torch.testing.assert_close(s(z), table[rows] + s.reach * (table[j] - table[rows]))
+
+
+def test_same_noise_same_latent_and_an_empty_sampler_refuses():
+    _, table = _clusters()
+    s = TableSampler(DIM).fit(table)
+    z = torch.randn(8, 3, DIM)  # any leading shape
+    assert s(z).shape == (8, 3, DIM) and torch.equal(s(z), s(z.clone()))
+    with pytest.raises(RuntimeError, match="holds no table"):
+        TableSampler(DIM)(z)
+    with pytest.raises(ValueError, match="at least 2 latents"):
+        TableSampler(DIM).fit(table[:1])
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory):
+    """A small generator with a table sampler of 32 latents, exported and the config it was made from."""
+    cfg = preset("laptop").override(
+        ["model.max_channels=16", "model.min_channels=0", "model.band_norm=false"]
+    )
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
+    torch.manual_seed(0)
+    G = Generator(cfg.model).eval()
+    G.sampler.fit(torch.randn(32, cfg.model.latent_dim))
+    out = tmp_path_factory.mktemp("m") / "export"
+    export_generator(out, cfg, G.state_dict(), step=1)
+    return G, out
+
+
+def test_the_sampler_survives_export_and_reload(table_model):
+    G, out = table_model
+    cfg, weights = load_export(out)
+    assert cfg.model.sampler == "table" and weights["sampler.neighbours"].dtype == torch.long
+    H, _ = load_generator(out)
+    z = torch.randn(3, G.cfg.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(H.latents(z), G.latents(z))
+        torch.testing.assert_close(H(z), G(z), rtol=0, atol=0)
+    a, _ = gen.generate(out, [5, 6], precision="fp32")
+    b, _ = gen.generate(out, [5, 6], precision="fp32")
+    assert torch.equal(a, b) and not torch.equal(a[0], a[1])
+
+
+def test_long_tracks_and_interpolations_blend_the_sampled_latents(table_model):
+    G, _ = table_model
+    anchors = gen.seed_anchor_sets(G, [4], 3)[0]  # [3, D]: the seed's noise through the sampler
+    with torch.no_grad():
+        assert torch.equal(anchors, G.latents(gen.seed_latents(4, 3, G.cfg.latent_dim)))
+    path = gen.latent_path(anchors, 3, G.cfg.start_frames, linear=True)
+    mid = path[G.cfg.start_frames - 1 : G.cfg.start_frames + 1].mean(0)  # between anchors 0 and 1
+    torch.testing.assert_close(mid, anchors[:2].mean(0))
+    sets = gen.interpolation_anchor_sets(G, 1, 2, 3, positions=1)
+    a, b = gen.seed_anchor_sets(G, [1, 2], 1)
+    assert torch.equal(sets[0], a) and torch.equal(sets[2], b)
+    torch.testing.assert_close(sets[1], (a + b) / 2)
