@@ -308,8 +308,13 @@ class PretrainConfig:
     lr_decay_start: int = 6000
     lr_decay_steps: int = 2000
     ckpt_every: int = 250
+    # at every checkpoint, `mp3net evaluate`'s metrics of this many fixed-seed clips of the export against as
+    # many training clips, printed and logged as eval/* (0 = off; docs/training.md#metrics-during-training)
+    eval_clips: int = 32
 
     def validate(self) -> None:
+        if self.eval_clips < 0:
+            raise ConfigError(f"pretrain.eval_clips must be >= 0, got {self.eval_clips}")
         if min(self.steps, self.clips, self.batch_size, self.ckpt_every) < 1:
             raise ConfigError("pretrain.steps, clips, batch_size and ckpt_every must be at least 1")
         if self.clips < 2:

@@ -40,6 +40,7 @@ from mp3net.model.sampler import TableSampler
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.band_levels import calibrated_levels, with_band_levels
 from mp3net.train.losses import spectral_reconstruction
+from mp3net.train.monitor import Monitor
 from mp3net.train.solver import Solver
 from mp3net.utils import MP3NetError, derive_seed
 
@@ -196,6 +197,9 @@ class Pretrainer(Solver):
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(saved)
         self.start_logging(self.checkpoint_dir)
+        # the evaluation's clips and noise are fixed (seed 1 and the run's seed), so its rows make a curve
+        evaluating = dataclasses.replace(cfg.train, eval_clips=pc.eval_clips, batch_size=pc.batch_size)
+        self.monitor = Monitor(dataclasses.replace(cfg, train=evaluating), Path(data_dir), dev, self.say)
 
     @torch.no_grad()
     def _pca_start(self) -> torch.Tensor:
@@ -244,13 +248,18 @@ class Pretrainer(Solver):
         retries the same steps from the checkpoint's weights."""
 
     def save(self) -> None:
-        """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), the export with the
-        latents' Gaussian folded in, and a row of :meth:`fit` in ``pretrain/fit.jsonl``."""
+        """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), the export, its metrics
+        (``pretrain.eval_clips``) and a row of :meth:`fit` in ``pretrain/fit.jsonl``. Their CPU time counts
+        as training's (in the next checkpoint)."""
         ckpt.save_checkpoint(self.checkpoint_dir, self.state(), self.step, self.keep_last())
-        self.export()
+        t0 = time.process_time()
+        G = self.export()
+        if self.cfg.pretrain.eval_clips > 0:
+            self.monitor.evaluate(G.to(self.device), self.step, self.logger)
         row = {"step": self.step, **{k: round(v, 4) for k, v in self.fit().items()}}
         with open(self.checkpoint_dir / FIT, "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.cpu_seconds += time.process_time() - t0
         self.checkpointed()
 
     @torch.no_grad()
@@ -280,10 +289,12 @@ class Pretrainer(Solver):
             "partials_found": float((S.argmax(1) == torch.arange(n)).float().mean()),
         }
 
-    def export(self) -> Path:
-        """``run_dir/export``: G with its sampler, its levels calibrated (:func:`exported_generator`)."""
+    def export(self) -> Generator:
+        """Write ``run_dir/export``: G with its sampler, its levels calibrated (:func:`exported_generator`);
+        returns that generator (on the CPU)."""
         G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight, self.device)
-        return ckpt.export_generator(self.run_dir / EXPORT_DIR, cfg, G.state_dict(), self.step)
+        ckpt.export_generator(self.run_dir / EXPORT_DIR, cfg, G.state_dict(), self.step)
+        return G
 
     def gaussian(self) -> LatentGaussian:
         return LatentGaussian.fit(self.latents.weight.detach().cpu())
