@@ -15,6 +15,7 @@ from mp3net.data import clip_indices
 from mp3net.dsp import mdct
 from mp3net.generate import load_generator
 from mp3net.model.sampler import TableSampler
+from mp3net.train import checkpoint as ckpt
 from mp3net.train.anchors import from_pretraining
 from mp3net.train.band_levels import CALIBRATION_CLIPS
 from mp3net.train.gan import Trainer
@@ -196,3 +197,30 @@ def test_the_rates_fall_along_half_a_cosine_and_resume_exactly(notes_dataset, tm
     assert all(torch.equal(x, y) for x, y in pairs)
     assert torch.equal(a.latents.weight, b.latents.weight)
     assert Pretrainer(_cfg(), notes_dataset, tmp_path / "c", progress=False).lr_scale(10**6) == 1.0
+
+
+def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_dataset, tmp_path, capsys):
+    """`pretrain --init-from` an export with a table sampler: G's weights (not the sampler) and its network
+    and levels; the new run's latents are its own clips' principal components."""
+    cfg = _cfg("model.band_norm=true")
+    src = Pretrainer(cfg, notes_dataset, tmp_path / "src", progress=False)
+    src.run(2)
+    export = tmp_path / "src" / "export"
+    H, saved = load_generator(export)
+    assert saved.model.sampler == "table"
+    args = ["pretrain", "--data", str(notes_dataset), "--run", str(tmp_path / "new"), "-q"]
+    assert cli_main([*args, "--init-from", str(export), "--steps", "1", "-o", "pretrain.eval_clips=0"]) == 0
+    state, _ = ckpt.load_latest(tmp_path / "new" / "pretrain")
+    new = Config.from_dict(state["config"])
+    assert new.model.band_rms == saved.model.band_rms and new.model.sampler == "gaussian"
+    assert new.pretrain.steps == Config().pretrain.steps  # the default recipe, not the source's
+    t = Pretrainer(new, notes_dataset, tmp_path / "fresh", progress=False, init_from=export)
+    mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}
+    assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
+    audio = torch.stack([t.dataset[i] for i in t.clips])
+    want = pca_latents(clip_features(mdct(audio, new.model.n_bands)), new.model.latent_dim)
+    assert torch.allclose(t.latents.weight, want, atol=1e-5)
+    other = tmp_path / "other"
+    bad = ["pretrain", "--data", str(notes_dataset), "--run", str(other), "--init-from", str(export)]
+    assert cli_main([*bad, "-o", "model.min_channels=8", "-q"]) == 1  # the source's network is not this one
+    assert "different model config" in capsys.readouterr().err

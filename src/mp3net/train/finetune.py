@@ -49,12 +49,19 @@ class Start:
     table: AnchorTable | None = None
 
 
-def load_start(source: str | Path, cfg: Config, device: torch.device, with_optimizer: bool) -> Start:
-    """Read what ``--init-from source`` starts from; its model config must match ``cfg``'s (one line)."""
+def load_start(
+    source: str | Path,
+    cfg: Config,
+    device: torch.device,
+    with_optimizer: bool,
+    may_differ: frozenset[str] = frozenset(),
+) -> Start:
+    """Read what ``--init-from source`` starts from; its model config must match ``cfg``'s but for the
+    fields ``may_differ`` (one line)."""
     path = artifacts.resolve_model_path(source)
     if is_pretraining_run(path):
         G, saved, table = from_pretraining(path)
-        ckpt.check_compatible(saved.to_dict(), cfg, path)
+        ckpt.check_compatible(saved.to_dict(), cfg, path, may_differ)
         weights = G.state_dict()
         return Start(weights, weights, None, None, path, table)
     if (path / artifacts.CKPT_DIR).is_dir():
@@ -62,12 +69,12 @@ def load_start(source: str | Path, cfg: Config, device: torch.device, with_optim
         if found is None:
             raise MP3NetError(f"--init-from {source}: no readable checkpoint in {path / artifacts.CKPT_DIR}")
         state, where = found
-        ckpt.check_compatible(state["config"], cfg, where)
+        ckpt.check_compatible(state["config"], cfg, where, may_differ)
         optim = {k: state[k] for k in ("opt_G", "opt_D")} if with_optimizer else None
         return Start(state["G"], state.get("G_ema") or state["G"], state["D"], optim, Path(where))
     export = path / artifacts.EXPORT_DIR
     saved, weights = artifacts.load_export(export if export.is_dir() else path)
-    ckpt.check_compatible(saved.to_dict(), cfg, path)
+    ckpt.check_compatible(saved.to_dict(), cfg, path, may_differ)
     return Start(weights, weights, None, None, path)
 
 

@@ -149,6 +149,8 @@ class Pretrainer(Solver):
         run_dir: where config, ``pretrain/`` and ``export/`` go.
         device: "cpu", "cuda", ... (default: CUDA if available).
         progress: show a tqdm bar.
+        init_from: a new run's G starts from this model's (:func:`~mp3net.train.finetune.load_start`;
+            its network must be ``cfg.model``'s, its levels are taken); the table starts as without it.
     """
 
     name = "pretrain"
@@ -161,6 +163,7 @@ class Pretrainer(Solver):
         run_dir: str | Path,
         device: str | None = None,
         progress: bool = True,
+        init_from: str | Path | None = None,
     ) -> None:
         if cfg.model.sampler != "gaussian":
             raise MP3NetError(
@@ -180,7 +183,7 @@ class Pretrainer(Solver):
         if saved.exists():
             ckpt.check_compatible(json.loads(saved.read_text()), cfg, saved, frozenset({"band_rms"}))
         if mc.band_norm and not mc.band_rms:
-            cfg = with_band_levels(cfg, self.dataset, self.run_dir, say=self.say)
+            cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, say=self.say)
         self.cfg, pc = cfg, cfg.pretrain
         self.clips = clip_indices(len(self.dataset), pc.clips)
         torch.manual_seed(derive_seed(cfg.train.seed, 0))
@@ -191,15 +194,27 @@ class Pretrainer(Solver):
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=pc.betas)
         self.opt_z = torch.optim.SparseAdam(self.latents.parameters(), lr=pc.latent_lr, betas=pc.betas)
         self.cpu_seconds = 0.0
-        if self.resume(require=False) is None and pc.latent_init == "pca":
-            with torch.no_grad():
-                self.latents.weight.copy_(self._pca_start().to(self.device))
+        if self.resume(require=False) is None:
+            if init_from is not None:
+                self._start_from(init_from)
+            if pc.latent_init == "pca":
+                with torch.no_grad():
+                    self.latents.weight.copy_(self._pca_start().to(self.device))
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(saved)
         self.start_logging(self.checkpoint_dir)
         # the evaluation's clips and noise are fixed (seed 1 and the run's seed), so its rows make a curve
         evaluating = dataclasses.replace(cfg.train, eval_clips=pc.eval_clips, batch_size=pc.batch_size)
         self.monitor = Monitor(dataclasses.replace(cfg, train=evaluating), Path(data_dir), dev, self.say)
+
+    def _start_from(self, source: str | Path) -> None:
+        """G's weights from ``source`` (its sampler, if any, stays behind: the table is this run's)."""
+        from mp3net.train.finetune import load_start, load_weights  # finetune reads pretraining runs
+
+        start = load_start(source, self.cfg, self.device, False, may_differ=frozenset({"sampler"}))
+        weights = {k: v for k, v in start.G.items() if not k.startswith("sampler.")}
+        load_weights(self.G, weights, start.where)
+        self.say(f"G starts from {start.where}")
 
     @torch.no_grad()
     def _pca_start(self) -> torch.Tensor:
