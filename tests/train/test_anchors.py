@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -88,3 +89,49 @@ def test_the_anchor_needs_a_pretraining_start(notes_dataset, tmp_path, pretraine
 
     with pytest.raises(ConfigError):
         fast_config("train.anchor=-1")
+
+
+def test_the_sharpening_stage_draws_through_the_table_and_anchors_past_it(
+    pretrained, notes_dataset, tmp_path, one_thread
+):
+    """A GAN from a pretraining run with model.sampler=table: its fakes are G.decode of latents near the
+    folded table (the sampler's), the anchor term decodes the table's rows themselves, and it resumes
+    exactly; the CLI takes the sampler from the run's pretrain.sampler."""
+    cfg = fast_config(*PRE, "train.anchor=10", "model.sampler=table")
+    a = Trainer(cfg, notes_dataset, tmp_path / "a", progress=False, init_from=pretrained)
+    _, _, table = from_pretraining(pretrained)
+    assert torch.equal(a.G.sampler.table, table.latents)
+    z = torch.randn(3, cfg.model.latent_dim)
+    with torch.no_grad():
+        drawn = a.G.latents(z)
+        assert torch.cdist(drawn, table.latents).min(1).values.max() < torch.cdist(z, table.latents).min()
+        assert torch.equal(a.G(z), a.G.decode(drawn))
+    state = a.gen.get_state()
+    with torch.no_grad():
+        term = float(a._anchor_loss(a.anchors))
+    a.gen.set_state(state)  # the same rows again, decoded by hand: the anchor term is past the sampler
+    rows = torch.randint(len(table.clips), (cfg.train.batch_size,), generator=a.gen)
+    reals = mdct(torch.stack([a.dataset[table.clips[int(i)]] for i in rows]), cfg.model.n_bands)
+    with torch.no_grad():
+        fake = a.G.decode(table.latents[rows])
+    want = spectral_reconstruction(
+        fake, reals, cfg.pretrain.ffts, cfg.pretrain.envelope, cfg.pretrain.mid_side
+    )
+    assert term == pytest.approx(float(want), rel=1e-5)
+    a.gen.set_state(state)
+    a.run(4)
+    a.close()
+    b = Trainer(cfg, notes_dataset, tmp_path / "b", progress=False, init_from=pretrained)
+    b.run(2)
+    b.close()
+    b = Trainer(cfg, notes_dataset, tmp_path / "b", progress=False)
+    b.run(4)
+    b.close()
+    for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    from mp3net.cli.train import resolve_config
+
+    args = argparse.Namespace(
+        run=str(tmp_path / "c"), init_from=str(pretrained), config=None, preset=None, override=[]
+    )
+    assert resolve_config(args).model.sampler == "table"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,9 +91,13 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if args.config:
         cfg = Config.load(args.config)
     elif init_from and not args.preset and not saved.exists():
+        from mp3net.artifacts import resolve_model_path
+        from mp3net.train.anchors import is_pretraining_run
         from mp3net.train.checkpoint import source_config
 
         cfg = source_config(init_from)
+        if is_pretraining_run(resolve_model_path(init_from)):  # the GAN draws as the run's export does
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler=cfg.pretrain.sampler))
     elif args.preset:
         cfg = preset(args.preset)
     elif saved.exists():

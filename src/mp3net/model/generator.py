@@ -286,9 +286,15 @@ class Generator(nn.Module):
         return self._tiled(x, list(self.blocks)[first_block:], tuple(tiles), halo, first)
 
     def forward(self, z: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
-        """Noise ``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L).
-        ``tile_frames``: the two widest blocks in time tiles of that many frames (see :meth:`synthesize`)."""
-        x = ops.prepare_for(z.device).layout(self.head(self.latents(z)))  # [B, ch, start_frames, start_bands]
+        """Noise ``[B, latent]`` (or ``[B, L, latent]``) → ``[B, C, M, K]``, M = 4^n_blocks·start_frames(·L):
+        :meth:`decode` of its :meth:`latents`."""
+        return self.decode(self.latents(z), tile_frames)
+
+    def decode(self, latents: torch.Tensor, tile_frames: int | None = None) -> torch.Tensor:
+        """Latents ``[B, latent]`` (or ``[B, L, latent]``; a table's rows, past the sampler) →
+        ``[B, C, M, K]``. ``tile_frames``: the two widest blocks in time tiles of that many frames (see
+        :meth:`synthesize`)."""
+        x = ops.prepare_for(latents.device).layout(self.head(latents))  # [B, ch, start_frames, start_bands]
         if tile_frames:
             return self.synthesize(x, [TileLevel(2, tile_frames)])
         for block in self.blocks:

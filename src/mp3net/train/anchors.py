@@ -14,6 +14,7 @@ the pretrained G drew from zᵢ.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from mp3net.config import Config
 from mp3net.model import Generator
+from mp3net.model.sampler import TableSampler
 from mp3net.train import checkpoint as ckpt
 from mp3net.train.pretrain import PRETRAIN_DIR, LatentGaussian, folded_generator
 from mp3net.utils import MP3NetError, atomic_write
@@ -60,9 +62,11 @@ def is_pretraining_run(path: str | Path) -> bool:
     return (Path(path) / PRETRAIN_DIR / ckpt.CKPT_DIR).is_dir()
 
 
-def from_pretraining(run: str | Path) -> tuple[Generator, Config, AnchorTable]:
+def from_pretraining(run: str | Path, sampler: str = "gaussian") -> tuple[Generator, Config, AnchorTable]:
     """The folded generator of a pretraining run's latest checkpoint, its config, and its anchor table,
-    all from that one checkpoint (so they agree even when the run stopped between checkpoint and export)."""
+    all from that one checkpoint (so they agree even when the run stopped between checkpoint and export).
+    With ``sampler="table"`` the generator draws through a table sampler fitted to the table's folded
+    coordinates (docs/training.md#the-sharpening-stage), and the config says so."""
     found = ckpt.load_latest(Path(run) / PRETRAIN_DIR)
     if found is None:
         raise MP3NetError(f"{run}: no readable pretraining checkpoint in {Path(run) / PRETRAIN_DIR}")
@@ -70,7 +74,14 @@ def from_pretraining(run: str | Path) -> tuple[Generator, Config, AnchorTable]:
     cfg = Config.from_dict(state["config"])
     latents = state["latents"]["weight"].detach().cpu()
     G = folded_generator(cfg, state["G"], latents)
-    return G, cfg, AnchorTable([int(c) for c in state["clips"]], folded_coordinates(latents))
+    table = AnchorTable([int(c) for c in state["clips"]], folded_coordinates(latents))
+    if sampler == "table":
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
+        H = Generator(cfg.model)
+        fitted = TableSampler(cfg.model.latent_dim).fit(table.latents)
+        H.load_state_dict({**G.state_dict(), **{f"sampler.{k}": v for k, v in fitted.state_dict().items()}})
+        G = H.eval()
+    return G, cfg, table
 
 
 def folded_coordinates(latents: torch.Tensor) -> torch.Tensor:

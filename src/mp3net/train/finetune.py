@@ -60,7 +60,7 @@ def load_start(
     fields ``may_differ`` (one line)."""
     path = artifacts.resolve_model_path(source)
     if is_pretraining_run(path):
-        G, saved, table = from_pretraining(path)
+        G, saved, table = from_pretraining(path, cfg.model.sampler)
         ckpt.check_compatible(saved.to_dict(), cfg, path, may_differ)
         weights = G.state_dict()
         return Start(weights, weights, None, None, path, table)
