@@ -71,11 +71,13 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
     assert "tonality.png" in refs
     # the shipped model's section shows its card's training curves
     assert "pretrained/curves.png" in refs
-    # the demo's own recipe: band normalisation, its levels measured on the chorales and saved with the run
-    assert "-o model.output=linear -o model.min_channels=16" in page
+    # the demo's own recipe: pretraining a table of 64 clips, band normalisation with the chorales' levels
+    assert "-o pretrain.clips=64" in page and "What you are looking at" in page
     run_cfg = json.loads((out / "run" / "config.json").read_text())
     assert run_cfg["model"]["band_norm"] and len(run_cfg["model"]["band_rms"]) == 64
-    assert run_cfg["train"]["r1_gamma"] == 100
+    assert run_cfg["pretrain"]["clips"] == 64 and (out / "run" / "export" / "model.safetensors").exists()
+    # figure 5's points are the checkpoints' evaluations (here the one at the end)
+    assert mp3net.demo.read_tonality_curve(out / "run")["step"]
     info = sf.info(out / "generated" / "seed-0.wav")
     assert info.channels == 2 and info.samplerate == 11008
     m = json.loads((out / "evaluate.json").read_text())

@@ -151,10 +151,16 @@ def render_chorales(
 DEFAULT_MINUTES = 8.0  # training budget: `make demo` (install, render, prepare, train, report) < 15 min
 CARD_CURVES = "curves.png"  # the shipped model's training curves, in its card
 DEFAULT_CHORALES = 60  # ≈ 35 min of music, rendered in about a minute
-# the demo's GAN on top of the laptop preset, before the user's -o: the network its 8-minute budget was
-# measured with (the linear output, 16 channels at the detail end), in the preset's band normalisation with
-# R1's γ for unit-scale input (benchmarks/README.md#band-normalisation-and-the-8-minute-demo)
-DEMO_RECIPE = ("model.output=linear", "model.min_channels=16")
+# the demo's pretraining on top of the laptop preset, before the user's -o: a table of 64 clips, whose
+# latents the budget's steps visit often enough to draw their clips' notes, and the rates' decay within
+# those steps (benchmarks/README.md#the-demo)
+DEMO_RECIPE = (
+    "pretrain.clips=64",
+    "pretrain.steps=800",
+    "pretrain.lr_decay_start=500",
+    "pretrain.lr_decay_steps=300",
+    "pretrain.ckpt_every=200",
+)
 
 
 def _pick_threads() -> int:
@@ -179,18 +185,20 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool):
-    """Train (or continue) a run until ``seconds`` of wall time have passed (at least one step); the
-    progress bar shows the time budget."""
-    from mp3net.train.gan import train
+def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool) -> int:
+    """Pretrain (or continue) a run until ``pretrain.steps`` (or ``max_steps``) or ``seconds`` of wall time
+    have passed (at least one step); the progress bar shows the steps. Returns the step reached."""
+    from mp3net.train.pretrain import Pretrainer
 
-    return train(cfg, data, run, steps=max_steps or cfg.train.max_steps, progress=progress, seconds=seconds)
+    trainer = Pretrainer(cfg, data, run, progress=progress)
+    return trainer.run(max_steps or cfg.pretrain.steps, seconds=seconds)
 
 
 def read_tonality_curve(run: Path) -> dict[str, list[float]]:
-    """Steps and the logged tonality of fakes and reals (both un-noised) from ``run/metrics.jsonl``."""
+    """Steps and the tonality of fakes and reals (both un-noised) from the evaluations a pretraining run
+    logged at its checkpoints (``run/pretrain/metrics.jsonl``)."""
     curve: dict[str, list[float]] = {"step": [], "fake": [], "real": []}
-    path = run / "metrics.jsonl"
+    path = run / "pretrain" / "metrics.jsonl"
     if not path.exists():
         return curve
     for line in path.read_text().splitlines():
@@ -198,10 +206,10 @@ def read_tonality_curve(run: Path) -> dict[str, list[float]]:
             r = json.loads(line)
         except ValueError:
             continue
-        if "tonality/fake" in r and "tonality/real" in r:
+        if "eval/tonality_fake" in r and "eval/tonality_real" in r:
             curve["step"].append(r["step"])
-            curve["fake"].append(r["tonality/fake"])
-            curve["real"].append(r["tonality/real"])
+            curve["fake"].append(r["eval/tonality_fake"])
+            curve["real"].append(r["eval/tonality_real"])
     return curve
 
 
@@ -248,11 +256,12 @@ def run_demo(
     n_eval: int = 32,
     quiet: bool = False,
 ) -> Path:
-    """Chorales → synth → cache → prepare → train the ``laptop`` preset's GAN (with :data:`DEMO_RECIPE`, then
-    ``overrides``) for ``minutes`` → generate → ``out/report.html``.
+    """Chorales → synth → cache → prepare → pretrain the ``laptop`` preset (with :data:`DEMO_RECIPE`, then
+    ``overrides``) for ``minutes`` at most → generate → ``out/report.html``.
 
     ``n_tracks`` generated and real clips are shown, ``n_eval`` clips per side are evaluated. A second run
-    with the same ``out`` continues training the same run for another ``minutes``. Returns the report's path.
+    with the same ``out`` and a larger ``max_steps`` continues the same run (for ``minutes`` at most).
+    Returns the report's path.
     """
     import torch
 
@@ -288,8 +297,8 @@ def _run_demo(s: DemoSettings) -> Path:
     m = cfg.model
     data, dataset_summary = _dataset(s, m)
     run = s.out / "run"
-    _log(f"[3/5] train the laptop model's GAN for {s.minutes:g} min → {run}", s.quiet)
-    steps = train_for(cfg, data, run, s.minutes * 60, s.max_steps, not s.quiet).step
+    _log(f"[3/5] pretrain the laptop model for {s.minutes:g} min at most → {run}", s.quiet)
+    steps = train_for(cfg, data, run, s.minutes * 60, s.max_steps, not s.quiet)
 
     _log("[4/5] generate and evaluate", s.quiet)
     G, _ = gen.load_generator(run)
@@ -312,6 +321,7 @@ def _run_demo(s: DemoSettings) -> Path:
         dataset=dataset_summary,
         model=m,
         steps=steps,
+        clips=cfg.pretrain.clips,
         minutes=s.minutes,
         elapsed_minutes=(time.perf_counter() - t_start) / 60,
         out=s.out,

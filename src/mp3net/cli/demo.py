@@ -11,12 +11,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     from mp3net.demo import DEFAULT_CHORALES, DEFAULT_MINUTES
 
     parser.description = (
-        "Render Bach chorales (music21's corpus) with the built-in piano synthesizer (cached after the first "
-        "run), prepare them, train the laptop preset's GAN on them for --minutes, generate tracks and "
-        "write "
-        "OUT/report.html: audio and spectrograms of generated and real clips, the tonality of both over "
-        "training (paper figure 5), the evaluate table, and tracks from the shipped pretrained model. "
-        "Running it again on the same --out continues the training."
+        "Render Bach chorales (music21's corpus) with the built-in piano synthesizer (cached after the "
+        "first run), prepare them, pretrain the laptop preset on 64 of their clips (800 steps, or "
+        "--minutes at most), generate tracks and write OUT/report.html: audio and spectrograms of "
+        "generated and real clips, the tonality of both over training (paper figure 5), the evaluate "
+        "table, and tracks from the shipped pretrained model. Running it again on the same --out with a "
+        "larger --steps continues the training."
     )
     parser.add_argument(
         "--minutes",
@@ -32,7 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"how many chorales to render (default {DEFAULT_CHORALES}; 0 = all ≈ 410)",
     )
     parser.add_argument("--cache", metavar="DIR", help="render cache (default ~/.cache/mp3net)")
-    parser.add_argument("--steps", type=int, help="stop training at this many iterations even within budget")
+    parser.add_argument(
+        "--steps", type=int, help="stop training at this many steps in all even within budget"
+    )
     parser.add_argument(
         "--tracks", type=int, default=4, help="generated and real tracks in the report (default 4)"
     )
