@@ -1,4 +1,4 @@
-"""benchmarks/progress_table.py: a pretraining run's evaluated checkpoints as rows of clips, CPU and figures."""
+"""benchmarks/progress_table.py: a pretraining run's evaluated checkpoints as rows of clips, CPU, figures."""
 
 from __future__ import annotations
 
