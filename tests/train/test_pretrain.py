@@ -224,3 +224,29 @@ def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_data
     bad = ["pretrain", "--data", str(notes_dataset), "--run", str(other), "--init-from", str(export)]
     assert cli_main([*bad, "-o", "model.min_channels=8", "-q"]) == 1  # the source's network is not this one
     assert "different model config" in capsys.readouterr().err
+
+
+def test_the_table_is_sized_to_the_data(tmp_path, capsys):
+    """Fewer clips of audio than pretrain.clips: a table of as many clips as there are, said in one line;
+    less than two clips: a one-line error."""
+    from conftest import write_notes
+
+    from mp3net.data import prepare
+    from mp3net.utils import MP3NetError
+
+    m = _cfg().model
+    for name, seconds in (("three", 3.5 * m.clip_seconds), ("one", 1.5 * m.clip_seconds)):
+        write_notes(tmp_path / name, 1, seconds, m.sample_rate)
+        prepare(
+            tmp_path / name,
+            tmp_path / f"{name}-ds",
+            m.sample_rate,
+            m.channels,
+            m.clip_samples,
+            progress=False,
+        )
+    t = Pretrainer(_cfg("pretrain.clips=8"), tmp_path / "three-ds", tmp_path / "r3", progress=False)
+    assert len(t.clips) == 3 and t.latents.weight.shape[0] == 3
+    assert "a table of 3 latents" in capsys.readouterr().err
+    with pytest.raises(MP3NetError, match="at least two clips"):
+        Pretrainer(_cfg(), tmp_path / "one-ds", tmp_path / "r1", progress=False)

@@ -185,7 +185,7 @@ class Pretrainer(Solver):
         if mc.band_norm and not mc.band_rms:
             cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, say=self.say)
         self.cfg, pc = cfg, cfg.pretrain
-        self.clips = clip_indices(len(self.dataset), pc.clips)
+        self.clips = clip_indices(len(self.dataset), self._table_size(pc.clips))
         torch.manual_seed(derive_seed(cfg.train.seed, 0))
         self.G = Generator(cfg.model).to(self.device)
         self.latents = nn.Embedding(len(self.clips), mc.latent_dim, sparse=True).to(self.device)
@@ -206,6 +206,24 @@ class Pretrainer(Solver):
         # the evaluation's clips and noise are fixed (seed 1 and the run's seed), so its rows make a curve
         evaluating = dataclasses.replace(cfg.train, eval_clips=pc.eval_clips, batch_size=pc.batch_size)
         self.monitor = Monitor(dataclasses.replace(cfg, train=evaluating), Path(data_dir), dev, self.say)
+
+    def _table_size(self, wanted: int) -> int:
+        """``wanted`` rows, or as many clips as the data holds without overlap (said in one line); a one-line
+        error below 2 (a sampler needs two latents)."""
+        clip = self.cfg.model.clip_samples
+        available = sum(int(t["frames"]) // clip for t in self.dataset.tracks)
+        seconds = clip / self.cfg.model.sample_rate
+        if available < 2:
+            raise MP3NetError(
+                f"the data holds {self.dataset.seconds:.1f} s of audio: pretraining needs at least two "
+                f"clips of {seconds:.2f} s"
+            )
+        if available < wanted:
+            self.say(
+                f"the data holds {available} clips of {seconds:.2f} s: a table of {available} latents "
+                f"(pretrain.clips = {wanted})"
+            )
+        return min(wanted, available)
 
     def _start_from(self, source: str | Path) -> None:
         """G's weights from ``source`` (its sampler, if any, stays behind: the table is this run's)."""
