@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the bare `torch>=2.3` requirement does not pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: test demo install lint typecheck bench clean browser
+.PHONY: test demo install lint typecheck bench clean browser fluidsynth
 
 $(BIN)/mp3net: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,13 @@ browser:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+# the slow pretraining test plays piano phrases on a sampled piano
+fluidsynth:
+	@{ command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; } || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fluidsynth fluid-soundfont-gm >/dev/null; }
+
+test: install browser fluidsynth
 	$(BIN)/python -m pytest -q
 
 demo: install
