@@ -40,6 +40,7 @@ from mp3net.config import Config
 from mp3net.dsp import imdct
 from mp3net.model import Generator
 from mp3net.model.generator import TILE_HALO
+from mp3net.model.sampler import TableSampler
 from mp3net.utils import MP3NetError
 
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
@@ -48,23 +49,25 @@ PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
 BLOCK_SAMPLES = 1 << 18
 
 
-def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None) -> torch.Tensor:
+def seed_latents(seed: int, n: int, dim: int, truncation: float | None = None, keep: int = 0) -> torch.Tensor:
     """``[n, dim]`` standard-normal anchors of one seed (the first is the seed's one-clip latent).
 
     With ``truncation`` T > 0, entries beyond ±T are redrawn (the truncation trick: less variety,
-    more typical output). Drawn on the CPU so a seed means the same on every device.
+    more typical output), all but the first ``keep`` coordinates of each anchor (a table sampler's
+    choices, which must stay uniform). Drawn on the CPU so a seed means the same on every device.
     """
     g = torch.Generator().manual_seed(int(seed))
     z = torch.randn(n, dim, generator=g, dtype=torch.float32)
     if truncation is not None:
         if truncation <= 0:
             raise MP3NetError(f"truncation must be positive, got {truncation}")
+        tail = z[:, keep:]  # a view: redrawn in place
         for _ in range(1000):
-            bad = z.abs() > truncation
+            bad = tail.abs() > truncation
             if not bad.any():
                 break
-            z[bad] = torch.randn(int(bad.sum()), generator=g)
-        z = z.clamp(-truncation, truncation)
+            tail[bad] = torch.randn(int(bad.sum()), generator=g)
+        tail.clamp_(-truncation, truncation)
     return z
 
 
@@ -310,7 +313,7 @@ def seed_anchor_sets(
 ) -> list[torch.Tensor]:
     """The anchor latents ``[positions, D]`` of each seed's track: its noise (:func:`seed_latents`) through
     G's sampler (:meth:`Generator.latents`), on the CPU."""
-    return [_sampled(G, seed_latents(s, positions, G.cfg.latent_dim, truncation)) for s in seeds]
+    return [_sampled(G, seed_latents(s, positions, G.cfg.latent_dim, truncation, _kept(G))) for s in seeds]
 
 
 def interpolation_anchor_sets(
@@ -320,10 +323,16 @@ def interpolation_anchor_sets(
     their noise, or with a table sampler the straight line between their latents (:func:`blend`)."""
     if steps < 2:
         raise MP3NetError(f"--steps must be at least 2, got {steps}")
-    za = _sampled(G, seed_latents(seed_a, positions, G.cfg.latent_dim, truncation))
-    zb = _sampled(G, seed_latents(seed_b, positions, G.cfg.latent_dim, truncation))
+    za = _sampled(G, seed_latents(seed_a, positions, G.cfg.latent_dim, truncation, _kept(G)))
+    zb = _sampled(G, seed_latents(seed_b, positions, G.cfg.latent_dim, truncation, _kept(G)))
     linear = G.sampler is not None
     return [blend(za, zb, t.expand(positions), linear) for t in torch.linspace(0, 1, steps)]
+
+
+def _kept(G: Generator) -> int:
+    """Coordinates of z that truncation leaves alone: a table sampler's choices of row, neighbour and walk
+    (truncating them would never draw the table's first and last rows)."""
+    return 0 if G.sampler is None else TableSampler.CHOICES
 
 
 @torch.no_grad()

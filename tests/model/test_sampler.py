@@ -108,3 +108,18 @@ def test_long_tracks_and_interpolations_blend_the_sampled_latents(table_model):
     a, b = gen.seed_anchor_sets(G, [1, 2], 1)
     assert torch.equal(sets[0], a) and torch.equal(sets[2], b)
     torch.testing.assert_close(sets[1], (a + b) / 2)
+
+
+def test_truncation_narrows_the_jitter_and_keeps_every_row_drawable(table_model):
+    G, _ = table_model
+    dim, n = G.cfg.latent_dim, G.sampler.table.shape[0]
+    plain = torch.cat([gen.seed_latents(s, 1, dim) for s in range(200)])
+    tight = torch.cat([gen.seed_latents(s, 1, dim, truncation=0.5, keep=3) for s in range(200)])
+    assert torch.equal(plain[:, :3], tight[:, :3]) and tight[:, 3:].abs().max() <= 0.5
+    rows = (torch.special.ndtr(tight[:, 0]) * n).long()
+    assert int(rows.min()) == 0 and int(rows.max()) == n - 1  # both ends of the table stay drawable
+    drawn = torch.cat(gen.seed_anchor_sets(G, range(200), 1, truncation=0.5))
+    with torch.no_grad():
+        assert torch.equal(drawn, G.latents(tight))  # generation keeps the sampler's choices
+        near = torch.cdist(drawn, G.sampler.table).min(1).values.mean()
+        assert near < torch.cdist(G.latents(plain), G.sampler.table).min(1).values.mean()

@@ -38,6 +38,8 @@ class TableSampler(nn.Module):
     (scalars). A fresh module has an empty table; :meth:`fit` or loading a state dict sizes it.
     """
 
+    CHOICES = 3  # z's first coordinates choose the row, the neighbour and the walk; the rest is jitter
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.table: torch.Tensor
@@ -45,7 +47,7 @@ class TableSampler(nn.Module):
         self.nearest: torch.Tensor
         self.reach: torch.Tensor
         self.jitter: torch.Tensor
-        if dim < 4:
+        if dim <= self.CHOICES:
             raise ValueError(f"the table sampler needs a latent of at least 4 dimensions, got {dim}")
         self.dim = dim
         self.register_buffer("table", torch.zeros(0, dim))
@@ -83,11 +85,11 @@ class TableSampler(nn.Module):
         n, k = self.neighbours.shape
         if n == 0:
             raise RuntimeError("the table sampler holds no table: fit it or load an export")
-        u = torch.special.ndtr(z[..., :3].float())
+        u = torch.special.ndtr(z[..., : self.CHOICES].float())
         i = (u[..., 0] * n).long().clamp(0, n - 1)
         j = self.neighbours[i, (u[..., 1] * k).long().clamp(0, k - 1)]
         a, b = self.table[i], self.table[j]
         walk = self.reach * u[..., 2:3] * (b - a)
-        scale = self.jitter * self.nearest[i, None] / math.sqrt(self.dim - 3)
-        jitter = torch.nn.functional.pad(z[..., 3:].float(), (3, 0)) * scale
+        scale = self.jitter * self.nearest[i, None] / math.sqrt(self.dim - self.CHOICES)
+        jitter = torch.nn.functional.pad(z[..., self.CHOICES :].float(), (self.CHOICES, 0)) * scale
         return (a + walk + jitter).to(z.dtype)
