@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from mp3net.artifacts import source_config
@@ -30,7 +31,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "recipe (every term from the start, 8 000 steps, the rates decayed from step 6 000; "
         "docs/training.md#the-default-recipe). Checkpoints go to RUN_DIR/pretrain every pretrain.ckpt_every "
         "steps and on exit (Ctrl-C or SIGTERM finish the current step first); running the same command again "
-        "continues exactly where it stopped."
+        "continues exactly where it stopped. Several GPUs: `torchrun --nproc_per_node N -m mp3net pretrain "
+        "...` (each rank its own pretrain.batch_size rows, the table shared; docs/training.md#data-parallel)."
     )
     add_run_arguments(parser)
     parser.add_argument(
@@ -67,14 +69,20 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         data,
         args.run,
-        device=usable_device(args.device),
+        # under torchrun each rank takes its own GPU (init_distributed), none touches cuda:0 before
+        device=args.device if int(os.environ.get("WORLD_SIZE", "1")) > 1 else usable_device(args.device),
         progress=not args.quiet,
         init_from=args.init_from,
     )
-    write_json(info, {"data": str(Path(data).resolve())})
-    step = trainer.run(args.steps)
-    print(
-        f"step {step}: generator in {Path(args.run) / 'export'}; start a GAN from it with "
-        f"`mp3net train --run NEW_RUN --init-from {args.run}`"
-    )
+    try:
+        if trainer.is_main:
+            write_json(info, {"data": str(Path(data).resolve())})
+        step = trainer.run(args.steps)
+    finally:
+        trainer.close()
+    if trainer.is_main:
+        print(
+            f"step {step}: generator in {Path(args.run) / 'export'}; start a GAN from it with "
+            f"`mp3net train --run NEW_RUN --init-from {args.run}`"
+        )
     return 0

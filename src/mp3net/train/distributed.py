@@ -59,6 +59,26 @@ def allreduce_grads(params: list[nn.Parameter], world: int) -> None:
         offset += n
 
 
+def allreduce_sparse_grad(weight: torch.Tensor, rows: torch.Tensor, world: int) -> None:
+    """Average the sparse gradient of an embedding table ``weight`` over ranks, for SparseAdam.
+
+    Each rank's gradient covers its own rows; its dense form is summed over ranks and divided by ``world``
+    (the gradient of the mean loss over all ranks' batches, as :func:`allreduce_grads` gives the networks),
+    then set back as a sparse gradient over ``rows``, every rank's rows (a tensor all ranks know), so that
+    every rank's optimiser updates the same rows by the same amounts and the tables stay identical."""
+    dist = group()
+    if dist is None or world == 1:
+        return
+    grad = weight.grad
+    dense = grad.to_dense() if grad is not None else torch.zeros_like(weight)
+    dist.all_reduce(dense)
+    dense /= world
+    index = torch.unique(rows.to(dense.device))  # sorted, no repeats: a coalesced gradient
+    weight.grad = torch.sparse_coo_tensor(
+        index[None], dense[index], dense.shape, is_coalesced=True, check_invariants=False
+    )
+
+
 def allreduce_mean(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     """The mean of each scalar over ranks."""
     dist = group()
@@ -93,6 +113,16 @@ def broadcast_module(m: nn.Module) -> None:
         return
     for t in list(m.parameters()) + list(m.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank (``obj`` in a single process)."""
+    dist = group()
+    if dist is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_objects(obj: Any, world: int) -> list[Any]:

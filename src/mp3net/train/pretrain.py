@@ -13,6 +13,12 @@ from the folded generator and the table.
 A run directory holds ``config.json``, ``pretrain/`` (resumable checkpoints: G, the table, both optimisers,
 the step; ``metrics.jsonl``) and ``export/`` (the folded generator). Re-running resumes exactly: batch n is
 drawn from a generator seeded by (seed, n), and nothing else is random.
+
+Data parallel (``torchrun``, docs/training.md#data-parallel): step n's rows are ``batch_size`` × ranks
+drawn as above, each rank trains on its own slice of them, G's gradients are averaged over ranks and the
+table's sparse gradient too (:func:`~mp3net.train.distributed.allreduce_sparse_grad`), so G, the table and
+both optimisers stay identical on every rank: the run is the single-process run with the larger batch.
+Rank 0 writes the checkpoints, the export, its evaluation, ``fit.jsonl`` and the logs.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from mp3net.dsp.spectral import log_spectrogram, partial_similarity
 from mp3net.model import Generator
 from mp3net.model.sampler import TableSampler
 from mp3net.train import checkpoint as ckpt
+from mp3net.train import distributed as ddp
 from mp3net.train.band_levels import calibrated_levels, with_band_levels
 from mp3net.train.losses import spectral_reconstruction
 from mp3net.train.monitor import Monitor
@@ -139,15 +146,17 @@ def folded_checkpoint(state: dict[str, Any]) -> tuple[Generator, Config]:
 
 
 class Pretrainer(Solver):
-    """G and its latent table on one device. ``run(total_steps)`` trains until ``step == total_steps`` or
-    a stop request (Ctrl-C, SIGTERM), then writes a checkpoint and the export. The run loop is
-    :class:`~mp3net.train.solver.Solver`'s; the scalars go to ``pretrain/metrics.jsonl`` and TensorBoard.
+    """G and its latent table on one device (under torchrun: a copy on each rank's, data parallel).
+    ``run(total_steps)`` trains until ``step == total_steps`` or a stop request (Ctrl-C, SIGTERM), then
+    writes a checkpoint and the export. The run loop is :class:`~mp3net.train.solver.Solver`'s; the scalars
+    go to ``pretrain/metrics.jsonl`` and TensorBoard.
 
     Args:
         cfg: the run's config (its ``pretrain`` section is the recipe).
         data_dir: a folder made by ``mp3net prepare`` with the same preset.
         run_dir: where config, ``pretrain/`` and ``export/`` go.
-        device: "cpu", "cuda", ... (default: CUDA if available).
+        device: "cpu", "cuda", ... (default: CUDA if available). Under torchrun each rank uses
+            cuda:LOCAL_RANK.
         progress: show a tqdm bar.
         init_from: a new run's G starts from this model's (:func:`~mp3net.train.finetune.load_start`;
             its network must be ``cfg.model``'s, its levels are taken); the table starts as without it.
@@ -170,11 +179,11 @@ class Pretrainer(Solver):
                 f"model.sampler={cfg.model.sampler} is what an export draws from: "
                 "choose it with pretrain.sampler"
             )
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        rank, world, dev = ddp.init_distributed(device)
         self.cfg = cfg
         self.checkpoint_dir = Path(run_dir) / PRETRAIN_DIR
         self.ckpt_every = cfg.pretrain.ckpt_every
-        self.setup_run(Path(run_dir), dev, progress=progress)
+        self.setup_run(Path(run_dir), dev, rank, world, progress)
         self.amp = self.resolve_amp(cfg.train.amp)
         ops.configure_process(dev)
         mc = cfg.model
@@ -183,7 +192,10 @@ class Pretrainer(Solver):
         if saved.exists():
             ckpt.check_compatible(json.loads(saved.read_text()), cfg, saved, frozenset({"band_rms"}))
         if mc.band_norm and not mc.band_rms:
-            cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, say=self.say)
+            if self.is_main:  # measured once, the same levels on every rank
+                cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, say=self.say)
+            levels = ddp.broadcast_object(cfg.model.band_rms)
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, band_rms=levels))
         self.cfg, pc = cfg, cfg.pretrain
         self.clips = clip_indices(len(self.dataset), self._table_size(pc.clips))
         torch.manual_seed(derive_seed(cfg.train.seed, 0))
@@ -197,11 +209,21 @@ class Pretrainer(Solver):
         if self.resume(require=False) is None:
             if init_from is not None:
                 self._start_from(init_from)
-            if pc.latent_init == "pca":
+            if pc.latent_init == "pca" and self.is_main:  # rank 0's, broadcast below
                 with torch.no_grad():
                     self.latents.weight.copy_(self._pca_start().to(self.device))
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(saved)
+        # under torchrun: rank 0's G and table on every rank (a resumed run's are one checkpoint's already)
+        ddp.broadcast_module(self.G)
+        ddp.broadcast_module(self.latents)
+        steps = ddp.gather_objects(self.step, self.world)
+        if len(set(steps)) > 1:
+            raise MP3NetError(
+                f"the ranks resumed at different steps ({steps}): {self.checkpoint_dir} must be on a "
+                "filesystem every rank reads"
+            )
+        if self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(saved)
         self.start_logging(self.checkpoint_dir)
         # the evaluation's clips and noise are fixed (seed 1 and the run's seed), so its rows make a curve
         evaluating = dataclasses.replace(cfg.train, eval_clips=pc.eval_clips, batch_size=pc.batch_size)
@@ -283,7 +305,26 @@ class Pretrainer(Solver):
     def save(self) -> None:
         """A checkpoint of the whole state (the newest ``train.keep_last`` are kept), the export, its metrics
         (``pretrain.eval_clips``) and a row of :meth:`fit` in ``pretrain/fit.jsonl``. Their CPU time counts
-        as training's (in the next checkpoint)."""
+        as training's (in the next checkpoint).
+
+        Under torchrun rank 0 writes while the others wait; collective: when its writes fail, every rank
+        stops with an error (rank 0's own, the others' one line) instead of waiting in the next step."""
+        error: Exception | None = None
+        if self.is_main:
+            try:
+                self._write()
+            except Exception as e:
+                if self.world == 1:
+                    raise
+                error = e
+        if self.world > 1 and ddp.any_rank(error is not None, self.device):
+            if error is not None:
+                raise error
+            raise MP3NetError("training stopped: rank 0 could not write its checkpoint (see its message)")
+        self.checkpointed()
+
+    def _write(self) -> None:
+        """What :meth:`save` writes (rank 0)."""
         ckpt.save_checkpoint(self.checkpoint_dir, self.state(), self.step, self.keep_last())
         t0 = time.process_time()
         G = self.export()
@@ -293,7 +334,6 @@ class Pretrainer(Solver):
         with open(self.checkpoint_dir / FIT, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.cpu_seconds += time.process_time() - t0
-        self.checkpointed()
 
     @torch.no_grad()
     def fit(self) -> dict[str, float]:
@@ -333,10 +373,18 @@ class Pretrainer(Solver):
         return LatentGaussian.fit(self.latents.weight.detach().cpu())
 
     # ---- training ----------------------------------------------------------------------------------------
-    def batch(self, n: int) -> torch.Tensor:
-        """Table rows ``[batch_size]`` of step ``n``: drawn by a generator seeded by (seed, n)."""
+    def global_batch(self, n: int) -> torch.Tensor:
+        """Every rank's table rows of step ``n``, ``[batch_size · ranks]``: drawn by a generator seeded by
+        (seed, n); rank r trains on the r-th ``batch_size`` of them (one process: all of them)."""
         g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, 2, n))
-        return torch.randint(len(self.clips), (self.cfg.pretrain.batch_size,), generator=g)
+        return torch.randint(len(self.clips), (self.cfg.pretrain.batch_size * self.world,), generator=g)
+
+    def batch(self, n: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's table rows ``[batch_size]`` of step ``n`` (its slice of ``rows``, default
+        :meth:`global_batch`)."""
+        B = self.cfg.pretrain.batch_size
+        rows = self.global_batch(n) if rows is None else rows
+        return rows[self.rank * B : (self.rank + 1) * B]
 
     def lr_scale(self, step: int) -> float:
         """The share of ``pretrain.lr`` and ``latent_lr`` at ``step``: 1, then from ``lr_decay_start`` half a
@@ -348,13 +396,15 @@ class Pretrainer(Solver):
         return LR_DECAY_FLOOR + (1 - LR_DECAY_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
 
     def train_step(self) -> dict[str, float]:
-        """One Adam step of G and the batch's latents; its loss (dB / 20) and the process CPU seconds."""
+        """One Adam step of G and the batch's latents; its loss (dB / 20) and the process CPU seconds.
+        Under torchrun: of the global batch (every rank's rows), the loss this rank's."""
         t0 = time.process_time()
         scale, pc = self.lr_scale(self.step), self.cfg.pretrain
         for opt, lr in ((self.opt_G, pc.lr), (self.opt_z, pc.latent_lr)):
             for group in opt.param_groups:  # set every step: a resumed optimiser brings its saved rate
                 group["lr"] = lr * scale
-        rows = self.batch(self.step)
+        every = self.global_batch(self.step)
+        rows = self.batch(self.step, every)
         audio = self.dataset.stack(self.clips[int(i)] for i in rows).to(self.device)
         real = mdct(audio, self.cfg.model.n_bands)  # [B, C, M, K]
         rows = rows.to(self.device)
@@ -365,7 +415,10 @@ class Pretrainer(Solver):
         self.opt_z.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
-        if not math.isfinite(value):
+        # under torchrun the gradients of the global batch's mean loss on every rank, and one decision
+        ddp.allreduce_grads(list(self.G.parameters()), self.world)
+        ddp.allreduce_sparse_grad(self.latents.weight, every, self.world)
+        if not ddp.all_agree(math.isfinite(value), self.device):
             return {"ok": 0.0}
         self.opt_G.step()
         self.opt_z.step()
@@ -380,6 +433,7 @@ class Pretrainer(Solver):
         """Train until ``step == total_steps`` (default ``pretrain.steps``), for ``seconds``, or until a
         stop request; checkpoint every ``pretrain.ckpt_every`` steps and at the end. Returns the step."""
         step = super().run(self.cfg.pretrain.steps if total_steps is None else total_steps, seconds)
-        if not (self.run_dir / EXPORT_DIR).is_dir():
+        missing = self.is_main and not (self.run_dir / EXPORT_DIR).is_dir()
+        if ddp.any_rank(missing, self.device) if self.world > 1 else missing:  # rank 0's view, for all
             self.save()
         return step
