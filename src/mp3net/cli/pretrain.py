@@ -31,8 +31,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "recipe (every term from the start, 8 000 steps, the rates decayed from step 6 000; "
         "docs/training.md#the-default-recipe). Checkpoints go to RUN_DIR/pretrain every pretrain.ckpt_every "
         "steps and on exit (Ctrl-C or SIGTERM finish the current step first); running the same command again "
-        "continues exactly where it stopped. Several GPUs: `torchrun --nproc_per_node N -m mp3net pretrain "
-        "...` (each rank its own pretrain.batch_size rows, the table shared; docs/training.md#data-parallel)."
+        "continues exactly where it stopped. Several GPUs: `torchrun --nproc_per_node N -m mp3net -- "
+        "pretrain ...` (each rank its own pretrain.batch_size rows, the table shared; "
+        "docs/training.md#data-parallel)."
     )
     add_run_arguments(parser)
     parser.add_argument(

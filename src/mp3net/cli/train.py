@@ -23,7 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "the same command again continues exactly where it stopped. RUN_DIR/export holds the generator "
         "(EMA weights) for `mp3net generate`. Watch it with `tensorboard --logdir RUN_DIR/tb`, or read "
         "RUN_DIR/metrics.jsonl. Multi-GPU / multi-node: launch with "
-        "`torchrun --nproc_per_node N -m mp3net train ...`."
+        "`torchrun --nproc_per_node N -m mp3net -- train ...` (the -- keeps torchrun from reading --run as "
+        "its own --run-path)."
     )
     add_run_arguments(parser)
     parser.add_argument(
