@@ -8,9 +8,17 @@ It runs, on the requested device (and fails with one line and a non-zero exit wh
 3. the generation time of one track (the preset's clip, 95 s) in fp32 and bf16 (``Generator.generate``);
 4. agreement with the CPU for the same weights: G's output, and one D step's loss (same inputs, same
    penalty mixing weights) and parameter-gradient norm, in float32. With ``--device cpu`` the reference
-   is the CPU's plain path (``mp3net.ops.enabled(False)``) instead.
+   is the CPU's plain path (``mp3net.ops.enabled(False)``) instead;
+5. autoencoder pretraining steps (``mp3net pretrain``'s :meth:`~mp3net.train.pretrain.Pretrainer.train_step`:
+   MDCT of the clips, G of the batch's latents from a sparse table, the preset's
+   :func:`~mp3net.train.losses.spectral_reconstruction`, Adam and SparseAdam) of each preset in
+   ``--pretrain-presets`` (laptop, paper-5s, paper-95s) at its ``pretrain.batch_size`` (or
+   ``--pretrain-batch``), random clips of the preset's shape, bf16 autocast on CUDA (the preset's
+   ``train.amp`` elsewhere): iterations per second and peak memory; a preset that runs out of memory is
+   reported as such and the others go on.
 
-``--quick`` uses the ``tiny`` preset (a check of the script itself, seconds on a CPU). Random weights.
+``--quick`` uses the ``tiny`` preset and pretrains the laptop preset at batch 2 (a check of the script
+itself, seconds on a CPU). Random weights.
 
     python benchmarks/bench_device.py --device cuda [--preset 95s] [--batch 8] [--iters 3] [--write]
 """
@@ -33,6 +41,7 @@ import torch
 from _common import cpu_model, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_PRESETS = ("laptop", "paper-5s", "paper-95s")
 START, END = "<!-- bench_device:start -->", "<!-- bench_device:end -->"
 
 
@@ -139,6 +148,72 @@ def training_iteration(cfg, dev: torch.device, batch: int, iters: int) -> dict:
     return {"s_per_it": statistics.mean(times), "peak_gib": peak_gib(dev)}
 
 
+def pretraining_steps(name: str, dev: torch.device, batch: int | None, iters: int) -> dict:
+    """Timed pretraining steps of preset ``name`` (as ``Pretrainer.train_step``, random clips): seconds per
+    step (mean of ``iters`` after one warm-up step), peak memory, the batch and whether under bf16.
+    ``{"oom": True, ...}`` when the device runs out of memory."""
+    from torch import nn
+
+    from mp3net import ops
+    from mp3net.config import preset
+    from mp3net.dsp import mdct
+    from mp3net.model import Generator
+    from mp3net.train.losses import spectral_reconstruction
+
+    cfg = preset(name)
+    mc, pc = cfg.model.with_unit_levels(), cfg.pretrain
+    batch = batch or pc.batch_size
+    amp = dev.type == "cuda" or ops.resolve_amp(cfg.train.amp, dev)
+    out: dict = {"batch": batch, "amp": amp, "clip_seconds": mc.clip_seconds}
+    gen = torch.Generator().manual_seed(0)
+    try:
+        torch.manual_seed(0)
+        G = Generator(mc).to(dev)
+        table = nn.Embedding(pc.clips, mc.latent_dim, sparse=True).to(dev)
+        opt_G = torch.optim.Adam(G.parameters(), lr=pc.lr, betas=pc.betas)
+        opt_z = torch.optim.SparseAdam(table.parameters(), lr=pc.latent_lr, betas=pc.betas)
+        audio = 0.1 * torch.randn(batch, mc.channels, mc.clip_samples, generator=gen)  # as the dataset gives
+
+        def one() -> float:
+            t = time.perf_counter()
+            rows = torch.randint(pc.clips, (batch,), generator=gen)
+            real = mdct(audio.to(dev), mc.n_bands)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                fake = G(table(rows.to(dev)))
+            loss = spectral_reconstruction(fake, real, pc.ffts, pc.envelope, pc.mid_side)
+            opt_G.zero_grad(set_to_none=True)
+            opt_z.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_G.step()
+            opt_z.step()
+            out["loss"] = float(loss.detach())  # waits for the device
+            return time.perf_counter() - t
+
+        reset_peak(dev)
+        out["first_s"] = one()
+        times = [one() for _ in range(max(1, iters))]
+        out.update(s_per_it=statistics.mean(times), peak_gib=peak_gib(dev))
+    except torch.cuda.OutOfMemoryError:
+        out.update(oom=True, peak_gib=peak_gib(dev))
+    finally:
+        G = table = opt_G = opt_z = None  # noqa: F841 - free the preset's memory before the next
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+def pretraining_row(name: str, r: dict) -> str:
+    """A row of the pretraining table."""
+    what = f"pretraining step, {name} ({r['clip_seconds']:.1f} s clips), batch {r['batch']}, "
+    what += "bf16 autocast" if r["amp"] else "float32"
+    if r.get("oom"):
+        return f"| {what} | out of memory (peak {r['peak_gib']:.2f} GiB) |"
+    return (
+        f"| {what} | {1 / r['s_per_it']:.3f} it/s ({r['s_per_it']:.2f} s; first {r['first_s']:.2f} s), "
+        f"peak {r['peak_gib']:.2f} GiB |"
+    )
+
+
 def generation(cfg, dev: torch.device, reps: int) -> dict:
     G, _ = models(cfg, dev)
     G.eval()
@@ -215,6 +290,16 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=4, help="timed training iterations (even: D and G steps)")
     p.add_argument("--reps", type=int, default=3, help="timed generation runs")
     p.add_argument("--no-tests", action="store_true", help="skip the device-generic tests")
+    p.add_argument(
+        "--pretrain-presets",
+        default=None,
+        help=f"comma-separated presets to pretrain ('' for none; default {','.join(PRETRAIN_PRESETS)}, "
+        "laptop with --quick)",
+    )
+    p.add_argument(
+        "--pretrain-batch", type=int, default=None, help="pretraining batch (default: each preset's; 2 quick)"
+    )
+    p.add_argument("--pretrain-iters", type=int, default=3, help="timed pretraining steps per preset")
     p.add_argument("--write", action="store_true", help="put the results into benchmarks/README.md")
     args = p.parse_args()
     dev = check_device(args.device)
@@ -228,6 +313,13 @@ def main() -> None:
     print(f"D+G/2 iteration, batch {args.batch}, bf16: {1 / train['s_per_it']:.3f} it/s", flush=True)
     gen = generation(cfg, dev, args.reps)
     agree = agreement(cfg, dev)
+    names = args.pretrain_presets
+    names = ("laptop" if args.quick else ",".join(PRETRAIN_PRESETS)) if names is None else names
+    pre_batch = args.pretrain_batch or (2 if args.quick else None)
+    pretrain = {}
+    for n in [x.strip() for x in names.split(",") if x.strip()]:
+        pretrain[n] = pretraining_steps(n, dev, pre_batch, 1 if args.quick else args.pretrain_iters)
+        print(pretraining_row(n, pretrain[n]), flush=True)
     ref = "CPU plain path" if dev.type == "cpu" else "CPU"
     lines = [
         START,
@@ -246,6 +338,15 @@ def main() -> None:
         f"| G output vs {ref} (max abs diff / max abs, fp32) | {agree['g_out']:.1e} |",
         f"| D-step loss vs {ref} (relative, fp32) | {agree['d_loss']:.1e} (loss {agree['loss']:.4f}) |",
         f"| D-step gradient norm vs {ref} (relative, fp32) | {agree['d_grad_norm']:.1e} |",
+        *[pretraining_row(n, r) for n, r in pretrain.items()],
+        "",
+        "Pretraining: `Pretrainer.train_step`'s work on random clips (MDCT, G of a sparse table's latents, "
+        "the preset's spectral distance, Adam + SparseAdam); peak = "
+        + (
+            "the device's peak allocation in that preset's steps."
+            if dev.type == "cuda"
+            else "the process's peak RSS so far (every check before included)."
+        ),
         "",
         f"Reproduce: `python benchmarks/bench_device.py --device {args.device}"
         f"{' --quick' if args.quick else ''}`.",
