@@ -3,6 +3,7 @@ collectives the training loop needs. Every function is a no-op in a single proce
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -36,6 +37,11 @@ def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
         else:
             dev = torch.device(want)
         if not dist.is_initialized():
+            # torch.distributed.nn.functional binds group.WORLD into default arguments when first imported
+            # (torch.optim imports it through torch._dynamo): imported once the group exists, it keeps the
+            # group alive past destroy_process_group, and gloo's worker threads then outlive the interpreter,
+            # a rare SIGABRT at exit ("terminate called without an active exception")
+            importlib.import_module("torch.distributed.nn.functional")
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         return rank, world, dev
     return 0, 1, torch.device(want)
