@@ -237,8 +237,8 @@ class Pretrainer(Solver):
         seconds = clip / self.cfg.model.sample_rate
         if available < 2:
             raise MP3NetError(
-                f"the data holds {self.dataset.seconds:.1f} s of audio: pretraining needs at least two "
-                f"clips of {seconds:.2f} s"
+                f"the data holds {available} clip(s) of {seconds:.2f} s within its tracks: pretraining needs "
+                "at least two (longer tracks, or more of them)"
             )
         if available < wanted:
             self.say(
