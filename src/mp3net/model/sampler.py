@@ -23,7 +23,7 @@ from torch import nn
 
 TABLE_NEIGHBOURS = 4  # a draw walks towards one of the k nearest table latents
 TABLE_REACH = 0.5  # at most this share of the way: the midpoint of two alike clips at the farthest
-TABLE_JITTER = 0.25  # the jitter's rms length, in units of the distance to the nearest neighbour
+TABLE_JITTER = 0.5  # the jitter's rms length, in units of the distance to the nearest neighbour
 
 
 class TableSampler(nn.Module):
