@@ -200,8 +200,8 @@ def test_the_rates_fall_along_half_a_cosine_and_resume_exactly(notes_dataset, tm
 
 
 def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_dataset, tmp_path, capsys):
-    """`pretrain --init-from` an export with a table sampler: G's weights (not the sampler) and its network
-    and levels; the new run's latents are its own clips' principal components."""
+    """`pretrain --init-from` an export with a table sampler: G's weights (not the sampler) and its network;
+    the levels are the data's; the new run's latents are its own clips' principal components."""
     cfg = _cfg("model.band_norm=true")
     src = Pretrainer(cfg, notes_dataset, tmp_path / "src", progress=False)
     src.run(2)
@@ -212,7 +212,9 @@ def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_data
     assert cli_main([*args, "--init-from", str(export), "--steps", "1", "-o", "pretrain.eval_clips=0"]) == 0
     state, _ = ckpt.load_latest(tmp_path / "new" / "pretrain")
     new = Config.from_dict(state["config"])
-    assert new.model.band_rms == saved.model.band_rms and new.model.sampler == "gaussian"
+    # the data's own levels (here the same data: the source run's measured levels, not its export's)
+    assert new.model.band_rms == src.cfg.model.band_rms != saved.model.band_rms
+    assert new.model.sampler == "gaussian"
     assert new.pretrain.steps == Config().pretrain.steps  # the default recipe, not the source's
     t = Pretrainer(new, notes_dataset, tmp_path / "fresh", progress=False, init_from=export)
     mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}

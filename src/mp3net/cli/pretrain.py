@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if args.init_from and not (args.config or args.preset or (Path(args.run) / "config.json").exists()):
         # the source's network, the default recipe: its own pretrain section may be an older recipe's
-        model = dataclasses.replace(source_config(args.init_from).model, sampler="gaussian")
+        # the levels are the data's, measured when the run starts: G's unit output in band k is band_rms[k]
+        model = dataclasses.replace(source_config(args.init_from).model, sampler="gaussian", band_rms=())
         cfg = dataclasses.replace(preset(DEFAULT_PRESET), model=model).override(list(args.override))
     info = Path(args.run) / DATA_INFO
     data = args.data

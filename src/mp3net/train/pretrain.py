@@ -159,7 +159,8 @@ class Pretrainer(Solver):
             cuda:LOCAL_RANK.
         progress: show a tqdm bar.
         init_from: a new run's G starts from this model's (:func:`~mp3net.train.finetune.load_start`;
-            its network must be ``cfg.model``'s, its levels are taken); the table starts as without it.
+            its network must be ``cfg.model``'s but for the levels, which are the data's); the table starts
+            as without it.
     """
 
     name = "pretrain"
@@ -192,8 +193,10 @@ class Pretrainer(Solver):
         if saved.exists():
             ckpt.check_compatible(json.loads(saved.read_text()), cfg, saved, frozenset({"band_rms"}))
         if mc.band_norm and not mc.band_rms:
-            if self.is_main:  # measured once, the same levels on every rank
-                cfg = with_band_levels(cfg, self.dataset, self.run_dir, init_from, say=self.say)
+            # measured once, the same levels on every rank. A decoder starting on new music (init_from) draws
+            # it at the new data's levels, its output's unit per band (docs/networks.md#band-normalisation)
+            if self.is_main:
+                cfg = with_band_levels(cfg, self.dataset, self.run_dir, say=self.say)
             levels = ddp.broadcast_object(cfg.model.band_rms)
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, band_rms=levels))
         self.cfg, pc = cfg, cfg.pretrain
@@ -251,7 +254,8 @@ class Pretrainer(Solver):
         """G's weights from ``source`` (its sampler, if any, stays behind: the table is this run's)."""
         from mp3net.train.finetune import load_start, load_weights  # finetune reads pretraining runs
 
-        start = load_start(source, self.cfg, self.device, False, may_differ=frozenset({"sampler"}))
+        differ = frozenset({"sampler", "band_rms"})
+        start = load_start(source, self.cfg, self.device, False, may_differ=differ)
         weights = {k: v for k, v in start.G.items() if not k.startswith("sampler.")}
         load_weights(self.G, weights, start.where)
         self.say(f"G starts from {start.where}")
