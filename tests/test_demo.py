@@ -14,7 +14,8 @@ import mp3net.demo
 from mp3net.cli import main
 from mp3net.synth import Note, render
 
-SMALL = ["-o", "model.max_channels=32", "-o", "model.base_channels=4"]
+# the shipped model's network (the demo starts from its decoder); a short evaluation at the checkpoint
+SMALL = ["-o", "pretrain.eval_clips=4"]
 
 
 def test_synth_is_tonal_stereo_and_deterministic():
@@ -46,8 +47,8 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
         str(out),
         "--minutes",
         "0.02",
-        "--chorales",
-        "2",
+        "--pieces",
+        "1",
         "--cache",
         str(tmp_path / "cache"),
         "--tracks",
@@ -71,7 +72,7 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
     assert "tonality.png" in refs
     # the shipped model's section shows its card's training curves
     assert "pretrained/curves.png" in refs
-    # the demo's own recipe: pretraining a table of 64 clips, band normalisation with the chorales' levels
+    # the demo's own recipe: the shipped decoder, a new table of 64 clips with the quartets' band levels
     assert "-o pretrain.clips=64" in page and "What you are looking at" in page
     run_cfg = json.loads((out / "run" / "config.json").read_text())
     assert run_cfg["model"]["band_norm"] and len(run_cfg["model"]["band_rms"]) == 64
@@ -85,14 +86,24 @@ def test_demo_short_run_writes_full_report(tmp_path, capsys):
     # --tracks and --eval-clips reach the pipeline
     assert sorted(p.name for p in (out / "generated").glob("seed-*.wav")) == ["seed-0.wav", "seed-1.wav"]
     assert m["n_fake"] == 6
-    # the rendered chorales are cached: asking again renders nothing
-    from mp3net.demo import render_chorales
+    # the rendered quartets are cached: asking again renders nothing
+    from mp3net.demo import render_corpus
 
     cached = sorted((tmp_path / "cache").rglob("*.flac"))
-    assert len(cached) == 2
+    assert len(cached) == 1 and cached[0].name.startswith("mozart_")
     mtimes = [p.stat().st_mtime_ns for p in cached]
-    render_chorales(cached[0].parent, 11008, limit=2, progress=False)
+    render_corpus("quartets", cached[0].parent, 11008, limit=1, progress=False)
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
+    # the run started from the shipped model's decoder (a few Adam steps of 5e-4 away), at the data's levels
+
+    from mp3net.artifacts import PRETRAINED_DIR, load_export, load_latest
+
+    shipped_cfg, shipped = load_export(PRETRAINED_DIR / "tiny-chorales")
+    assert run_cfg["model"]["band_rms"] != list(shipped_cfg.model.band_rms)
+    found = load_latest(out / "run" / "pretrain")
+    assert found is not None
+    w, steps = "blocks.1.conv.weight", found[0]["step"]
+    assert (found[0]["G"][w] - shipped[w]).abs().max() < 1e-3 * steps < 0.1 * shipped[w].abs().max()
 
 
 def test_demo_bad_minutes(tmp_path, capsys):
@@ -108,13 +119,13 @@ def test_every_option_is_passed_on(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return Path(out) / "report.html"
 
     monkeypatch.setattr(mp3net.demo, "run_demo", fake_run_demo)
-    args = ["demo", "--out", str(tmp_path), "--minutes", "0.5", "--chorales", "3", "--cache", "c"]
+    args = ["demo", "--out", str(tmp_path), "--minutes", "0.5", "--pieces", "3", "--cache", "c"]
     args += ["--steps", "7", "--tracks", "2", "--eval-clips", "5", "-o", "train.lr=1e-4", "-q"]
     assert main(args) == 0
     assert seen == {
         "out": str(tmp_path),
         "minutes": 0.5,
-        "chorales": 3,
+        "pieces": 3,
         "cache": "c",
         "max_steps": 7,
         "overrides": ["train.lr=1e-4"],

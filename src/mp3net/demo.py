@@ -1,11 +1,12 @@
-"""The demo: a built-in dataset (Bach chorales rendered by :mod:`mp3net.synth`), a short training run, and an
-HTML report with generated and real audio, spectrograms, the tonality curves of training (paper figure 5)
-and the evaluate table.
+"""The demo: a built-in dataset (string quartets, or the Bach chorales, rendered by :mod:`mp3net.synth`), a
+short training run, and an HTML report with generated and real audio, spectrograms, the tonality curves of
+training (paper figure 5) and the evaluate table.
 
-The chorales come from music21's offline corpus (``pip install mp3net[demo]``), a few hundred four-part
-chorales harmonised by J. S. Bach. They are rendered once into a cache folder (default
-``~/.cache/mp3net/chorales-<rate>Hz-v1``); a ``complete.json`` there marks a finished render, and a
-re-run renders only what is missing.
+The scores come from music21's offline corpus (``pip install mp3net[demo]``): the demo's data are Mozart's
+and Haydn's string quartet movements (25, about 68 minutes); the shipped model was trained on the few
+hundred four-part chorales harmonised by J. S. Bach. Both are played by the same synthesizer and rendered
+once into a cache folder (default ``~/.cache/mp3net/<set>-<rate>Hz-v1``); a ``complete.json`` there marks a
+finished render, and a re-run renders only what is missing.
 """
 
 from __future__ import annotations
@@ -42,19 +43,29 @@ def _music21():
     return corpus
 
 
-def chorale_paths(limit: int | None = None) -> list[Path]:
-    """The Bach chorales of music21's corpus (sorted, so ``limit`` takes a fixed subset)."""
+# music21 corpus composers of each set the demo renders
+CORPUS_SETS = {"chorales": ("bach",), "quartets": ("mozart", "haydn")}
+
+
+def corpus_paths(kind: str = "chorales", limit: int | None = None) -> list[Path]:
+    """The scores of a set of music21's corpus (``CORPUS_SETS``; sorted by composer then path, so ``limit``
+    takes a fixed subset)."""
     corpus = _music21()
-    paths = sorted(Path(p) for p in corpus.getComposer("bach"))
+    paths = [p for c in CORPUS_SETS[kind] for p in sorted(Path(x) for x in corpus.getComposer(c))]
     paths = [p for p in paths if p.suffix in (".mxl", ".xml", ".musicxml", ".krn")]
     if not paths:
-        raise MP3NetError("music21's corpus has no Bach chorales (is the corpus installed?)")
+        raise MP3NetError(f"music21's corpus has no {kind} (is the corpus installed?)")
     return paths[:limit] if limit else paths
 
 
+def chorale_paths(limit: int | None = None) -> list[Path]:
+    """The Bach chorales of music21's corpus (sorted, so ``limit`` takes a fixed subset)."""
+    return corpus_paths("chorales", limit)
+
+
 def chorale_notes(path: Path, seed: int = 0) -> list[Note]:
-    """A chorale as notes in seconds: tempo from its metronome mark (±8 % per chorale for variety),
-    ties merged, fermatas held 1.6× longer, voices with slightly different loudness."""
+    """A score (a chorale, a quartet movement) as notes in seconds: tempo from its metronome mark (±8 % per
+    score for variety), ties merged, fermatas held 1.6× longer, voices with slightly different loudness."""
     corpus = _music21()
     from music21 import expressions
 
@@ -93,13 +104,15 @@ def chorale_notes(path: Path, seed: int = 0) -> list[Note]:
     return notes
 
 
-def render_chorales(
+def render_corpus(
+    kind: str = "chorales",
     out_dir: str | Path | None = None,
     sample_rate: int = 22016,
     limit: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Render the chorales to FLAC files in ``out_dir`` (default: the cache); files already there are kept.
+    """Render a set of scores (``CORPUS_SETS``) to FLAC files in ``out_dir`` (default: the cache); files
+    already there are kept.
 
     Returns the folder, ready for ``mp3net prepare``.
     """
@@ -107,8 +120,8 @@ def render_chorales(
 
     from mp3net.audio import write_audio
 
-    out = Path(out_dir) if out_dir else default_cache_dir() / f"chorales-{sample_rate}Hz-v{CACHE_VERSION}"
-    paths = chorale_paths(limit)
+    out = Path(out_dir) if out_dir else default_cache_dir() / f"{kind}-{sample_rate}Hz-v{CACHE_VERSION}"
+    paths = corpus_paths(kind, limit)
     marker = out / "complete.json"
     if marker.exists():
         try:
@@ -119,10 +132,11 @@ def render_chorales(
             pass
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bar = tqdm(paths, unit="chorale", desc="rendering chorales", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(paths, unit="score", desc=f"rendering {kind}", disable=not progress, dynamic_ncols=True)
     seconds = 0.0
     for i, p in enumerate(bar):
-        target = out / f"{p.stem.replace('.', '_')}.flac"
+        name = p.stem if kind == "chorales" else f"{p.parent.parent.name}_{p.parent.name}_{p.stem}"
+        target = out / f"{name.replace('.', '_')}.flac"
         if target.exists():
             continue
         notes = chorale_notes(p, seed=i)
@@ -140,8 +154,18 @@ def render_chorales(
         + "\n",
     )
     if progress:
-        print(f"rendered {seconds / 60:.1f} min of chorales in {time.perf_counter() - t0:.0f} s into {out}")
+        print(f"rendered {seconds / 60:.1f} min of {kind} in {time.perf_counter() - t0:.0f} s into {out}")
     return out
+
+
+def render_chorales(
+    out_dir: str | Path | None = None,
+    sample_rate: int = 22016,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """:func:`render_corpus` of the Bach chorales (the shipped model's data)."""
+    return render_corpus("chorales", out_dir, sample_rate, limit, progress)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,10 +174,12 @@ def render_chorales(
 
 DEFAULT_MINUTES = 8.0  # training budget: `make demo` (install, render, prepare, train, report) < 15 min
 CARD_CURVES = "curves.png"  # the shipped model's training curves, in its card
-DEFAULT_CHORALES = 60  # ≈ 35 min of music, rendered in about a minute
-# the demo's pretraining on top of the laptop preset, before the user's -o: a table of 64 clips, whose
-# latents the budget's steps visit often enough to draw their clips' notes, and the rates' decay within
-# those steps (benchmarks/README.md#the-demo)
+DEMO_SET = "quartets"  # the demo's music: not the shipped model's (the chorales)
+DEFAULT_PIECES: int | None = None  # all 25 quartet movements, ≈ 68 min, rendered in about two minutes
+DEMO_START = "pretrained"  # the decoder the demo starts from: `mp3net pretrain --init-from pretrained`
+# the demo's pretraining on top of the laptop preset, before the user's -o: a new table of 64 clips of the
+# quartets for the shipped model's decoder, and the rates' decay within the budget's steps
+# (benchmarks/README.md#the-demo)
 DEMO_RECIPE = (
     "pretrain.clips=64",
     "pretrain.steps=800",
@@ -185,13 +211,19 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def train_for(cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool) -> int:
-    """Pretrain (or continue) a run until ``pretrain.steps`` (or ``max_steps``) or ``seconds`` of wall time
-    have passed (at least one step); the progress bar shows the steps. Returns the step reached."""
+def train_for(
+    cfg, data: Path, run: Path, seconds: float, max_steps: int | None, progress: bool, init_from: str | None
+) -> int:
+    """Pretrain (or continue) a run, a new one from ``init_from``'s decoder, until ``pretrain.steps`` (or
+    ``max_steps``) or ``seconds`` of wall time have passed (at least one step); the progress bar shows the
+    steps. Returns the step reached."""
     from mp3net.train.pretrain import Pretrainer
 
-    trainer = Pretrainer(cfg, data, run, progress=progress)
-    return trainer.run(max_steps or cfg.pretrain.steps, seconds=seconds)
+    trainer = Pretrainer(cfg, data, run, progress=progress, init_from=init_from)
+    try:
+        return trainer.run(max_steps or cfg.pretrain.steps, seconds=seconds)
+    finally:
+        trainer.close()
 
 
 def read_tonality_curve(run: Path) -> dict[str, list[float]]:
@@ -236,7 +268,7 @@ class DemoSettings:
 
     out: Path
     minutes: float = DEFAULT_MINUTES
-    chorales: int | None = DEFAULT_CHORALES
+    pieces: int | None = DEFAULT_PIECES
     cache: Path | None = None
     max_steps: int | None = None
     overrides: list[str] = field(default_factory=list)
@@ -248,7 +280,7 @@ class DemoSettings:
 def run_demo(
     out: str | Path = "demo",
     minutes: float = DEFAULT_MINUTES,
-    chorales: int | None = DEFAULT_CHORALES,
+    pieces: int | None = DEFAULT_PIECES,
     cache: str | Path | None = None,
     max_steps: int | None = None,
     overrides: list[str] | None = None,
@@ -256,8 +288,9 @@ def run_demo(
     n_eval: int = 32,
     quiet: bool = False,
 ) -> Path:
-    """Chorales → synth → cache → prepare → pretrain the ``laptop`` preset (with :data:`DEMO_RECIPE`, then
-    ``overrides``) for ``minutes`` at most → generate → ``out/report.html``.
+    """Quartets → synth → cache → prepare → pretrain from the shipped model's decoder (the ``laptop`` preset's
+    network, :data:`DEMO_RECIPE`, then ``overrides``) for ``minutes`` at most → generate →
+    ``out/report.html``. ``pieces``: how many quartet movements to render (None: all).
 
     ``n_tracks`` generated and real clips are shown, ``n_eval`` clips per side are evaluated. A second run
     with the same ``out`` and a larger ``max_steps`` continues the same run (for ``minutes`` at most).
@@ -268,7 +301,7 @@ def run_demo(
     settings = DemoSettings(
         Path(out),
         minutes,
-        chorales,
+        pieces,
         Path(cache) if cache else None,
         max_steps,
         list(overrides or []),
@@ -297,8 +330,9 @@ def _run_demo(s: DemoSettings) -> Path:
     m = cfg.model
     data, dataset_summary = _dataset(s, m)
     run = s.out / "run"
-    _log(f"[3/5] pretrain the laptop model for {s.minutes:g} min at most → {run}", s.quiet)
-    steps = train_for(cfg, data, run, s.minutes * 60, s.max_steps, not s.quiet)
+    _log(f"[3/5] pretrain from the shipped model for {s.minutes:g} min at most → {run}", s.quiet)
+    start = DEMO_START if DEMO_START in ("pretrained", *gen.pretrained_names()) else None
+    steps = train_for(cfg, data, run, s.minutes * 60, s.max_steps, not s.quiet, start)
 
     _log("[4/5] generate and evaluate", s.quiet)
     G, _ = gen.load_generator(run)
@@ -341,13 +375,13 @@ def _run_demo(s: DemoSettings) -> Path:
 
 
 def _dataset(s: DemoSettings, m) -> tuple[Path, str]:
-    """Steps 1-2: render the chorales (cached) and prepare them into ``out/dataset``; returns the dataset
+    """Steps 1-2: render the quartets (cached) and prepare them into ``out/dataset``; returns the dataset
     folder and the prepare summary."""
     from mp3net.data import prepare
 
-    _log(f"[1/5] Bach chorales → piano synth ({m.sample_rate} Hz)", s.quiet)
-    cache_dir = s.cache / f"chorales-{m.sample_rate}Hz-v{CACHE_VERSION}" if s.cache else None
-    src = render_chorales(cache_dir, m.sample_rate, limit=s.chorales, progress=not s.quiet)
+    _log(f"[1/5] Mozart and Haydn string quartets → piano synth ({m.sample_rate} Hz)", s.quiet)
+    cache_dir = s.cache / f"{DEMO_SET}-{m.sample_rate}Hz-v{CACHE_VERSION}" if s.cache else None
+    src = render_corpus(DEMO_SET, cache_dir, m.sample_rate, limit=s.pieces, progress=not s.quiet)
     data = s.out / "dataset"
     _log(f"[2/5] prepare {src} → {data}", s.quiet)
     rep = prepare(src, data, m.sample_rate, m.channels, m.clip_samples, workers=1, progress=not s.quiet)

@@ -8,15 +8,17 @@ from mp3net.cli import add_override_argument
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from mp3net.demo import DEFAULT_CHORALES, DEFAULT_MINUTES
+    from mp3net.demo import DEFAULT_MINUTES
 
     parser.description = (
-        "Render Bach chorales (music21's corpus) with the built-in piano synthesizer (cached after the "
-        "first run), prepare them, pretrain the laptop preset on 64 of their clips (800 steps, or "
-        "--minutes at most), generate tracks and write OUT/report.html: audio and spectrograms of "
-        "generated and real clips, the tonality of both over training (paper figure 5), the evaluate "
-        "table, and tracks from the shipped pretrained model. Running it again on the same --out with a "
-        "larger --steps continues the training."
+        "Render Mozart's and Haydn's string quartets (music21's corpus) with the built-in piano "
+        "synthesizer (cached after the first run), prepare them, and fine-tune the shipped model on them: "
+        "its decoder, trained on Bach chorales, with a new table of 64 clips of the quartets (`mp3net "
+        "pretrain --init-from pretrained`, 800 steps, or --minutes at most). Then generate tracks and "
+        "write OUT/report.html: audio and spectrograms of generated and real clips, the tonality of both "
+        "over training (paper figure 5), the evaluate table, and the shipped model's tracks and figures "
+        "on the same quartets (where the run started). Running it again on the same --out with a larger "
+        "--steps continues the training."
     )
     parser.add_argument(
         "--minutes",
@@ -26,10 +28,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="demo", metavar="DIR", help="output folder (default ./demo)")
     parser.add_argument(
-        "--chorales",
+        "--pieces",
         type=int,
-        default=DEFAULT_CHORALES,
-        help=f"how many chorales to render (default {DEFAULT_CHORALES}; 0 = all ≈ 410)",
+        default=0,
+        help="how many quartet movements to render (default 0 = all 25, about 68 minutes)",
     )
     parser.add_argument("--cache", metavar="DIR", help="render cache (default ~/.cache/mp3net)")
     parser.add_argument(
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     path = run_demo(
         args.out,
         args.minutes,
-        chorales=args.chorales or None,
+        pieces=args.pieces or None,
         cache=args.cache,
         max_steps=args.steps,
         overrides=args.override,
