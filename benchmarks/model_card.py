@@ -21,14 +21,14 @@ N_EVAL = 64
 
 
 def _generator_of(state: dict):
-    """A checkpoint's EMA generator (its plain one when it has none; a pretraining checkpoint's with its
-    latents' Gaussian folded in, as its export), in eval mode, and its config."""
+    """A checkpoint's EMA generator (its plain one when it has none; a pretraining checkpoint's as its export
+    draws: with its sampler and calibrated levels), in eval mode, and its config."""
     from mp3net.config import Config
     from mp3net.model import Generator
-    from mp3net.train.pretrain import folded_checkpoint
+    from mp3net.train.pretrain import checkpoint_export
 
     if "latents" in state:
-        return folded_checkpoint(state)
+        return checkpoint_export(state)
     cfg = Config.from_dict(state["config"])
     G = Generator(cfg.model)
     G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])

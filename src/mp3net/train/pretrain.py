@@ -140,7 +140,7 @@ def exported_generator(
     return G, dataclasses.replace(cfg, model=model)
 
 
-def folded_checkpoint(state: dict[str, Any]) -> tuple[Generator, Config]:
+def checkpoint_export(state: dict[str, Any]) -> tuple[Generator, Config]:
     """The generator a pretraining checkpoint exports, and its config (:func:`exported_generator`)."""
     return exported_generator(Config.from_dict(state["config"]), state["G"], state["latents"]["weight"])
 
