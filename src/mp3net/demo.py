@@ -178,14 +178,14 @@ DEMO_SET = "quartets"  # the demo's music: not the shipped model's (the chorales
 DEFAULT_PIECES: int | None = None  # all 25 quartet movements, ≈ 68 min, rendered in about two minutes
 DEMO_START = "pretrained"  # the decoder the demo starts from: `mp3net pretrain --init-from pretrained`
 # the demo's pretraining on top of the laptop preset, before the user's -o: a new table of 64 clips of the
-# quartets for the shipped model's decoder, and the rates' decay within the budget's steps
-# (benchmarks/README.md#the-demo)
+# quartets for the shipped model's decoder, and the rates' decay within the steps the budget holds (0.65 s
+# a step on two idle AMD EPYC cores: 640 steps and 4 evaluations ≈ 7.3 min; benchmarks/README.md#the-demo)
 DEMO_RECIPE = (
     "pretrain.clips=64",
-    "pretrain.steps=800",
-    "pretrain.lr_decay_start=500",
-    "pretrain.lr_decay_steps=300",
-    "pretrain.ckpt_every=200",
+    "pretrain.steps=640",
+    "pretrain.lr_decay_start=400",
+    "pretrain.lr_decay_steps=240",
+    "pretrain.ckpt_every=160",
 )
 
 

@@ -14,7 +14,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "Render Mozart's and Haydn's string quartets (music21's corpus) with the built-in piano "
         "synthesizer (cached after the first run), prepare them, and fine-tune the shipped model on them: "
         "its decoder, trained on Bach chorales, with a new table of 64 clips of the quartets (`mp3net "
-        "pretrain --init-from pretrained`, 800 steps, or --minutes at most). Then generate tracks and "
+        "pretrain --init-from pretrained`, 640 steps, or --minutes at most). Then generate tracks and "
         "write OUT/report.html: audio and spectrograms of generated and real clips, the tonality of both "
         "over training (paper figure 5), the evaluate table, and the shipped model's tracks and figures "
         "on the same quartets (where the run started). Running it again on the same --out with a larger "
