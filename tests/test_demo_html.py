@@ -19,6 +19,7 @@ def test_page_lists_every_track_and_row_escaped() -> None:
         dataset="added 2 tracks & more",
         model=m,
         steps=12,
+        clips=64,
         minutes=0.5,
         elapsed_minutes=1.25,
         out="demo<out>",
@@ -35,7 +36,7 @@ def test_page_lists_every_track_and_row_escaped() -> None:
     assert "real &lt;clip&gt; &amp; co" in page and "<clip>" not in page
     assert "FD &lt;features&gt;" in page and page.count("<tr><td>") == len(rows) + 1
     assert "added 2 tracks &amp; more" in page and "demo&lt;out&gt;" in page
-    assert f"{m.sample_rate} Hz" in page and "12 discriminator iterations" in page
+    assert f"{m.sample_rate} Hz" in page and "12 steps on a table of 64" in page
     assert 'src="pretrained/tonality.png"' in page
     assert "could not be loaded: a &lt;b&gt;" in demo_html.pretrained_error("a <b>")
 
