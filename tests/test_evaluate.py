@@ -188,6 +188,23 @@ def test_partial_spread_tells_music_in_many_keys_from_one_chord_and_from_noise(m
     assert np.isnan(E.partial_spread(music[:1], SR))
 
 
+def test_lines_held_by_every_clip_count_a_drone_under_music_not_the_music(music):
+    """Music in random keys holds few lines in all of 8 clips; the same music with one drone under every clip
+    holds the drone's partials in all of them; noise holds none."""
+    t = torch.arange(music[0].shape[-1]) / SR
+    drone = sum(0.05 * torch.sin(2 * torch.pi * f * t) for f in (233.0, 466.0, 699.0, 1165.0))
+    droned = [c + drone for c in music[:8]]
+    g = torch.Generator().manual_seed(0)
+    noise = [torch.randn(c.shape, generator=g) * 0.1 for c in music[:8]]
+    held = {
+        "music": E.lines_held_by_every_clip(music[:8], SR),
+        "droned": E.lines_held_by_every_clip(droned, SR),
+        "noise": E.lines_held_by_every_clip(noise, SR),
+    }
+    assert held["music"] <= 2 and held["droned"] >= held["music"] + 3 and held["noise"] == 0, held
+    assert np.isnan(E.lines_held_by_every_clip(music[:1], SR))
+
+
 def test_memorisation_flags_copies(feats):
     real = feats[:24]
     copies = E.memorisation(real, real[:8])
