@@ -23,9 +23,8 @@ import torch
 
 from mp3net.config import Config
 from mp3net.model import Generator
-from mp3net.model.sampler import TableSampler
 from mp3net.train import checkpoint as ckpt
-from mp3net.train.pretrain import PRETRAIN_DIR, LatentGaussian, folded_generator
+from mp3net.train.pretrain import PRETRAIN_DIR, LatentGaussian, folded_generator, table_generator
 from mp3net.utils import MP3NetError, atomic_write
 
 ANCHORS_FILE = "anchors.pt"
@@ -76,11 +75,8 @@ def from_pretraining(run: str | Path, sampler: str = "gaussian") -> tuple[Genera
     G = folded_generator(cfg, state["G"], latents)
     table = AnchorTable([int(c) for c in state["clips"]], folded_coordinates(latents))
     if sampler == "table":
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
-        H = Generator(cfg.model)
-        fitted = TableSampler(cfg.model.latent_dim).fit(table.latents)
-        H.load_state_dict({**G.state_dict(), **{f"sampler.{k}": v for k, v in fitted.state_dict().items()}})
-        G = H.eval()
+        G = table_generator(cfg, G.state_dict(), table.latents)
+        cfg = dataclasses.replace(cfg, model=G.cfg)
     return G, cfg, table
 
 
