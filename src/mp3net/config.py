@@ -93,13 +93,15 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def _pretrain_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """The pretrain section of a saved config, with the values that fields added later had in effect."""
     pr = dict(fields)
-    if pr:  # written before these fields existed: random latents, the log distance alone, no decay
+    # written before these fields existed: random latents, the log distance alone, no decay, single clips
+    if pr:
         pr.setdefault("latent_init", "random")
         pr.setdefault("envelope", 0.0)
         pr.setdefault("mid_side", False)
         pr.setdefault("calibrate", False)
         pr.setdefault("lr_decay_start", 0)
         pr.setdefault("lr_decay_steps", 0)
+        pr.setdefault("run_clips", 1)
     for key in ("betas", "ffts"):
         if pr.get(key) is not None:
             pr[key] = tuple(pr[key])
@@ -284,7 +286,10 @@ class PretrainConfig:
 
     # the default recipe: one run, every term from the start, then the rates' decay (docs/training.md)
     steps: int = 8000
-    clips: int = 256  # fixed clips, spread evenly over the dataset, each with its own latent
+    clips: int = 256  # fixed clips, spread over the dataset in runs, each with its own latent
+    # consecutive clips per run of the table: a run's latents trace its recording's path, which long tracks
+    # walk (docs/training.md#the-table); 1 = single clips spread evenly (no path to walk)
+    run_clips: int = 4
     batch_size: int = 8
     lr: float = 5e-4  # Adam for G
     betas: tuple[float, float] = (0.9, 0.99)
@@ -315,8 +320,10 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.eval_clips < 0:
             raise ConfigError(f"pretrain.eval_clips must be >= 0, got {self.eval_clips}")
-        if min(self.steps, self.clips, self.batch_size, self.ckpt_every) < 1:
-            raise ConfigError("pretrain.steps, clips, batch_size and ckpt_every must be at least 1")
+        if min(self.steps, self.clips, self.batch_size, self.ckpt_every, self.run_clips) < 1:
+            raise ConfigError(
+                "pretrain.steps, clips, run_clips, batch_size and ckpt_every must be at least 1"
+            )
         if self.clips < 2:
             raise ConfigError("pretrain.clips must be at least 2 (a Gaussian is fitted to their latents)")
         if not self.lr > 0 or not self.latent_lr > 0:

@@ -458,6 +458,40 @@ class ClipDataset:
         return d
 
 
+def table_runs(dataset: ClipDataset, rows: int, run: int) -> list[list[int]]:
+    """A pretraining table of about ``rows`` clips as runs of ``run`` consecutive clips: the dataset indices
+    ``[[i, i + clip, ...], ...]`` of each run, in order (docs/training.md#the-table).
+
+    Every track is cut into non-overlapping clips from its start, and those into runs of at most ``run``
+    (as even as they come: 13 clips in runs of 4 are 4 + 3 + 3 + 3); runs spread evenly over the corpus are
+    taken until the table holds ``rows`` clips, the last run cut short if need be. A run's clips follow each other in the recording, so the
+    table's latents trace its path (the walk of long tracks, :mod:`mp3net.model.sampler`). ``run = 1``: the
+    clips spread evenly over every start (:func:`clip_indices`), each its own run.
+    """
+    if run < 1:
+        raise ValueError(f"a run holds at least one clip, got {run}")
+    if run == 1:
+        return [[i] for i in clip_indices(len(dataset), rows)]
+    clip, groups = dataset.clip_samples, []
+    for t, track in enumerate(dataset.tracks):
+        tiles = [dataset._cum[t] + k * clip for k in range(int(track["frames"]) // clip)]
+        groups += [g.tolist() for g in np.array_split(tiles, -(-len(tiles) // run))] if tiles else []
+    m = -(-rows // run)  # runs wanted; more where tracks end in short ones
+    while True:
+        spread = np.linspace(0, len(groups) - 1, min(m, len(groups))).round().astype(np.int64)
+        picked = [groups[g] for g in np.unique(spread)]
+        total = sum(map(len, picked))
+        if total >= rows or m >= len(groups):
+            break
+        m = min(len(groups), max(m + 1, -(-m * rows // total)))
+    chosen, total = [], 0
+    for g in picked:
+        if total < rows:
+            chosen.append(g[: rows - total])
+            total += len(chosen[-1])
+    return chosen
+
+
 def clip_indices(n_items: int, clips: int) -> list[int]:
     """``clips`` dataset indices spread evenly over ``[0, n_items)`` (fewer, without repeats, when the
     dataset holds fewer clips): the same clips every time for the same data."""

@@ -44,6 +44,10 @@ from mp3net.model.sampler import TableSampler
 from mp3net.utils import MP3NetError
 
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
+# how a long track's clips follow each other: "walk" the table's runs (a model whose table holds runs of
+# consecutive clips, docs/networks.md#long-tracks), "independent" latents laid end to end, or "auto" (the walk
+# where the model has one)
+SEQUENCES = ("auto", "walk", "independent")
 # samples per channel of the blocks that synthesize_tiles yields (a window's waveform in pieces), so that
 # a writer's conversions (clipping, interleaving, 16-bit) of one block take a few MiB
 BLOCK_SAMPLES = 1 << 18
@@ -98,6 +102,7 @@ def latent_path(
     lo: int = 0,
     hi: int | None = None,
     linear: bool = False,
+    hold: bool = False,
 ) -> torch.Tensor:
     """Latent of every start frame of a track ``n_positions`` clips long (or of frames ``[lo, hi)``).
 
@@ -105,12 +110,16 @@ def latent_path(
         anchors: ``[..., P, D]`` one latent per clip, P ≥ n_positions, anchor j sits at the centre of
             clip j (time coordinate j + ½ in clip units).
         linear: blend the anchors along straight lines rather than slerps (:func:`blend`).
+        hold: every start frame of clip j takes anchor j, as each clip was trained (a walk's anchors are
+            consecutive clips, which follow each other without a blend).
     Returns:
         ``[..., n_positions·start_frames, D]`` (``hi - lo`` frames with a range); frame s sits at
         coordinate (s + ½)/start_frames and takes the blend of its two neighbouring anchors (the nearest
-        one beyond the first/last centre).
+        one beyond the first/last centre), or with ``hold`` its own clip's anchor.
     """
     s = torch.arange(lo, n_positions * start_frames if hi is None else hi, dtype=torch.float64)
+    if hold:
+        return anchors[..., (s // start_frames).long(), :]
     c = (s + 0.5) / start_frames - 0.5  # in anchor-index units
     c = c.clamp(0, n_positions - 1)
     j0 = c.floor().long().clamp(max=max(n_positions - 2, 0))
@@ -161,6 +170,7 @@ def synthesize_tiles(
     n_samples: int,
     tile_out_frames: int | None = None,
     precision: str = "auto",
+    hold: bool = False,
 ) -> Iterator[torch.Tensor]:
     """``[B, P, D]`` anchor latents (:func:`seed_anchor_sets`) → the track ``[B, C, n_samples]`` as
     consecutive blocks ``[B, C, T_i]`` (on G's device), so that memory does not grow with the duration.
@@ -170,7 +180,8 @@ def synthesize_tiles(
     is made frame by frame from the latent path, and the blocks' interior is exact, so the blocks join
     without seams (equal to one synthesis of the whole track up to float rounding). A block's waveform
     comes from its own frames plus the one before (the inverse MDCT's overlap-add). Each window is
-    :meth:`Generator.render` (the one inference path) in the device's plan and ``precision``.
+    :meth:`Generator.render` (the one inference path) in the device's plan and ``precision``. ``hold``: each
+    clip's start frames take its own anchor (:func:`latent_path`; a walk's consecutive clips).
     """
     cfg = G.cfg
     positions, _ = _frames_for(Config(model=cfg), n_samples)
@@ -187,7 +198,8 @@ def synthesize_tiles(
         b = min(a + chunk, S)
         lo, hi = max(0, a - TILE_HALO), min(S, b + TILE_HALO)
         with ops.autocast(dev, dtype):
-            path = latent_path(anchors, positions, cfg.start_frames, lo, hi, linear=G.sampler is not None)
+            linear = G.sampler is not None
+            path = latent_path(anchors, positions, cfg.start_frames, lo, hi, linear=linear, hold=hold)
             x = start_tensor(G, path, first=lo)
         y = G.render(x, plan, dtype, first=lo * up)  # float32, track frames [lo·up, hi·up)
         A = y[:, :, (a - lo) * up : (b - lo) * up]  # track frames [a·up, b·up)
@@ -205,15 +217,20 @@ def synthesize_tiles(
 
 @torch.no_grad()
 def synthesize_latents(
-    G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto"
+    G: Generator, anchors: torch.Tensor, n_samples: int, precision: str = "auto", hold: bool = False
 ) -> torch.Tensor:
     """``[B, P, D]`` anchor latents → waveforms ``[B, C, n_samples]`` float32 (MDCT edge padding trimmed): the
     blocks of :func:`synthesize_tiles` joined."""
-    return torch.cat(list(synthesize_tiles(G, anchors, n_samples, precision=precision)), dim=-1)
+    return torch.cat(list(synthesize_tiles(G, anchors, n_samples, precision=precision, hold=hold)), dim=-1)
 
 
 def stream_batches(
-    G: Generator, anchor_sets: list[torch.Tensor], n_samples: int, batch_size: int, precision: str = "auto"
+    G: Generator,
+    anchor_sets: list[torch.Tensor],
+    n_samples: int,
+    batch_size: int,
+    precision: str = "auto",
+    hold: bool = False,
 ) -> Iterator[tuple[range, Iterator[torch.Tensor]]]:
     """Per batch of tracks: (their indices in ``anchor_sets``, their blocks ``[b, C, T_i]`` on the CPU).
 
@@ -224,7 +241,8 @@ def stream_batches(
         pad = batch_size - len(chunk)
         if pad:
             z = torch.cat([z, torch.zeros(pad, *z.shape[1:])])
-        blocks = (w[: len(chunk)].cpu() for w in synthesize_tiles(G, z, n_samples, precision=precision))
+        tiles = synthesize_tiles(G, z, n_samples, precision=precision, hold=hold)
+        blocks = (w[: len(chunk)].cpu() for w in tiles)
         yield range(i, i + len(chunk)), blocks
 
 
@@ -235,12 +253,13 @@ def _run_batched(
     batch_size: int,
     progress: bool = False,
     precision: str = "auto",
+    hold: bool = False,
 ) -> torch.Tensor:
     outs = []
     from tqdm import tqdm
 
     bar = tqdm(total=len(anchor_sets), unit="track", disable=not progress, dynamic_ncols=True)
-    for which, blocks in stream_batches(G, anchor_sets, n_samples, batch_size, precision):
+    for which, blocks in stream_batches(G, anchor_sets, n_samples, batch_size, precision, hold):
         outs.append(torch.cat(list(blocks), dim=-1))
         bar.update(len(which))
     bar.close()
@@ -264,6 +283,7 @@ def generate(
     device: str | torch.device | None = None,
     progress: bool = False,
     precision: str = "auto",
+    sequence: str = "auto",
 ) -> tuple[torch.Tensor, int]:
     """Tracks for the given seeds.
 
@@ -275,15 +295,18 @@ def generate(
         truncation: optional truncation of the latents (see :func:`seed_latents`).
         batch_size: tracks per forward pass (results are bit-identical for the same batch size).
         precision: ``auto`` | ``fp32`` | ``bf16`` (see the module docstring).
+        sequence: how the clips of a long track follow each other (``SEQUENCES``, :func:`walks`).
     Returns:
         ``(audio [N, C, T] float32 on the CPU, sample_rate)``.
     """
     G, n, positions = _setup(model, device, duration)
     ops.resolve_precision(precision, _device_of(G))  # a bad precision fails before any work
-    anchors = seed_anchor_sets(G, seeds, positions, truncation)
+    walk = walks(G, sequence)
+    anchors = seed_anchor_sets(G, seeds, positions, truncation, walk)
     if not anchors:
         return torch.zeros(0, G.cfg.channels, n), G.cfg.sample_rate
-    return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
+    audio = _run_batched(G, anchors, n, max(1, batch_size), progress, precision, hold=walk)
+    return audio, G.cfg.sample_rate
 
 
 def interpolate(
@@ -308,12 +331,28 @@ def interpolate(
     return _run_batched(G, anchors, n, max(1, batch_size), progress, precision), G.cfg.sample_rate
 
 
+def walks(G: Generator, sequence: str = "auto") -> bool:
+    """Whether ``sequence`` (``SEQUENCES``) walks G's table: "auto" where its table holds runs of clips;
+    "walk" on a model without one is a one-line error."""
+    if sequence not in SEQUENCES:
+        raise MP3NetError(f"unknown sequence {sequence!r}; choose one of {', '.join(SEQUENCES)}")
+    can = G.sampler is not None and G.sampler.walks
+    if sequence == "walk" and not can:
+        raise MP3NetError(
+            "this model cannot walk: its table does not hold runs of consecutive clips (pretrained before "
+            "mp3net 0.2, or with pretrain.run_clips=1); use --sequence independent"
+        )
+    return can and sequence != "independent"
+
+
 def seed_anchor_sets(
-    G: Generator, seeds: Sequence[int], positions: int, truncation: float | None = None
+    G: Generator, seeds: Sequence[int], positions: int, truncation: float | None = None, walk: bool = False
 ) -> list[torch.Tensor]:
     """The anchor latents ``[positions, D]`` of each seed's track: its noise (:func:`seed_latents`) through
-    G's sampler (:meth:`Generator.latents`), on the CPU."""
-    return [_sampled(G, seed_latents(s, positions, G.cfg.latent_dim, truncation, _kept(G))) for s in seeds]
+    G's sampler (:meth:`Generator.latents`), or with ``walk`` a walk of its table
+    (:meth:`~mp3net.model.sampler.TableSampler.walk`: each clip follows the one before), on the CPU."""
+    draw = _walked if walk else _sampled
+    return [draw(G, seed_latents(s, positions, G.cfg.latent_dim, truncation, _kept(G))) for s in seeds]
 
 
 def interpolation_anchor_sets(
@@ -338,6 +377,12 @@ def _kept(G: Generator) -> int:
 @torch.no_grad()
 def _sampled(G: Generator, z: torch.Tensor) -> torch.Tensor:
     return G.latents(z.to(_device_of(G))).cpu()
+
+
+@torch.no_grad()
+def _walked(G: Generator, z: torch.Tensor) -> torch.Tensor:
+    assert G.sampler is not None  # walks() checked
+    return G.sampler.walk(z.to(_device_of(G))).cpu()
 
 
 def track_plan(G: Generator, duration: float | None) -> tuple[int, int]:

@@ -38,7 +38,7 @@ from torch import nn
 from mp3net import ops
 from mp3net.artifacts import EXPORT_DIR
 from mp3net.config import LR_DECAY_FLOOR, Config
-from mp3net.data import ClipDataset, clip_indices
+from mp3net.data import ClipDataset, clip_indices, table_runs
 from mp3net.dsp import mdct
 from mp3net.dsp.spectral import log_spectrogram, partial_similarity
 from mp3net.model import Generator
@@ -109,11 +109,27 @@ def folded_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: tor
     return G.eval()
 
 
-def table_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor) -> Generator:
-    """A CPU generator with ``weights`` and a table sampler fitted to ``latents`` ``[n, latent]``
-    (``model.sampler="table"``, :class:`~mp3net.model.sampler.TableSampler`)."""
+def successors(run_lengths: list[int]) -> list[int]:
+    """The table row that follows each row in its recording, −1 at the end of a run: runs of
+    ``run_lengths`` rows laid one after the other (:func:`~mp3net.data.table_runs`)."""
+    nxt, row = [], 0
+    for n in run_lengths:
+        nxt += list(range(row + 1, row + n)) + [-1]
+        row += n
+    return nxt
+
+
+def table_generator(
+    cfg: Config,
+    weights: dict[str, torch.Tensor],
+    latents: torch.Tensor,
+    successor: torch.Tensor | None = None,
+) -> Generator:
+    """A CPU generator with ``weights`` and a table sampler fitted to ``latents`` ``[n, latent]`` and their
+    ``successor`` rows ``[n]`` (default: none follows another) (``model.sampler="table"``,
+    :class:`~mp3net.model.sampler.TableSampler`)."""
     G = Generator(dataclasses.replace(cfg.model, sampler="table"))
-    sampler = TableSampler(cfg.model.latent_dim).fit(latents.detach().cpu())
+    sampler = TableSampler(cfg.model.latent_dim).fit(latents.detach().cpu(), successor=successor)
     state = {k: v.detach().cpu() for k, v in weights.items()}
     state.update({f"sampler.{k}": v for k, v in sampler.state_dict().items()})
     G.load_state_dict(state)
@@ -121,7 +137,11 @@ def table_generator(cfg: Config, weights: dict[str, torch.Tensor], latents: torc
 
 
 def exported_generator(
-    cfg: Config, weights: dict[str, torch.Tensor], latents: torch.Tensor, device: torch.device | None = None
+    cfg: Config,
+    weights: dict[str, torch.Tensor],
+    latents: torch.Tensor,
+    device: torch.device | None = None,
+    successor: torch.Tensor | None = None,
 ) -> tuple[Generator, Config]:
     """The generator a pretraining run exports (on the CPU), and its config: with ``pretrain.sampler``
     "table" :func:`table_generator`, with "gaussian" :func:`folded_generator`; then with
@@ -129,7 +149,7 @@ def exported_generator(
     (:func:`~mp3net.train.band_levels.calibrated_levels`, in the config's ``model.band_rms``), its samples
     drawn on ``device`` (default the CPU)."""
     if cfg.pretrain.sampler == "table":
-        G = table_generator(cfg, weights, latents)
+        G = table_generator(cfg, weights, latents, successor)
         cfg = dataclasses.replace(cfg, model=G.cfg)
     else:
         G = folded_generator(cfg, weights, latents)
@@ -142,7 +162,10 @@ def exported_generator(
 
 def checkpoint_export(state: dict[str, Any]) -> tuple[Generator, Config]:
     """The generator a pretraining checkpoint exports, and its config (:func:`exported_generator`)."""
-    return exported_generator(Config.from_dict(state["config"]), state["G"], state["latents"]["weight"])
+    successor = torch.tensor(state["successor"]) if "successor" in state else None  # older: none
+    return exported_generator(
+        Config.from_dict(state["config"]), state["G"], state["latents"]["weight"], successor=successor
+    )
 
 
 class Pretrainer(Solver):
@@ -200,7 +223,9 @@ class Pretrainer(Solver):
             levels = ddp.broadcast_object(cfg.model.band_rms)
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, band_rms=levels))
         self.cfg, pc = cfg, cfg.pretrain
-        self.clips = clip_indices(len(self.dataset), self._table_size(pc.clips))
+        runs = table_runs(self.dataset, self._table_size(pc.clips), pc.run_clips)
+        self.clips = [i for run in runs for i in run]
+        self.successor = successors([len(run) for run in runs])
         torch.manual_seed(derive_seed(cfg.train.seed, 0))
         self.G = Generator(cfg.model).to(self.device)
         self.latents = nn.Embedding(len(self.clips), mc.latent_dim, sparse=True).to(self.device)
@@ -283,6 +308,7 @@ class Pretrainer(Solver):
             "step": self.step,
             "cpu_seconds": self.cpu_seconds,
             "clips": self.clips,
+            "successor": self.successor,
             "G": self.G.state_dict(),
             "latents": self.latents.state_dict(),
             "opt_G": self.opt_G.state_dict(),
@@ -369,7 +395,9 @@ class Pretrainer(Solver):
     def export(self) -> Generator:
         """Write ``run_dir/export``: G with its sampler, its levels calibrated (:func:`exported_generator`);
         returns that generator (on the CPU)."""
-        G, cfg = exported_generator(self.cfg, self.G.state_dict(), self.latents.weight, self.device)
+        G, cfg = exported_generator(
+            self.cfg, self.G.state_dict(), self.latents.weight, self.device, torch.tensor(self.successor)
+        )
         ckpt.export_generator(self.run_dir / EXPORT_DIR, cfg, G.state_dict(), self.step)
         return G
 
