@@ -464,9 +464,10 @@ def table_runs(dataset: ClipDataset, rows: int, run: int) -> list[list[int]]:
 
     Every track is cut into non-overlapping clips from its start, and those into runs of at most ``run``
     (as even as they come: 13 clips in runs of 4 are 4 + 3 + 3 + 3); runs spread evenly over the corpus are
-    taken until the table holds ``rows`` clips, the last run cut short if need be. A run's clips follow each other in the recording, so the
-    table's latents trace its path (the walk of long tracks, :mod:`mp3net.model.sampler`). ``run = 1``: the
-    clips spread evenly over every start (:func:`clip_indices`), each its own run.
+    taken until the table holds ``rows`` clips, the last run cut short if need be. A run's clips follow each
+    other in the recording, so the table's latents trace its path (the walk of long tracks,
+    :mod:`mp3net.model.sampler`). ``run = 1``: the clips spread evenly over every start
+    (:func:`clip_indices`), each its own run.
     """
     if run < 1:
         raise ValueError(f"a run holds at least one clip, got {run}")

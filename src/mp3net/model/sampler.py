@@ -108,7 +108,7 @@ class TableSampler(nn.Module):
 
     @property
     def walks(self) -> bool:
-        """Whether the table knows which clip follows which (runs of clips, :func:`mp3net.data.table_runs`)."""
+        """Whether the table knows which clip follows which (:func:`mp3net.data.table_runs`)."""
         return bool((self.successor >= 0).any())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
