@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from mp3net import preset
-from mp3net.data import MANIFEST, ClipDataset, CropSampler, load_manifest, prepare
+from mp3net.data import MANIFEST, ClipDataset, CropSampler, clip_indices, load_manifest, prepare, table_runs
 from mp3net.utils import MP3NetError
 
 CFG = preset("tiny").model
@@ -202,6 +202,30 @@ def test_clips_cover_all_offsets_and_never_straddle_tracks(tmp_path):
     assert abs(float(last[1, -1]) - 0.999) < 1e-3  # the very last sample of the last track is reachable
     with pytest.raises(IndexError):
         ds[len(ds)]
+
+
+def test_the_table_holds_runs_of_consecutive_clips_within_tracks(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    clips = [7, 1, 3, 10]  # whole clips per track (+ a remainder that no tile reaches)
+    for k, n in enumerate(clips):
+        sf.write(src / f"t{k}.wav", np.full((n * CLIP + 17, 2), 0.1, np.float32), SR, subtype="FLOAT")
+    prepare(src, tmp_path / "ds", SR, CH, CLIP, progress=False)
+    ds = ClipDataset(tmp_path / "ds", CLIP, SR, CH)
+    every = table_runs(ds, 1000, 4)  # more rows than the data holds: all of its clips
+    assert sum(map(len, every)) == sum(clips)
+    for run in every:
+        track = {ds.locate(i)[0] for i in run}
+        assert len(track) == 1  # no run crosses from one track into the next
+        starts = [ds.locate(i)[1] for i in run]
+        assert starts == [starts[0] + k * CLIP for k in range(len(run))] and starts[0] % CLIP == 0
+        assert 1 <= len(run) <= 4
+    assert sorted(map(len, every)) == [1, 3, 3, 3, 3, 4, 4]  # 7 = 4 + 3, 1, 3, 10 = 4 + 3 + 3
+    part = table_runs(ds, 9, 4)
+    assert sum(map(len, part)) == 9 and len({ds.locate(r[0])[0] for r in part}) >= 3  # spread over tracks
+    assert table_runs(ds, 5, 1) == [[i] for i in clip_indices(len(ds), 5)]  # single clips, as before
+    with pytest.raises(ValueError, match="at least one clip"):
+        table_runs(ds, 5, 0)
 
 
 def test_crop_sampler_is_seeded_per_rank_and_resumable():

@@ -8,13 +8,13 @@ mono mix and averaged over the tracks:
 - **key clarity**: in 8 s windows (1 s apart), the best correlation of the window's chroma with the 24
   Krumhansl-Kessler key profiles; the mean over windows (a clear key: ≈ 0.8, an even spread of pitch
   classes: ≈ 0).
-- **key hold**: the mean length (s) of the stretches over which that best key stays the same.
+- **key hold**: how long (s) that best key stays the same around a moment of the track, on average.
 - **harmonic rhythm**: how far the chroma moves from one half second to the next, 1 − the correlation of
   the two chroma vectors, averaged over the track (a drone: 0).
 - **self-similarity 4–16 s**: the chroma's mean correlation at lags of 4 to 16 s, and **repetition**,
   the highest of those lags' similarities above their median (phrases that come back after a fixed time).
-- **pulse**: the spectral flux's autocorrelation at the anchors' spacing (and twice and three times it)
-  above its level at nearby lags: a sound event every clip length scores near 1, music without one near 0.
+- **pulse**: the spectral flux's autocorrelation at the anchors' spacing (and twice and three times it): a
+  sound event every clip length scores near 1, music without a period there near 0.
 
 How each behaves on reals, noise, drones and independent clips laid end to end: docs/evaluation.md.
 """
@@ -39,7 +39,6 @@ LAGS = (4.0, 16.0)  # s: the self-similarity lags (phrases)
 FLUX_STEP = 0.02  # s: the spectral flux's hop
 FLUX_FLOOR_DB = 60.0  # levels further below the track's loudest bin count as this floor
 PULSE_MULTIPLES = 3  # the pulse looks at 1, 2 and 3 times the anchors' spacing
-PULSE_NEAR = (0.1, 0.25)  # nearby lags: this share of the spacing either side of each multiple
 
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first
 MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -96,11 +95,13 @@ def key_windows(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def key_hold(keys: torch.Tensor) -> float:
-    """The mean length in seconds of the stretches of equal keys (``KEY_STEP`` apart)."""
+    """How long a key holds, in seconds: the length of the stretch of equal keys (windows ``KEY_STEP``
+    apart) that a window lies in, averaged over the windows, so that the brief keys of a window straddling
+    a modulation count little."""
     if keys.numel() == 0:
         return math.nan
-    changes = int((keys[1:] != keys[:-1]).sum())
-    return keys.numel() * KEY_STEP / (changes + 1)
+    runs = torch.unique_consecutive(keys, return_counts=True)[1].double()
+    return float((runs.square().sum() / runs.sum()) * KEY_STEP)
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,29 +144,19 @@ def spectral_flux(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def pulse(audio: torch.Tensor, sample_rate: int, period: float) -> float:
-    """How much the spectral flux repeats every ``period`` seconds: its autocorrelation at 1..3 times the
-    period (the best lag within one hop) above its mean at nearby lags (``PULSE_NEAR``); NaN when the
-    track is too short for one period."""
+    """How much the spectral flux repeats every ``period`` seconds: its autocorrelation (the flux less its
+    mean, over its variance) at 1, 2 and 3 times the period, averaged over the multiples the track holds
+    twice; NaN when it holds none. Flux that never changes (a drone) has none: 0."""
     f = spectral_flux(audio, sample_rate)
+    lags = [round(k * period / FLUX_STEP) for k in range(1, PULSE_MULTIPLES + 1)]
+    lags = [lag for lag in lags if 0 < lag <= f.numel() // 2]
+    if not lags:
+        return math.nan
     f = f - f.mean()
-    if f.numel() < 4 or float(f.std()) == 0:
-        return 0.0 if f.numel() >= 4 else math.nan
+    if float(f.std()) <= 1e-9 * float(f.abs().max().clamp_min(1e-30)) or float(f.std()) == 0:
+        return 0.0
     f = f / f.std()
-    steps = period / FLUX_STEP
-    n, values = f.numel(), []
-
-    def r(lag: int) -> float:
-        return float((f[:-lag] * f[lag:]).mean())
-
-    for k in range(1, PULSE_MULTIPLES + 1):
-        centre = round(k * steps)
-        near = [d for d in range(round(PULSE_NEAR[0] * steps), round(PULSE_NEAR[1] * steps) + 1) if d > 1]
-        if not near or centre + near[-1] >= n // 2:
-            break
-        peak = max(r(centre + d) for d in (-1, 0, 1))
-        base = np.mean([r(centre + s * d) for d in near for s in (-1, 1)])
-        values.append(peak - base)
-    return float(np.mean(values)) if values else math.nan
+    return float(np.mean([float((f[:-lag] * f[lag:]).mean()) for lag in lags]))
 
 
 @dataclass

@@ -123,3 +123,93 @@ def test_truncation_narrows_the_jitter_and_keeps_every_row_drawable(table_model)
         assert torch.equal(drawn, G.latents(tight))  # generation keeps the sampler's choices
         near = torch.cdist(drawn, G.sampler.table).min(1).values.mean()
         assert near < torch.cdist(G.latents(plain), G.sampler.table).min(1).values.mean()
+
+
+# ---- the walk: latent sequences ----------------------------------------------------------------------
+
+
+def _cycle_table(runs: int = 6, length: int = 3, seed: int = 0):
+    """Clusters A, B, C; ``runs`` recordings each A → B → C (then the next run starts at A): table rows in
+    runs, each row a noisy copy of its cluster's centre. Returns (centres, table, successor, cluster)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(3, DIM, generator=g)
+    cluster = torch.arange(length).repeat(runs)
+    table = centres[cluster] + 0.1 * torch.randn(len(cluster), DIM, generator=g)
+    successor = torch.arange(1, len(cluster) + 1)
+    successor[length - 1 :: length] = -1  # a run's last clip has none
+    return centres, table, successor, cluster
+
+
+def test_the_walk_visits_a_cycle_in_its_order():
+    centres, table, successor, _ = _cycle_table()
+    s = TableSampler(DIM).fit(table, successor=successor)
+    assert s.walks
+    z = torch.randn(20, 30, DIM, generator=torch.Generator().manual_seed(2))
+    rows = s.walk_rows(z)  # [20, 30]
+    visited = torch.cdist(s.walk(z), centres).argmin(-1)  # the cluster of every step
+    # inside a run the walk takes A → B → C; after C it leaves for any clip (no C → ? in the data)
+    step = visited[:, 1:] - visited[:, :-1]
+    from_a_or_b = visited[:, :-1] < 2
+    assert torch.all(step[from_a_or_b] == 1), visited
+    # it follows its own run about half the time (WALK_FOLLOW) and a neighbour's otherwise
+    own = rows[:, 1:] == successor[rows[:, :-1]]
+    share = float(own[from_a_or_b].float().mean())
+    assert 0.35 < share < 0.75, share
+    # same noise, same walk; other noise, another walk
+    assert torch.equal(s.walk(z), s.walk(z.clone()))
+    assert not torch.equal(rows, s.walk_rows(torch.randn(20, 30, DIM)))
+
+
+def test_a_table_without_runs_cannot_walk_and_old_exports_load_without_successors(table_model):
+    G, out = table_model
+    assert not G.sampler.walks and torch.all(G.sampler.successor == -1)
+    state = {k: v for k, v in G.state_dict().items() if k not in ("sampler.successor", "sampler.follow")}
+    H = Generator(G.cfg)
+    H.load_state_dict(state)  # an export written before walks
+    assert not H.sampler.walks and H.sampler.successor.shape == (32,)
+    assert not gen.walks(H) and not gen.walks(H, "independent")
+    with pytest.raises(gen.MP3NetError, match="cannot walk"):
+        gen.walks(H, "walk")
+    with pytest.raises(gen.MP3NetError, match="unknown sequence"):
+        gen.walks(H, "shuffle")
+    with pytest.raises(ValueError, match="successor"):
+        TableSampler(DIM).fit(torch.randn(4, DIM), successor=torch.tensor([1, 2, 3, 4]))
+
+
+@pytest.fixture(scope="module")
+def walking_model(tmp_path_factory):
+    """The table model's network with a table of runs (successors), exported."""
+    cfg = preset("laptop").override(
+        ["model.max_channels=16", "model.min_channels=0", "model.band_norm=false"]
+    )
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
+    torch.manual_seed(0)
+    G = Generator(cfg.model).eval()
+    successor = torch.tensor([i + 1 if i % 4 != 3 else -1 for i in range(32)])
+    G.sampler.fit(torch.randn(32, cfg.model.latent_dim), successor=successor)
+    out = tmp_path_factory.mktemp("w") / "export"
+    export_generator(out, cfg, G.state_dict(), step=1)
+    return G, out
+
+
+def test_long_tracks_walk_by_default_and_hold_each_clips_latent(walking_model):
+    G, out = walking_model
+    H, _ = load_generator(out)
+    assert gen.walks(H) and torch.equal(H.sampler.successor, G.sampler.successor)
+    anchors = gen.seed_anchor_sets(H, [3], 5, walk=True)[0]  # [5, D]
+    with torch.no_grad():
+        z = gen.seed_latents(3, 5, G.cfg.latent_dim)
+        assert torch.equal(anchors, G.sampler.walk(z))
+    f = G.cfg.start_frames
+    held = gen.latent_path(anchors, 5, f, hold=True)
+    assert torch.equal(held, anchors.repeat_interleave(f, 0))  # each clip's frames: its own latent
+    assert torch.equal(gen.latent_path(anchors, 5, f, 3, 7, hold=True), held[3:7])
+    seconds = 4 * G.cfg.clip_samples / G.cfg.sample_rate
+    a, _ = gen.generate(out, [1, 2], duration=seconds, precision="fp32")
+    b, _ = gen.generate(out, [1, 2], duration=seconds, precision="fp32", sequence="walk")
+    c, _ = gen.generate(out, [1, 2], duration=seconds, precision="fp32", sequence="independent")
+    assert torch.equal(a, b) and not torch.equal(a, c)  # auto walks; independent is the old track
+    # one clip is the same track either way: the walk starts where a single draw does
+    one, _ = gen.generate(out, [1], precision="fp32", sequence="walk")
+    alone, _ = gen.generate(out, [1], precision="fp32", sequence="independent")
+    torch.testing.assert_close(one, alone, rtol=0, atol=1e-6)

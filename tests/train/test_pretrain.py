@@ -105,6 +105,12 @@ def test_resume_is_exact_and_the_export_draws_through_its_sampler(notes_dataset,
     assert torch.equal(a.latents.weight, b.latents.weight)
     G, cfg = load_generator(tmp_path / "a")  # the default: a table sampler over the run's latents
     assert cfg.model.sampler == "table" and a.cfg.model.sampler == "gaussian"
+    # the table is runs of consecutive clips, and the export knows which follows which
+    assert torch.equal(G.sampler.successor, torch.tensor(a.successor)) and G.sampler.walks
+    for row, nxt in enumerate(a.successor):
+        if nxt >= 0:
+            (t0, s0), (t1, s1) = a.dataset.locate(a.clips[row]), a.dataset.locate(a.clips[nxt])
+            assert t0 == t1 and s1 == s0 + a.cfg.model.clip_samples
     table = TableSampler(cfg.model.latent_dim).fit(a.latents.weight)
     z = torch.randn(3, cfg.model.latent_dim)
     with torch.no_grad():
