@@ -49,9 +49,8 @@ def drone_like(tracks: list[torch.Tensor], sample_rate: int) -> list[torch.Tenso
         c = lf.chroma(x[:, : sample_rate], sample_rate)
         top = c[0].topk(3).indices.tolist() if c.shape[0] else [0, 4, 7]
         t = torch.arange(x.shape[-1], dtype=torch.float64) / sample_rate
-        y = sum(
-            0.5**h * torch.sin(2 * math.pi * 220 * 2 ** (pc / 12) * (h + 1) * t) for pc in top for h in range(3)
-        )
+        f0 = [220 * 2 ** (pc / 12) for pc in top]
+        y = sum(0.5**h * torch.sin(2 * math.pi * f * (h + 1) * t) for f in f0 for h in range(3))
         y = y / y.std() * x.std()
         out.append(y.float()[None].expand(x.shape[0], -1).clone())
     return out
@@ -81,7 +80,7 @@ def main() -> None:
         rows["walk"] = list(gen.generate(G, seeds, args.duration, sequence="walk")[0])
     table = {name: lf.mean_measures(tracks, sr, period) for name, tracks in rows.items()}
 
-    print(f"{args.model} on {args.data}: {args.n} tracks of {args.duration:g} s, anchors every {period:.2f} s")
+    print(f"{args.model} on {args.data}: {args.n} tracks of {args.duration:g} s, anchors {period:.2f} s apart")
     print("| tracks | " + " | ".join(lf.MEASURES) + " |")
     print("|---|" + "---|" * len(lf.MEASURES))
     for name, m in table.items():
