@@ -80,7 +80,7 @@ def main() -> None:
         rows["walk"] = list(gen.generate(G, seeds, args.duration, sequence="walk")[0])
     table = {name: lf.mean_measures(tracks, sr, period) for name, tracks in rows.items()}
 
-    print(f"{args.model} on {args.data}: {args.n} tracks of {args.duration:g} s, anchors {period:.2f} s apart")
+    print(f"{args.model} on {args.data}: {args.n} tracks of {args.duration:g} s, clips of {period:.2f} s")
     print("| tracks | " + " | ".join(lf.MEASURES) + " |")
     print("|---|" + "---|" * len(lf.MEASURES))
     for name, m in table.items():
