@@ -1,4 +1,4 @@
-"""How the long-form measures (`mp3net evaluate --long`, docs/evaluation.md#long-form-measures) behave on
+"""How the long-form measures (`mp3net evaluate --long`, docs/long-tracks.md#long-form-measures) behave on
 real excerpts, on references that are not music, and on a model's long tracks.
 
 Rows, each a mean over ``--n`` tracks of ``--duration`` seconds at the model's rate:
@@ -46,7 +46,7 @@ def drone_like(tracks: list[torch.Tensor], sample_rate: int) -> list[torch.Tenso
     each) at those classes in the octave above 220 Hz, at the track's level."""
     out = []
     for x in tracks:
-        c = lf.chroma(x[:, : sample_rate], sample_rate)
+        c = lf.chroma(x[:, :sample_rate], sample_rate)
         top = c[0].topk(3).indices.tolist() if c.shape[0] else [0, 4, 7]
         t = torch.arange(x.shape[-1], dtype=torch.float64) / sample_rate
         f0 = [220 * 2 ** (pc / 12) for pc in top]

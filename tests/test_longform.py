@@ -49,9 +49,9 @@ def test_each_measure_separates_a_progression_from_a_drone_and_from_shuffled_pie
     drone = lf.track_measures(0.1 * _tones([261.6], 48.0)[None], SR, 3.0)
     mixed = lf.track_measures(shuffled(progression()), SR, 3.0)
     assert prog.key_clarity > 0.85 and prog.key_clarity > max(drone.key_clarity, mixed.key_clarity) + 0.1
-    assert drone.key_hold > 40 and 9 < prog.key_hold < 17 and mixed.key_hold < 0.5 * prog.key_hold
+    assert drone.key_hold > 35 and 9 < prog.key_hold < 17 and mixed.key_hold < 0.5 * prog.key_hold
     assert drone.harmonic_rhythm < 0.01 < 0.2 < prog.harmonic_rhythm < mixed.harmonic_rhythm - 0.1
-    assert drone.self_similarity > 0.99 and prog.self_similarity > mixed.self_similarity + 0.08
+    assert drone.self_similarity > 0.99 and prog.self_similarity > mixed.self_similarity + 0.05
     assert prog.repetition > 0.25 and max(drone.repetition, mixed.repetition) < 0.15
 
 

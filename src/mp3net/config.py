@@ -288,7 +288,7 @@ class PretrainConfig:
     steps: int = 8000
     clips: int = 256  # fixed clips, spread over the dataset in runs, each with its own latent
     # consecutive clips per run of the table: a run's latents trace its recording's path, which long tracks
-    # walk (docs/training.md#the-table); 1 = single clips spread evenly (no path to walk)
+    # walk (docs/long-tracks.md#the-table); 1 = single clips spread evenly (no path to walk)
     run_clips: int = 4
     batch_size: int = 8
     lr: float = 5e-4  # Adam for G

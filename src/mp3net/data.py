@@ -460,7 +460,7 @@ class ClipDataset:
 
 def table_runs(dataset: ClipDataset, rows: int, run: int) -> list[list[int]]:
     """A pretraining table of about ``rows`` clips as runs of ``run`` consecutive clips: the dataset indices
-    ``[[i, i + clip, ...], ...]`` of each run, in order (docs/training.md#the-table).
+    ``[[i, i + clip, ...], ...]`` of each run, in order (docs/long-tracks.md#the-table).
 
     Every track is cut into non-overlapping clips from its start, and those into runs of at most ``run``
     (as even as they come: 13 clips in runs of 4 are 4 + 3 + 3 + 3); runs spread evenly over the corpus are

@@ -45,7 +45,7 @@ from mp3net.utils import MP3NetError
 
 PRECISIONS = ops.PRECISIONS  # auto | fp32 | bf16
 # how a long track's clips follow each other: "walk" the table's runs (a model whose table holds runs of
-# consecutive clips, docs/networks.md#long-tracks), "independent" latents laid end to end, or "auto" (the walk
+# consecutive clips, docs/long-tracks.md#the-walk), "independent" latents laid end to end, or "auto" (the walk
 # where the model has one)
 SEQUENCES = ("auto", "walk", "independent")
 # samples per channel of the blocks that synthesize_tiles yields (a window's waveform in pieces), so that

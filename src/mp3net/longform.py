@@ -1,5 +1,5 @@
 """Long-form measures: whether tracks of 30 s and more hang together like the music they learnt from
-(`mp3net evaluate --long`, docs/evaluation.md#long-form-measures).
+(`mp3net evaluate --long`, docs/long-tracks.md#long-form-measures).
 
 `mp3net evaluate` compares 3 s clips; what makes a minute of music is above them: a key that holds, chords
 that move at a pace, phrases that come back, and no machine beat. Each measure is computed per track on the
@@ -58,12 +58,12 @@ def chroma(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
     x = _mono(audio)
     n_fft = 1 << math.ceil(math.log2(CHROMA_WINDOW * sample_rate))
-    hop = n_fft // 4
+    per_step = 4  # STFT frames averaged into one chroma vector
+    hop = max(1, round(CHROMA_STEP * sample_rate / per_step))
     if x.shape[-1] < n_fft:
         return torch.zeros(0, 12, dtype=torch.float64)
     win = torch.hann_window(n_fft, dtype=torch.float64)
     P = torch.stft(x, n_fft, hop, window=win, center=False, return_complex=True).abs().square().T  # [N, bins]
-    per_step = max(1, round(CHROMA_STEP * sample_rate / hop))
     n = P.shape[0] // per_step
     P = P[: n * per_step].reshape(n, per_step, -1).mean(1)
     c = P @ _chroma_matrix(n_fft, sample_rate)  # [F, 12]

@@ -283,3 +283,56 @@ def long_window_row_figure(
         images.append(10 * np.log10(power[:, : int(f_max * n_fft / sample_rate)].numpy()))
     top = max(float(db.max()) for db in images)
     return _thumbnail_row(images, title, vmin=top - 70, vmax=top)
+
+
+PITCH_CLASSES = ("A", "A♯", "B", "C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯")  # longform.chroma's order
+
+
+def long_track_figure(
+    audio: torch.Tensor, sample_rate: int, title: str = "", n_fft: int = 1024, f_max: float = 2750.0
+) -> Figure:
+    """A long track ``[C, T]`` in two panels over its whole length: the log spectrogram (``n_fft`` window on
+    the mono mix, up to ``f_max`` Hz, 70 dB of colour under the loudest bin: a held partial is a line) and
+    the chromagram (:func:`mp3net.longform.chroma`, each half second's pitch classes over its strongest)."""
+    from mp3net.longform import CHROMA_STEP, chroma
+
+    x = torch.as_tensor(audio).double()
+    mono = x.mean(0) if x.dim() == 2 else x
+    hop = n_fft // 4
+    S = torch.stft(
+        mono, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), return_complex=True
+    )
+    db = 10 * np.log10(S.abs().square()[: int(f_max * n_fft / sample_rate)].numpy() + 1e-12)  # [F, N]
+    times = np.arange(db.shape[1]) * hop / sample_rate
+    db, times = _decimate(db.T, times)
+    seconds = mono.shape[-1] / sample_rate
+    fig = Figure(figsize=(12, 4.6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+    vmax = float(db.max())
+    top.imshow(
+        db.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=vmax - 70,
+        vmax=vmax,
+        extent=(0, seconds, 0, f_max),
+    )
+    top.set_ylabel("Hz", fontsize=8)
+    top.set_title(title, fontsize=9)
+    c = chroma(x, sample_rate).numpy()  # [F, 12]
+    c = c / np.maximum(c.max(1, keepdims=True), 1e-12)  # each half second's strongest class is black
+    bottom.imshow(
+        c.T,
+        origin="lower",
+        aspect="auto",
+        cmap="Greys",
+        vmin=0,
+        vmax=1,
+        extent=(0, c.shape[0] * CHROMA_STEP, -0.5, 11.5),
+        interpolation="nearest",
+    )
+    bottom.set_yticks(range(12), PITCH_CLASSES, fontsize=6)
+    bottom.set_xlabel("seconds", fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig

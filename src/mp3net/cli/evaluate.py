@@ -35,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="long-form measures instead: key clarity and hold, harmonic rhythm, chroma self-similarity at "
         "4-16 s and the pulse at the anchors' spacing, of tracks from a model against real excerpts of the "
-        "same length (docs/evaluation.md#long-form-measures)",
+        "same length (docs/long-tracks.md#long-form-measures)",
     )
     parser.add_argument(
         "--duration", type=float, default=30.0, help="with --long: seconds per track (default 30)"

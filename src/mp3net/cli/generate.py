@@ -14,6 +14,7 @@ from mp3net.cli import usable_device
 from mp3net.utils import MP3NetError
 
 FORMATS = ("wav", "rf64", "flac", "ogg")
+SEQUENCES = ("auto", "walk", "independent")  # mp3net.generate.SEQUENCES, without importing torch
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "model.safetensors), a training run folder (its export, else its newest checkpoint's EMA generator) "
         "or the shipped model 'pretrained' (= 'tiny-chorales'). One file per seed, named seed-NNNN; the same "
         "seed gives the same file bit for bit (same device and --batch-size). --duration beyond the training "
-        "clip lays one latent per clip length along time, smoothly interpolated: one seamless track. Files "
+        "clip lays one latent per clip length along time: a walk through what followed what in the training "
+        "music where the model holds it (--sequence), else independent latents smoothly blended. Files "
         "are written block by block as they are synthesised (memory does not grow with --duration) under a "
         "temporary name, renamed when complete."
     )
@@ -54,6 +56,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SEC",
         help="track length in seconds (default: the model's training clip)",
+    )
+    parser.add_argument(
+        "--sequence",
+        default="auto",
+        choices=SEQUENCES,
+        help="how a long track's clips follow each other: walk (each clip drawn from what followed the one "
+        "before in the training music; models whose table holds runs of clips), independent (a latent per "
+        "clip, blended), or auto = walk where the model can (default; docs/long-tracks.md)",
     )
     parser.add_argument(
         "--truncation",
@@ -158,13 +168,14 @@ def run(args: argparse.Namespace) -> int:
     G, cfg = gen.load_generator(args.model, device)
     t_load = time.perf_counter() - t0
     n, positions = gen.track_plan(G, args.duration)
+    walk = gen.walks(G, args.sequence) and not args.interpolate  # an interpolation blends two seeds' tracks
     if args.interpolate:
         a, b = args.interpolate
         anchors = gen.interpolation_anchor_sets(G, a, b, args.steps, positions, args.truncation)
         names = [f"interp-{a:04d}-{b:04d}-{i:02d}" for i in range(args.steps)]
     else:
         seeds = gen.parse_seeds(args.seeds) if args.seeds else list(range(args.n or 4))
-        anchors = gen.seed_anchor_sets(G, seeds, positions, args.truncation)
+        anchors = gen.seed_anchor_sets(G, seeds, positions, args.truncation, walk)
         names = [f"seed-{s:04d}" for s in seeds]
     sr, channels = cfg.model.sample_rate, cfg.model.channels
     check_fits(out, fmt, len(names), n, channels, sr)
@@ -178,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     peaks: list[float] = []
     try:
         with tqdm(total=len(names) * n / sr, unit="s", disable=args.quiet, dynamic_ncols=True) as bar:
-            for which, blocks in gen.stream_batches(G, anchors, n, batch, args.precision):
+            for which, blocks in gen.stream_batches(G, anchors, n, batch, args.precision, hold=walk):
                 progress = _advance(bar, len(which), sr)
                 meter = ClipMeter(len(which), args.gain)
                 done = write_tracks([paths[i] for i in which], meter.apply(blocks), sr, fmt, progress)

@@ -9,7 +9,7 @@ mixture over the edges of the table's nearest-neighbour graph: every clip of the
 draw falls between clips that are not alike. It measured better than an IMLE mapper, a Gaussian mixture
 and the single Gaussian (docs/experiments.md#the-sampler).
 
-Long tracks walk the table (:meth:`TableSampler.walk`, docs/networks.md#long-tracks): the table holds runs
+Long tracks walk the table (:meth:`TableSampler.walk`, docs/long-tracks.md#the-walk): the table holds runs
 of consecutive clips (``successor``), so the next clip's latent is drawn from what followed this clip, or a
 clip like it, in the recordings: a nonparametric model of latent sequences, p(next | now) = the successors of
 ``now`` and of its nearest neighbours.
@@ -30,7 +30,7 @@ TABLE_NEIGHBOURS = 4  # a draw walks towards one of the k nearest table latents
 TABLE_REACH = 0.5  # at most this share of the way: the midpoint of two alike clips at the farthest
 TABLE_JITTER = 0.5  # the jitter's rms length, in units of the distance to the nearest neighbour
 # a walk's chance of taking the clip that followed this one in its recording, where one did; otherwise it
-# takes what followed one of the clip's nearest neighbours (docs/networks.md#long-tracks)
+# takes what followed one of the clip's nearest neighbours (docs/long-tracks.md#the-walk)
 WALK_FOLLOW = 0.5
 
 
