@@ -179,12 +179,73 @@ def spectrograms(out: Path, data: Path) -> None:
     spectrogram_row(reals, sr, out / "reals-long.png", "real clips", long_window=True)
 
 
-def _what(pretrained: bool) -> tuple[str, str]:
+LONG_SECONDS = 60  # the pictures' track and real excerpt
+LONG_STATS_SECONDS = 30  # the statistics' tracks and excerpts (33 of the 60 chorales are this long)
+LONG_STATS_N = 33
+
+
+def long_tracks(out: Path, data: Path) -> dict:
+    """A 60 s track (seed 0, the model's default sequence) and a real 60 s excerpt as spectrogram +
+    chromagram (``long-fake.png``, ``long-real.png``), and the long-form measures of 33 tracks of 30 s
+    against up to 33 real excerpts (:func:`mp3net.longform.evaluate_long`); returns the report as a dict."""
+    import dataclasses
+
+    from mp3net.generate import generate, load_generator, walks
+    from mp3net.longform import evaluate_long, load_real_excerpts
+    from mp3net.plots import long_track_figure, save_png
+
+    G, cfg = load_generator(out)
+    how = "a walk of its table" if walks(G) else "independent latents"
+    fake, sr = generate(G, [0], duration=LONG_SECONDS)
+    real = load_real_excerpts(data, 1, LONG_SECONDS, sr, cfg.model.channels)[0]
+    save_png(
+        long_track_figure(fake[0], sr, f"generated, seed 0, {LONG_SECONDS} s ({how})"),
+        out / "long-fake.png",
+        80,
+    )
+    save_png(
+        long_track_figure(real, sr, f"real, the first {LONG_SECONDS} s of a chorale"),
+        out / "long-real.png",
+        80,
+    )
+    report = evaluate_long(data, out, LONG_STATS_N, LONG_STATS_SECONDS)
+    return {"how": how, **dataclasses.asdict(report)}
+
+
+def long_section(long: dict) -> str:
+    """The card's long-track section: the pictures and the measures' table."""
+    from mp3net.longform import LABELS, MEASURES
+
+    rows = "\n".join(f"| {LABELS[k]} | {long['fake'][k]:.3f} | {long['real'][k]:.3f} |" for k in MEASURES)
+    return f"""## Long tracks
+
+`mp3net generate pretrained --duration 60` ({long["how"]}, docs/long-tracks.md), seed 0, next to the first
+{LONG_SECONDS} s of a real chorale: the 1024-sample spectrogram up to 2.75 kHz and the chromagram (each half
+second's pitch classes, its strongest black):
+
+![generated, 60 s](long-fake.png)
+![real, 60 s](long-real.png)
+
+`mp3net evaluate --long --n {LONG_STATS_N} --duration {LONG_STATS_SECONDS}`: {long["n_fake"]} generated
+tracks against {long["n_real"]} real excerpts of {LONG_STATS_SECONDS} s (every chorale that long):
+
+| measure | generated | real |
+|---|---|---|
+{rows}
+"""
+
+
+def _what(pretrained: bool, sampler: str = "gaussian") -> tuple[str, str]:
     """How the card names the shipped generator: (the whole sentence, the short form)."""
     if pretrained:
+        draws = (
+            "its table sampler (latents near its table's, docs/training.md#the-sampler)"
+            if sampler == "table"
+            else "the latents' Gaussian folded into its head"
+        )
         return (
             "`config.json` + `model.safetensors` are the generator exactly as `mp3net pretrain` exported it: "
-            "the decoder of its latent table with the latents' Gaussian folded into its head and its output "
+            f"the decoder of its latent table with {draws} and its output "
             "levels calibrated to the data's (docs/training.md#autoencoder-pretraining), no GAN.",
             "export",
         )
@@ -195,10 +256,20 @@ def _what(pretrained: bool) -> tuple[str, str]:
 
 
 def readme(
-    rows: list[dict], out: Path, command: str, cost: str, remarks: str = "", pretrained: bool = False
+    rows: list[dict],
+    out: Path,
+    command: str,
+    cost: str,
+    remarks: str = "",
+    pretrained: bool = False,
+    long: dict | None = None,
 ) -> str:
+    from mp3net.config import Config
+
     last = rows[-1]
-    what, short = _what(pretrained)
+    sampler = Config.load(out / "config.json").model.sampler if (out / "config.json").exists() else "gaussian"
+    what, short = _what(pretrained, sampler)
+    longs = long_section(long) if long else ""
     table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum | "
     table += "onset contrast fake / real | valley depth fake / real |\n|---|---|---|---|---|---|---|---|\n"
     for r in rows:
@@ -217,8 +288,8 @@ def readme(
 
 The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset's grid (11008 Hz
 stereo, 2.97 s clips, 512 frames × 64 bands; its widths and recipe are the command's below) trained on the
-demo's 60 Bach chorales rendered by mp3net's own piano synthesizer. It plays any length (latents laid
-along time). {what}
+demo's 60 Bach chorales rendered by mp3net's own piano synthesizer. It plays any length (see Long tracks
+below). {what}
 
 ```bash
 mp3net generate pretrained --seeds 0-7 --out tracks              # 2.97 s clips
@@ -253,6 +324,9 @@ The same clips in a 1024-sample window up to 2.75 kHz, where a held partial is o
 ![real, long window](reals-long.png)
 
 {remarks}
+
+{longs}
+## Over training
 
 Over training (each checkpoint's {short}, {N_EVAL} clips against {N_EVAL} real ones, `mp3net evaluate`'s
 metrics):
@@ -307,7 +381,8 @@ def main() -> int:
     spectrograms(args.out, args.data)
 
     pretrained = not ckpt.list_checkpoints(args.run)  # a pretraining run keeps its checkpoints in pretrain/
-    text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained)
+    long = long_tracks(args.out, args.data)
+    text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained, long)
     atomic_write_text(args.out / "README.md", text)
     print(f"wrote {args.out}")
     return 0
