@@ -45,13 +45,13 @@ def extract_before(dest: Path) -> Path:
 
 
 def run_case(
-    model: str, src: Path, duration: float, out: Path, threads: int | None
+    model: str, src: Path, duration: float, out: Path, threads: int | None, extra: tuple[str, ...] = ()
 ) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MiB) of one `mp3net generate` process."""
+    """(wall s, CPU s, peak RSS MiB) of one `mp3net generate` process (with ``extra`` arguments)."""
     env = dict(os.environ, PYTHONPATH=str(src))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "mp3net", "generate", model, "-n", "1", "--duration", str(duration)]
+    cmd = [sys.executable, "-m", "mp3net", "generate", model, "-n", "1", "--duration", str(duration), *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--out", str(out), "-q"], env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -86,11 +86,21 @@ def main() -> None:
                         f"{name:16s} {duration:.0f} s: {r[0]:6.2f} s wall, {r[1]:6.2f} s CPU, {r[2]:.0f} MiB",
                         flush=True,
                     )
-    threads = args.threads or "default"
-    print(f"\n{cpu_model()}, {os.cpu_count()} cores, threads {threads}, {dt.date.today()}, of {args.reps}")
-    print("| model | track | wall s | CPU s | peak RSS MiB |\n|---|---|---|---|---|")
+    print_table(results, "model", args.threads, args.reps)
+
+
+def print_table(
+    results: dict[tuple[str, float], list[tuple[float, float, float]]],
+    label: str,
+    threads: int | None,
+    reps: int,
+) -> None:
+    """The medians of each case's (wall, CPU) and its largest peak RSS, as a markdown table."""
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, threads {threads or 'default'}"
+    print(f"\n{machine}, {dt.date.today()}, of {reps}")
+    print(f"| {label} | track | wall s | CPU s | peak RSS MiB |\n|---|---|---|---|---|")
     for (name, duration), rs in results.items():
-        wall, cpu, rss = (statistics.median(x) for x in zip(*rs, strict=True))
+        wall, cpu, _ = (statistics.median(x) for x in zip(*rs, strict=True))
         print(f"| {name} | {duration:.0f} s | {wall:.2f} | {cpu:.2f} | {max(r[2] for r in rs):.0f} |")
 
 

@@ -67,19 +67,23 @@ def test_same_noise_same_latent_and_an_empty_sampler_refuses():
         TableSampler(DIM).fit(table[:1])
 
 
-@pytest.fixture(scope="module")
-def table_model(tmp_path_factory):
-    """A small generator with a table sampler of 32 latents, exported and the config it was made from."""
+def _exported(folder, successor=None):
+    """A small generator with a table sampler of 32 latents (and their ``successor`` rows), and its export."""
     cfg = preset("laptop").override(
         ["model.max_channels=16", "model.min_channels=0", "model.band_norm=false"]
     )
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
     torch.manual_seed(0)
     G = Generator(cfg.model).eval()
-    G.sampler.fit(torch.randn(32, cfg.model.latent_dim))
-    out = tmp_path_factory.mktemp("m") / "export"
-    export_generator(out, cfg, G.state_dict(), step=1)
-    return G, out
+    G.sampler.fit(torch.randn(32, cfg.model.latent_dim), successor=successor)
+    export_generator(folder / "export", cfg, G.state_dict(), step=1)
+    return G, folder / "export"
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory):
+    """A table without runs: no clip follows another."""
+    return _exported(tmp_path_factory.mktemp("m"))
 
 
 def test_the_sampler_survives_export_and_reload(table_model):
@@ -178,18 +182,9 @@ def test_a_table_without_runs_cannot_walk_and_old_exports_load_without_successor
 
 @pytest.fixture(scope="module")
 def walking_model(tmp_path_factory):
-    """The table model's network with a table of runs (successors), exported."""
-    cfg = preset("laptop").override(
-        ["model.max_channels=16", "model.min_channels=0", "model.band_norm=false"]
-    )
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sampler="table"))
-    torch.manual_seed(0)
-    G = Generator(cfg.model).eval()
+    """The same network with a table of 8 runs of 4 clips."""
     successor = torch.tensor([i + 1 if i % 4 != 3 else -1 for i in range(32)])
-    G.sampler.fit(torch.randn(32, cfg.model.latent_dim), successor=successor)
-    out = tmp_path_factory.mktemp("w") / "export"
-    export_generator(out, cfg, G.state_dict(), step=1)
-    return G, out
+    return _exported(tmp_path_factory.mktemp("w"), successor)
 
 
 def test_long_tracks_walk_by_default_and_hold_each_clips_latent(walking_model):
