@@ -204,7 +204,7 @@ def long_tracks(out: Path, data: Path) -> dict:
         80,
     )
     save_png(
-        long_track_figure(real, sr, f"real, the first {LONG_SECONDS} s of a chorale"),
+        long_track_figure(real, sr, f"real, the first {LONG_SECONDS} s of a track of the data"),
         out / "long-real.png",
         80,
     )
@@ -212,22 +212,23 @@ def long_tracks(out: Path, data: Path) -> dict:
     return {"how": how, **dataclasses.asdict(report)}
 
 
-def long_section(long: dict) -> str:
+def long_section(long: dict, call: str) -> str:
     """The card's long-track section: the pictures and the measures' table."""
     from mp3net.longform import LABELS, MEASURES
 
     rows = "\n".join(f"| {LABELS[k]} | {long['fake'][k]:.3f} | {long['real'][k]:.3f} |" for k in MEASURES)
     return f"""## Long tracks
 
-`mp3net generate pretrained --duration 60` ({long["how"]}, docs/long-tracks.md), seed 0, next to the first
-{LONG_SECONDS} s of a real chorale: the 1024-sample spectrogram up to 2.75 kHz and the chromagram (each half
+`mp3net generate {call} --duration 60` ({long["how"]}, docs/long-tracks.md), seed 0, next to the first
+{LONG_SECONDS} s of a real track: the 1024-sample spectrogram up to 2.75 kHz and the chromagram (each half
 second's pitch classes, its strongest black):
 
 ![generated, 60 s](long-fake.png)
 ![real, 60 s](long-real.png)
 
 `mp3net evaluate --long --n {LONG_STATS_N} --duration {LONG_STATS_SECONDS}`: {long["n_fake"]} generated
-tracks against {long["n_real"]} real excerpts of {LONG_STATS_SECONDS} s (every chorale that long):
+tracks against {long["n_real"]} real excerpts of {LONG_STATS_SECONDS} s (every track that long, at most
+{LONG_STATS_N}; one from the start of each):
 
 | measure | generated | real |
 |---|---|---|
@@ -255,6 +256,13 @@ def _what(pretrained: bool, sampler: str = "gaussian") -> tuple[str, str]:
     )
 
 
+ABOUT_CHORALES = (
+    "The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset's grid (11008 Hz "
+    "stereo, 2.97 s clips, 512 frames × 64 bands; its widths and recipe are the command's below) trained on "
+    "the demo's 60 Bach chorales rendered by mp3net's own piano synthesizer."
+)
+
+
 def readme(
     rows: list[dict],
     out: Path,
@@ -263,13 +271,13 @@ def readme(
     remarks: str = "",
     pretrained: bool = False,
     long: dict | None = None,
+    about: str = ABOUT_CHORALES,
 ) -> str:
     from mp3net.config import Config
 
     last = rows[-1]
     sampler = Config.load(out / "config.json").model.sampler if (out / "config.json").exists() else "gaussian"
     what, short = _what(pretrained, sampler)
-    longs = long_section(long) if long else ""
     table = "| stage | clips seen | FD (real halves) | tonality fake / real | Bark error mean / max | hum | "
     table += "onset contrast fake / real | valley depth fake / real |\n|---|---|---|---|---|---|---|---|\n"
     for r in rows:
@@ -284,24 +292,24 @@ def readme(
             f"{r['tonality_real']:.1%} | {r['bark_err_mean_db']:.1f} / {r['bark_err_max_db']:.1f} dB | "
             f"{r['hum_db']:+.1f} dB | {onsets} | {valleys} |\n"
         )
-    return f"""# tiny-chorales
+    name = out.name
+    call = "pretrained" if name == "tiny-chorales" else name
+    longs = long_section(long, call) if long else ""
+    return f"""# {name}
 
-The small model shipped with mp3net (`mp3net generate pretrained`): the `tiny` preset's grid (11008 Hz
-stereo, 2.97 s clips, 512 frames × 64 bands; its widths and recipe are the command's below) trained on the
-demo's 60 Bach chorales rendered by mp3net's own piano synthesizer. It plays any length (see Long tracks
-below). {what}
+{about} It plays any length (see Long tracks below). {what}
 
 ```bash
-mp3net generate pretrained --seeds 0-7 --out tracks              # 2.97 s clips
-mp3net generate pretrained -n 1 --duration 300 --out long        # a 5-minute stereo track
-mp3net evaluate --real DATASET --fake pretrained                 # compare it with real clips
-mp3net train --data MY_DATA --run ft --init-from pretrained      # fine-tune it on your music
+mp3net generate {call} --seeds 0-7 --out tracks{" " * (16 - len(call))}# 2.97 s clips
+mp3net generate {call} -n 1 --duration 300 --out long{" " * (8 - len(call))}# a 5-minute stereo track
+mp3net evaluate --long --real DATASET --fake {call}{" " * (10 - len(call))}# its long tracks against real ones
+mp3net pretrain --data MY_DATA --run ft --init-from {call}{" " * (3 - len(call))}# a start for your music
 ```
 
 ```python
 from mp3net.generate import from_pretrained, generate
 
-G = from_pretrained("pretrained")
+G = from_pretrained("{call}")
 audio, sr = generate(G, seeds=[0, 1], duration=60.0)  # [2, 2, 660480] float32, 11008
 ```
 
@@ -346,6 +354,7 @@ def main() -> int:
     ap.add_argument("--command", required=True, help="the training command, for the README")
     ap.add_argument("--cost", default="", help="a sentence on the training cost, for the README")
     ap.add_argument("--remarks", default="", help="what the spectrograms show, for the README")
+    ap.add_argument("--about", default=ABOUT_CHORALES, help="the card's first paragraph: what the model is")
     ap.add_argument(
         "--earlier",
         nargs="*",
@@ -382,7 +391,7 @@ def main() -> int:
 
     pretrained = not ckpt.list_checkpoints(args.run)  # a pretraining run keeps its checkpoints in pretrain/
     long = long_tracks(args.out, args.data)
-    text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained, long)
+    text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained, long, args.about)
     atomic_write_text(args.out / "README.md", text)
     print(f"wrote {args.out}")
     return 0
