@@ -295,15 +295,20 @@ def readme(
     name = out.name
     call = "pretrained" if name == "tiny-chorales" else name
     longs = long_section(long, call) if long else ""
+    commands = [
+        (f"mp3net generate {call} --seeds 0-7 --out tracks", "2.97 s clips"),
+        (f"mp3net generate {call} -n 1 --duration 300 --out long", "a 5-minute stereo track"),
+        (f"mp3net evaluate --long --real DATASET --fake {call}", "its long tracks against real ones"),
+        (f"mp3net pretrain --data MY_DATA --run ft --init-from {call}", "a start for your own music"),
+    ]
+    width = max(len(c) for c, _ in commands) + 2
+    usage = "\n".join(f"{c.ljust(width)}# {why}" for c, why in commands)
     return f"""# {name}
 
 {about} It plays any length (see Long tracks below). {what}
 
 ```bash
-mp3net generate {call} --seeds 0-7 --out tracks{" " * (16 - len(call))}# 2.97 s clips
-mp3net generate {call} -n 1 --duration 300 --out long{" " * (8 - len(call))}# a 5-minute stereo track
-mp3net evaluate --long --real DATASET --fake {call}{" " * (10 - len(call))}# its long tracks against real ones
-mp3net pretrain --data MY_DATA --run ft --init-from {call}{" " * (3 - len(call))}# a start for your music
+{usage}
 ```
 
 ```python
