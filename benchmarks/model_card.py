@@ -361,6 +361,12 @@ def main() -> int:
     ap.add_argument("--remarks", default="", help="what the spectrograms show, for the README")
     ap.add_argument("--about", default=ABOUT_CHORALES, help="the card's first paragraph: what the model is")
     ap.add_argument(
+        "--licences",
+        type=Path,
+        metavar="LICENSES_MD",
+        help="the data's licences and sources (benchmarks/real_music.py writes one), copied to the card",
+    )
+    ap.add_argument(
         "--earlier",
         nargs="*",
         default=[],
@@ -395,6 +401,8 @@ def main() -> int:
     spectrograms(args.out, args.data)
 
     pretrained = not ckpt.list_checkpoints(args.run)  # a pretraining run keeps its checkpoints in pretrain/
+    if args.licences:
+        shutil.copy(args.licences, args.out / "LICENSES.md")
     long = long_tracks(args.out, args.data)
     text = readme(rows, args.out, args.command, args.cost, args.remarks, pretrained, long, args.about)
     atomic_write_text(args.out / "README.md", text)
