@@ -148,7 +148,7 @@ class TableSampler(nn.Module):
         for t in range(1, z.shape[-2]):
             r, ut = rows[-1], u[..., t]
             own = self.successor[r]
-            jump_u = torch.where(own >= 0, ((ut - follow) / (1 - follow)).clamp(0, 1), ut)
+            jump_u = torch.where(own >= 0, ((ut - follow) / (1 - follow).clamp_min(1e-6)).clamp(0, 1), ut)
             m = options[r]
             # the ⌊jump_u·m⌋-th neighbour that has a successor: neighbours ordered, those with none last
             order = torch.sort((alike_next[r] < 0).long(), dim=-1, stable=True).indices
