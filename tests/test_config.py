@@ -86,7 +86,7 @@ def test_a_pretraining_config_written_before_latent_init_keeps_random_latents_an
     cfg = Config.load(tmp_path / "old.json")
     assert cfg.pretrain.latent_init == "random" and cfg.pretrain.envelope == 0.0 and cfg.train.anchor == 0.0
     assert cfg.pretrain.lr_decay_steps == 0  # no decay: the recipe it was written with
-    assert cfg.pretrain.run_clips == 1 and preset("tiny").pretrain.run_clips > 1  # its table: single clips
+    assert cfg.pretrain.run_clips == 1  # its table: single clips
     assert (
         preset("tiny").pretrain.latent_init == "pca" and preset("tiny").pretrain.envelope == 1.0
     )  # new runs

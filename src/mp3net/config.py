@@ -286,10 +286,10 @@ class PretrainConfig:
 
     # the default recipe: one run, every term from the start, then the rates' decay (docs/training.md)
     steps: int = 8000
-    clips: int = 256  # fixed clips, spread over the dataset in runs, each with its own latent
-    # consecutive clips per run of the table: a run's latents trace its recording's path, which long tracks
-    # walk (docs/long-tracks.md#the-table); 1 = single clips spread evenly (no path to walk)
-    run_clips: int = 4
+    clips: int = 256  # fixed clips, spread evenly over the dataset, each with its own latent
+    # consecutive clips per run of the table (> 1: a run's latents trace its recording's path, which long
+    # tracks walk; experimental, docs/long-tracks.md#the-table); 1 = single clips spread evenly
+    run_clips: int = 1
     batch_size: int = 8
     lr: float = 5e-4  # Adam for G
     betas: tuple[float, float] = (0.9, 0.99)

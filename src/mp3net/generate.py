@@ -339,8 +339,8 @@ def walks(G: Generator, sequence: str = "auto") -> bool:
     can = G.sampler is not None and G.sampler.walks
     if sequence == "walk" and not can:
         raise MP3NetError(
-            "this model cannot walk: its table does not hold runs of consecutive clips (pretrained before "
-            "mp3net 0.2, or with pretrain.run_clips=1); use --sequence independent"
+            "this model cannot walk: its table does not hold runs of consecutive clips (pretrain with "
+            "-o pretrain.run_clips=4 for one that does); use --sequence independent"
         )
     return can and sequence != "independent"
 

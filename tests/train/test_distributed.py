@@ -255,4 +255,4 @@ def test_torchrun_pretraining_shares_the_table_and_is_the_larger_batch(notes_dat
     one.run(4)
     torch.testing.assert_close(state["latents"]["weight"], one.latents.weight.detach(), rtol=0, atol=3e-5)
     for k, v in one.G.state_dict().items():
-        torch.testing.assert_close(state["G"][k], v, rtol=0, atol=3e-5, msg=k)
+        torch.testing.assert_close(state["G"][k], v, rtol=0, atol=3e-5, msg=lambda m, k=k: f"{k}: {m}")

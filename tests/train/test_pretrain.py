@@ -93,11 +93,12 @@ def test_pretraining_fits_each_clip_to_its_own_latent(notes_dataset, tmp_path, o
 
 
 def test_resume_is_exact_and_the_export_draws_through_its_sampler(notes_dataset, tmp_path, one_thread):
-    a = Pretrainer(_cfg(), notes_dataset, tmp_path / "a", progress=False)
+    runs = "pretrain.run_clips=2"  # a table of two runs of two clips
+    a = Pretrainer(_cfg(runs), notes_dataset, tmp_path / "a", progress=False)
     a.run(4)
-    b = Pretrainer(_cfg(), notes_dataset, tmp_path / "b", progress=False)
+    b = Pretrainer(_cfg(runs), notes_dataset, tmp_path / "b", progress=False)
     b.run(2)
-    b = Pretrainer(_cfg(), notes_dataset, tmp_path / "b", progress=False)
+    b = Pretrainer(_cfg(runs), notes_dataset, tmp_path / "b", progress=False)
     assert b.step == 2 and b.resumed_from is not None
     b.run(4)
     for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
