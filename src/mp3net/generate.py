@@ -8,7 +8,10 @@ of its two neighbouring anchors at its own time coordinate: their spherical inte
 line for a table sampler's latents. Because the dense head is linear before its LReLU, each start frame is the
 head's output for its own interpolated latent (frame slot f of a clip uses the dense weights of slot f), so a
 one-clip track is exactly ``G(z)`` and longer tracks morph continuously from one musical idea to the next: no
-crossfades, no seams. Synthesis is :meth:`Generator.render`, the one inference path: the widest blocks run in
+crossfades, no seams. A model whose table holds runs of consecutive clips walks it instead
+(``sequence="walk"``, :meth:`~mp3net.model.sampler.TableSampler.walk`): each clip's anchor is drawn from what
+followed the clip before in the training music, and each clip's start frames hold its own anchor
+(docs/long-tracks.md). Synthesis is :meth:`Generator.render`, the one inference path: the widest blocks run in
 overlapping time tiles chosen by the device's plan (:meth:`mp3net.ops.ExecutionPlan.tiling`), exact in the
 interior, so memory is bounded by the tile size.
 
