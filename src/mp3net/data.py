@@ -428,6 +428,10 @@ class ClipDataset:
             )
         return self._maps[shard]
 
+    def first_clip(self, track: int) -> int:
+        """The index of the clip at the start of ``self.tracks[track]`` (its clips are the next indices)."""
+        return int(self._cum[track])
+
     def locate(self, i: int) -> tuple[int, int]:
         """(track index, start sample within the track) of clip ``i``."""
         if not 0 <= i < len(self):
@@ -475,7 +479,7 @@ def table_runs(dataset: ClipDataset, rows: int, run: int) -> list[list[int]]:
         return [[i] for i in clip_indices(len(dataset), rows)]
     clip, groups = dataset.clip_samples, []
     for t, track in enumerate(dataset.tracks):
-        tiles = [dataset._cum[t] + k * clip for k in range(int(track["frames"]) // clip)]
+        tiles = [dataset.first_clip(t) + k * clip for k in range(int(track["frames"]) // clip)]
         groups += [g.tolist() for g in np.array_split(tiles, -(-len(tiles) // run))] if tiles else []
     m = -(-rows // run)  # runs wanted; more where tracks end in short ones
     while True:

@@ -238,7 +238,7 @@ def load_real_excerpts(
     long (chosen with a fixed seed) of a prepared dataset or a folder of audio files, at ``sample_rate`` and
     ``channels``; a one-line error when no track is long enough."""
     from mp3net.audio import load_audio, resample, to_channels
-    from mp3net.data import MANIFEST, find_audio_files, load_manifest
+    from mp3net.data import MANIFEST, ClipDataset, find_audio_files, load_manifest
     from mp3net.evaluate import _pick
     from mp3net.utils import MP3NetError
 
@@ -248,13 +248,12 @@ def load_real_excerpts(
         m = load_manifest(root)
         sr, ch = int(m["sample_rate"]), int(m["channels"])
         raw = math.ceil(seconds * sr)
-        long = [t for t in m["tracks"] if int(t["frames"]) >= raw]
-        for t in [long[i] for i in _pick(len(long), n, 0)]:
-            shard = m["shards"][t["shard"]]
-            pcm = np.memmap(root / shard["file"], dtype="<i2", mode="r", shape=(shard["frames"], ch))
-            x = np.ascontiguousarray(pcm[t["offset"] : t["offset"] + raw].T, dtype=np.float32) / 32767.0
-            excerpts.append(resample(x, sr, sample_rate) if sr != sample_rate else x)
         total = len(m["tracks"])
+        if any(int(t["frames"]) >= raw for t in m["tracks"]):
+            ds = ClipDataset(root, raw, sr, ch)  # its tracks: those at least an excerpt long
+            for t in _pick(len(ds.tracks), n, 0):
+                x = ds[ds.first_clip(t)].numpy()
+                excerpts.append(resample(x, sr, sample_rate) if sr != sample_rate else x)
     elif root.is_dir():
         files = find_audio_files(root)
         for f in files:

@@ -298,11 +298,11 @@ def long_track_figure(
 
     x = torch.as_tensor(audio).double()
     mono = x.mean(0) if x.dim() == 2 else x
+    from mp3net.dsp.spectral import audio_power_spectrogram
+
     hop = n_fft // 4
-    S = torch.stft(
-        mono, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), return_complex=True
-    )
-    db = 10 * np.log10(S.abs().square()[: int(f_max * n_fft / sample_rate)].numpy() + 1e-12)  # [F, N]
+    power = audio_power_spectrogram(mono[None, None], n_fft)[0, 0].T  # [F, N]
+    db = 10 * np.log10(power[: int(f_max * n_fft / sample_rate)].numpy() + 1e-12)
     times = np.arange(db.shape[1]) * hop / sample_rate
     db, times = _decimate(db.T, times)
     seconds = mono.shape[-1] / sample_rate

@@ -144,16 +144,18 @@ class TableSampler(nn.Module):
         rows = [(u[..., 0] * n).long().clamp(0, n - 1)]
         alike_next = self.successor[self.neighbours]  # [n, k]: what followed each neighbour
         options = (alike_next >= 0).sum(1)  # [n]
+        # each row's neighbours' successors, those that exist first (in neighbour order): the jump takes one
+        # of the first options[r]
+        first = torch.sort((alike_next < 0).long(), dim=1, stable=True).indices
+        alike_next = alike_next.gather(1, first)
         follow = self.follow.to(u.dtype)
         for t in range(1, z.shape[-2]):
             r, ut = rows[-1], u[..., t]
             own = self.successor[r]
             jump_u = torch.where(own >= 0, ((ut - follow) / (1 - follow).clamp_min(1e-6)).clamp(0, 1), ut)
             m = options[r]
-            # the ⌊jump_u·m⌋-th neighbour that has a successor: neighbours ordered, those with none last
-            order = torch.sort((alike_next[r] < 0).long(), dim=-1, stable=True).indices
-            pick = order.gather(-1, (jump_u * m.clamp(min=1)).long().clamp(max=k - 1)[..., None])[..., 0]
-            jumped = alike_next[r].gather(-1, pick[..., None])[..., 0]
+            pick = (jump_u * m.clamp(min=1)).long().clamp(max=k - 1)  # the ⌊jump_u·m⌋-th that exists
+            jumped = alike_next[r, pick]
             anew = (ut * n).long().clamp(0, n - 1)
             nxt = torch.where(m > 0, jumped, anew)
             rows.append(torch.where((own >= 0) & (ut < follow), own, nxt))
