@@ -259,28 +259,3 @@ def test_the_table_is_sized_to_the_data(tmp_path, capsys):
     assert "a table of 3 latents" in capsys.readouterr().err
     with pytest.raises(MP3NetError, match="needs at least two"):
         Pretrainer(_cfg(), tmp_path / "one-ds", tmp_path / "r1", progress=False)
-
-
-def test_init_from_a_shorter_model_tiles_its_start_frames(notes_dataset, tmp_path, capsys):
-    """A model of longer clips (twice the start frames) `--init-from` a shorter one: every conv block carries
-    over, and the dense layer draws the source's start frames again along time, so the longer model starts by
-    laying the source's clip twice; a length that is no whole number of the source's is a one-line error."""
-    src = Pretrainer(_cfg(), notes_dataset, tmp_path / "src", progress=False)
-    src.run(1)
-    export = tmp_path / "src" / "export"
-    H, saved = load_generator(export)
-    longer = _cfg(f"model.start_frames={2 * saved.model.start_frames}")
-    t = Pretrainer(longer, notes_dataset, tmp_path / "long", progress=False, init_from=export)
-    mine, theirs = t.G.state_dict(), H.state_dict()
-    assert all(torch.equal(v, theirs[k]) for k, v in mine.items() if k.startswith("blocks."))
-    z = torch.randn(3, saved.model.latent_dim)
-    with torch.no_grad():
-        once = H.head(H.latents(z))  # the source's sampler: the same latents, drawn through it
-        twice = t.G.head(H.latents(z))
-    assert twice.shape[2] == 2 * once.shape[2]
-    assert torch.equal(twice, torch.cat([once, once], dim=2))
-    odd = ["pretrain", "--data", str(notes_dataset), "--run", str(tmp_path / "odd")]
-    odd += ["--init-from", str(export)]
-    odd += ["-q", "-o", f"model.start_frames={saved.model.start_frames + 1}"]
-    assert cli_main(odd) == 1
-    assert "whole number of the source's clips" in capsys.readouterr().err

@@ -78,30 +78,6 @@ def load_start(
     return Start(weights, weights, None, None, path)
 
 
-def lengthen_dense(weights: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """A decoder's weights for a model of ``cfg`` whose clips hold a whole number of the source's: the dense
-    layer's start frames ``[ch·f·k, latent]`` tiled along time to ``cfg.model.start_frames``, so the longer
-    model starts by drawing the source's clip again and again, and every conv block carries over as it is
-    (docs/long-tracks.md#longer-clips). Weights whose dense layer already fits come back unchanged."""
-    m = cfg.model
-    W, b = weights["dense.weight"], weights["dense.bias"]
-    per_frame = m.dense_channels * m.start_bands
-    old = W.shape[0] // per_frame
-    if old == m.start_frames or W.shape[0] % per_frame:
-        return weights
-    if m.start_frames % old:
-        raise MP3NetError(
-            f"the source draws {old} start frames and this model {m.start_frames}: "
-            "a longer model must hold a whole number of the source's clips"
-        )
-    reps = m.start_frames // old
-    tiled = {
-        "dense.weight": W.view(m.dense_channels, old, m.start_bands, -1).repeat(1, reps, 1, 1).flatten(0, 2),
-        "dense.bias": b.view(m.dense_channels, old, m.start_bands).repeat(1, reps, 1).flatten(),
-    }
-    return {**weights, **tiled}
-
-
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
     """``module.load_state_dict(weights)`` with a mismatch as one line naming ``where``."""
     try:

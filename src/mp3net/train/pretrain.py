@@ -277,12 +277,12 @@ class Pretrainer(Solver):
 
     def _start_from(self, source: str | Path) -> None:
         """G's weights from ``source`` (its sampler, if any, stays behind: the table is this run's)."""
-        from mp3net.train.finetune import lengthen_dense, load_start, load_weights  # reads pretraining runs
+        from mp3net.train.finetune import load_start, load_weights  # finetune reads pretraining runs
 
-        differ = frozenset({"sampler", "band_rms", "start_frames"})
+        differ = frozenset({"sampler", "band_rms"})
         start = load_start(source, self.cfg, self.device, False, may_differ=differ)
         weights = {k: v for k, v in start.G.items() if not k.startswith("sampler.")}
-        load_weights(self.G, lengthen_dense(weights, self.cfg), start.where)
+        load_weights(self.G, weights, start.where)
         self.say(f"G starts from {start.where}")
 
     @torch.no_grad()
