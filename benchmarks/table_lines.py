@@ -1,5 +1,5 @@
-"""Is the haze the decoder's or the sampler's? The held lines (`look.py`'s :func:`held_lines`: one Hann
-window over the whole clip) of 8 clips of a pretraining run's table, of G's reconstructions of them (G
+"""Is the haze the decoder's or the sampler's? The held lines (:func:`mp3net.evaluate.held_lines`: one
+Hann window over the whole clip) of 8 clips of a pretraining run's table, of G's reconstructions of them (G
 applied to their learned latents, at the training levels), and of 8 samples of its export; the per-bin
 distance of the reconstructions at two STFT windows; and with ``--out`` three clips' whole-clip spectra,
 real over reconstruction, up to 2.75 kHz (docs/experiments.md#issue-32-the-grass-between-partials).
@@ -15,27 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from look import held_lines
 from mp3net import artifacts
 from mp3net.config import Config
 from mp3net.data import ClipDataset
 from mp3net.dsp.mdct import imdct
 from mp3net.dsp.spectral import audio_power_spectrogram, log_power
+from mp3net.evaluate import clip_spectrum_db, held_lines
 from mp3net.model import Generator
 from mp3net.train.pretrain import checkpoint_export
 
 ROWS = 8
 PICTURED = (5, 4, 0)  # rows of the 8 in the picture
 TOP_HZ = 2750
-
-
-def clip_spectrum(x: torch.Tensor, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """The whole-clip power spectrum of ``x`` ``[C, T]`` (channels averaged) in dB, up to TOP_HZ."""
-    x = x.double().mean(0)
-    p = torch.fft.rfft(x * torch.hann_window(x.shape[-1], dtype=torch.float64)).abs().square().numpy()
-    f = np.arange(p.shape[0]) * rate / x.shape[-1]
-    keep = f < TOP_HZ
-    return f[keep], 10 * np.log10(p[keep] + 1e-12)
 
 
 def main() -> None:
@@ -64,7 +55,7 @@ def main() -> None:
     real, recon = real[..., :n], recon[..., :n]
     print(f"{where}")
     for name, clips in (("real", real), ("reconstructed", recon), ("sampled", samples)):
-        counts = [len(held_lines([c.numpy()], m.sample_rate)) for c in clips]
+        counts = [len(held_lines(c, m.sample_rate)) for c in clips]
         print(f"{name:14s} held lines per clip: {counts}")
     for n_fft in (256, 2048):
         pr, pf = audio_power_spectrogram(real, n_fft), audio_power_spectrogram(recon, n_fft)
@@ -79,7 +70,9 @@ def main() -> None:
         fig, axes = plt.subplots(len(PICTURED), 1, figsize=(16, 3.3 * len(PICTURED)))
         for ax, i in zip(axes, PICTURED, strict=True):
             for x, label in ((real[i], "real clip"), (recon[i], "G's reconstruction of it")):
-                ax.plot(*clip_spectrum(x, m.sample_rate), lw=0.6, label=label)
+                db = clip_spectrum_db(x)
+                hz = np.arange(len(db)) * m.sample_rate / x.shape[-1]
+                ax.plot(hz[hz < TOP_HZ], db[hz < TOP_HZ], lw=0.6, label=label)
             ax.set_ylim(-40, 80)
             ax.set_ylabel("dB")
             ax.legend(loc="upper right")

@@ -431,16 +431,22 @@ COMMON_CLIPS = 8  # clips whose held lines are compared (the demo's seeds 0–7)
 COMMON_TOLERANCE_HZ = 3.0
 
 
+def clip_spectrum_db(clip: torch.Tensor) -> np.ndarray:
+    """The power spectrum of a clip ``[C, T]`` in dB, one Hann window over the whole clip, channels averaged:
+    ``[T // 2 + 1]``, bin i at i · sample_rate / T Hz. A note held through the clip is one narrow line."""
+    x = clip.to(torch.float64).mean(0)
+    power = torch.fft.rfft(x * torch.hann_window(x.shape[-1], dtype=torch.float64)).abs().square().numpy()
+    return 10 * np.log10(power + 1e-20)
+
+
 def held_lines(clip: torch.Tensor, sample_rate: int) -> np.ndarray:
     """Frequencies (Hz) of the lines a clip ``[C, T]`` holds: the peaks of its power spectrum (one Hann window
     over the whole clip, channels averaged) that are the maximum of ±30 bins and stand 15 dB above the median
     of ±100 bins (the clip's edges of 100 bins left out)."""
     from scipy.ndimage import maximum_filter1d, median_filter
 
-    x = clip.to(torch.float64).mean(0)
-    n = x.shape[-1]
-    power = torch.fft.rfft(x * torch.hann_window(n, dtype=torch.float64)).abs().square().numpy()
-    db = 10 * np.log10(power + 1e-20)
+    db = clip_spectrum_db(clip)
+    n = clip.shape[-1]
     peak = (maximum_filter1d(db, 61, mode="nearest") == db) & (
         db - median_filter(db, 201, mode="nearest") > 15
     )

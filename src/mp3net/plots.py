@@ -294,12 +294,11 @@ def long_track_figure(
     """A long track ``[C, T]`` in two panels over its whole length: the log spectrogram (``n_fft`` window on
     the mono mix, up to ``f_max`` Hz, 70 dB of colour under the loudest bin: a held partial is a line) and
     the chromagram (:func:`mp3net.longform.chroma`, each half second's pitch classes over its strongest)."""
+    from mp3net.dsp.spectral import audio_power_spectrogram
     from mp3net.longform import CHROMA_STEP, chroma
 
     x = torch.as_tensor(audio).double()
     mono = x.mean(0) if x.dim() == 2 else x
-    from mp3net.dsp.spectral import audio_power_spectrogram
-
     hop = n_fft // 4
     power = audio_power_spectrogram(mono[None, None], n_fft)[0, 0].T  # [F, N]
     db = 10 * np.log10(power[: int(f_max * n_fft / sample_rate)].numpy() + 1e-12)
