@@ -20,7 +20,7 @@ READABLE_VERSIONS = (1, 2)
 RETIRED_TAG = "v0.1-lab"
 
 UPSAMPLE_MODES = ("transposed", "resize")
-OUTPUT_MODES = ("linear", "bank")
+OUTPUT_MODES = ("linear", "bank", "sines")
 LOSSES = ("wgan-gp", "ns-r1")
 LATENT_INITS = ("pca", "random")  # pretrain.latent_init
 SAMPLERS = ("gaussian", "table")  # model.sampler, pretrain.sampler

@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from mp3net.dsp.mdct import vorbis_window
+
 TWO_PI = 2 * math.pi
 # the golden-ratio sequence: start phases spread evenly over the circle, no two oscillators alike
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -96,4 +98,88 @@ def bank_mdct(amplitude: torch.Tensor, first: int = 0) -> torch.Tensor:
     if r:
         parts.append(torch.einsum("bmkcs,mkcs->bmkc", a[:, q * P :], table[:r]))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K, C]
+    return out.permute(0, 3, 1, 2)
+
+
+# the neighbouring bands each side that a sine-bank oscillator writes: a steady sinusoid's coefficients 3
+# bands away are 22–49 dB under its own band's (docs/networks.md#sine-bank), 4 away under 40 dB
+SINE_REACH = 3
+
+
+@functools.lru_cache(maxsize=16)
+def sine_leak(size: int, n_bands: int, reach: int = SINE_REACH) -> torch.Tensor:
+    """What a steady sinusoid at each bank frequency writes into the bands beside its own, relative to its
+    own band: ``[K, S, 2·reach + 1]`` complex128, entry ``[k, s, reach + d]`` = G_{k+d}(ω)/G_k(ω) for
+    ω = π(k + ½ + δ_s)/N, zero where band k + d does not exist.
+
+    A sinusoid cos(ωt + θ) has, in band k' of frame m, the MDCT coefficient Re(e^{i(θ + ωN(m−1))}·G_{k'}(ω))
+    with G_{k'}(ω) = Σ_n w_n e^{iωn} cos(π/N·(n + ½ − N/2)(k' + ½)) (the forward MDCT of docs/mdct.md up to
+    its scale). Every band shares the phase advance ωN per frame; they differ by the fixed complex factor
+    G_{k'}: band k + d carries the own band's coefficient scaled by |G_{k+d}/G_k|, turned by its angle."""
+    N, K, S = n_bands, n_bands, size
+    n = torch.arange(2 * N, dtype=torch.float64)
+    w = vorbis_window(N)
+    k = torch.arange(K, dtype=torch.float64)[:, None]
+    omega = math.pi * (k + 0.5 + bank_offsets(S).double()) / N  # [K, S]
+    carrier = w * torch.exp(1j * omega[..., None] * n)  # [K, S, 2N]
+    basis = torch.cos(math.pi / N * (n[None] + 0.5 - N / 2) * (k + 0.5))  # [K, 2N]: band k's MDCT row
+    G = torch.einsum("ksn,jn->ksj", carrier, basis.to(torch.complex128))  # [K (own), S, K (any band)]
+    own = G.diagonal(dim1=0, dim2=2).t()  # [K, S]
+    leak = torch.zeros(K, S, 2 * reach + 1, dtype=torch.complex128)
+    for d in range(-reach, reach + 1):
+        lo, hi = max(0, -d), min(K, K - d)  # own bands k whose band k + d exists
+        rows = torch.arange(lo, hi)
+        leak[lo:hi, :, reach + d] = G[rows, :, rows + d] / own[lo:hi]
+    return leak
+
+
+@functools.lru_cache(maxsize=16)
+def sine_bank_table(size: int, n_bands: int, device: torch.device, reach: int = SINE_REACH) -> torch.Tensor:
+    """Re(leak · e^{iΦ}) over two periods of 4S frames, ``[8S, K, 2·reach + 1, S]`` float32: row p, band k,
+    side d, oscillator s is what oscillator s of band k writes into band k + d − reach in a frame ≡ p mod 4S
+    (side ``reach`` is cos Φ, the in-band bank's). Made once per device, a normal tensor as
+    :func:`bank_cosines`."""
+    with torch.inference_mode(False):
+        frames = torch.arange(8 * size, dtype=torch.int64)
+        phase = bank_phase(size, n_bands, frames).double()  # [8S, K, S]
+        leak = sine_leak(size, n_bands, reach).permute(0, 2, 1)  # [K, D, S]
+        table = (leak[None] * torch.exp(1j * phase)[:, :, None]).real  # [8S, K, D, S]
+        return table.float().contiguous().to(device)
+
+
+def sine_bank_mdct(amplitude: torch.Tensor, first: int = 0, reach: int = SINE_REACH) -> torch.Tensor:
+    """MDCT coefficients of a bank of steady sinusoids: as :func:`bank_mdct`, but each oscillator also writes
+    its coefficients in the ``reach`` bands either side of its own (:func:`sine_leak`), so each is the
+    sinusoid itself rather than its own band's share of it, whose inverse MDCT carries images a band away
+    (4–8 dB under the tone, docs/networks.md#sine-bank).
+
+    Args:
+        amplitude: ``[B, C, S, M, K]`` float32, as :func:`bank_mdct`'s.
+        first: the track frame of ``m = 0``.
+        reach: the bands written either side.
+    Returns:
+        X ``[B, C, M, K]`` float32.
+    """
+    if amplitude.dim() != 5:
+        raise ValueError(f"amplitude must be [B, C, S, M, K], got shape {tuple(amplitude.shape)}")
+    B, C, S, M, K = amplitude.shape
+    a = amplitude.permute(0, 3, 4, 1, 2)  # [B, M, K, C, S]
+    table = sine_bank_table(S, K, amplitude.device, reach)
+    P = table.shape[0] // 2
+    table = table[first % P :][:P]  # [P, K, D, S]
+    q, r = divmod(M, P)
+    parts = []
+    if q:
+        parts.append(
+            torch.einsum("bqpkcs,pkds->bqpkcd", a[:, : q * P].unflatten(1, (q, P)), table).flatten(1, 2)
+        )
+    if r:
+        parts.append(torch.einsum("bmkcs,mkds->bmkcd", a[:, q * P :], table[:r]))
+    sides = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K (own), C, D]
+    out = sides[..., reach]
+    for d in range(-reach, reach + 1):  # band k + d receives side d of band k
+        if d > 0:
+            out = out + torch.nn.functional.pad(sides[:, :, :-d, :, reach + d], (0, 0, d, 0))
+        elif d < 0:
+            out = out + torch.nn.functional.pad(sides[:, :, -d:, :, reach + d], (0, 0, 0, -d))
     return out.permute(0, 3, 1, 2)

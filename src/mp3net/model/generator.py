@@ -16,7 +16,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.dsp.oscillator import bank_mdct
+from mp3net.dsp.oscillator import bank_mdct, sine_bank_mdct
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
 from mp3net.model.sampler import TableSampler
 from mp3net.ops import ExecutionPlan, TileLevel
@@ -138,7 +138,17 @@ class BankHead(OutputHead):
         return bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
 
 
-OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead}
+class SineBankHead(BankHead):
+    """A bank of whole sinusoids (docs/networks.md#sine-bank): the :class:`BankHead`'s conv and amplitudes,
+    but each oscillator writes its coefficients into the bands beside its own as well
+    (:func:`mp3net.dsp.oscillator.sine_bank_mdct`), so a drawn tone has no image a band away. Its weights
+    are a ``BankHead``'s: a bank model starts a sine-bank one."""
+
+    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
+        return sine_bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
+
+
+OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead, "sines": SineBankHead}
 
 
 class Generator(nn.Module):
