@@ -235,6 +235,25 @@ def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_data
     assert "different model config" in capsys.readouterr().err
 
 
+def test_a_bank_models_decoder_starts_a_sine_bank_run(notes_dataset, tmp_path, capsys):
+    """The sine bank's head has the bank's weights (docs/networks.md#sine-bank): `--init-from` a bank model
+    with `model.output=sines` takes them all; a linear head's run may not start from it."""
+    from mp3net.model.generator import SineBankHead
+
+    cfg = _cfg("model.output=bank")
+    Pretrainer(cfg, notes_dataset, tmp_path / "src", progress=False).run(1)
+    export = tmp_path / "src" / "export"
+    H, _ = load_generator(export)
+    sines = _cfg("model.output=sines")
+    t = Pretrainer(sines, notes_dataset, tmp_path / "sines", progress=False, init_from=export)
+    assert isinstance(t.G.output_head, SineBankHead)
+    mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}
+    assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
+    run = ["pretrain", "--data", str(notes_dataset), "--run", str(tmp_path / "lin")]
+    assert cli_main([*run, "--init-from", str(export), "-o", "model.output=linear", "-q"]) == 1
+    assert "different model config" in capsys.readouterr().err
+
+
 def test_the_table_is_sized_to_the_data(tmp_path, capsys):
     """Fewer clips of audio than pretrain.clips: a table of as many clips as there are, said in one line;
     less than two clips: a one-line error."""
