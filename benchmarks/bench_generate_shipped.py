@@ -1,15 +1,16 @@
-"""`mp3net generate` with the shipped model against the model shipped before it, side by side.
+"""`mp3net generate` with the shipped model against a model shipped before it, side by side.
 
 Each case is one `mp3net generate MODEL -n 1 --duration D` process (precision auto, the default threads
 unless --threads), timed from outside: wall seconds, CPU seconds (user + system: the fairer figure when
 other processes share the cores) and peak resident memory (the child's own ru_maxrss from wait4). The
 cases run interleaved, --reps rounds of all of them, so that a background load hits both models alike.
 
-The model before (the linear-output GAN of tiny-chorales) is read from git history (the commit before
-a207237). Its config has fields that config version 2 retired at non-neutral values, so it runs from a
-checkout of tag v0.1-lab (--lab, made with `git worktree add /work/lab v0.1-lab`).
+The model before is read from git history at --before (default: the in-band bank model, shipped until the
+sine bank; it runs under this checkout). The linear-output GAN model shipped before a207237 has fields that
+config version 2 retired at non-neutral values, so it runs from a checkout of tag v0.1-lab
+(`--before a207237^ --lab /work/lab`, the lab made with `git worktree add /work/lab v0.1-lab`).
 
-    python benchmarks/bench_generate_shipped.py [--durations 300 10800] [--reps 3] [--lab /work/lab]
+    python benchmarks/bench_generate_shipped.py [--durations 300 10800] [--reps 3] [--before REF [--lab DIR]]
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from pathlib import Path
 from _common import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE_COMMIT = "a207237^"
+BEFORE_COMMIT = "3026894"  # the in-band bank model
 SHIPPED = "src/mp3net/pretrained/tiny-chorales"
 
 
-def extract_before(dest: Path) -> Path:
-    """The model shipped before a207237, written to ``dest`` (config.json + model.safetensors)."""
+def extract_before(dest: Path, ref: str) -> Path:
+    """The model shipped at git ``ref``, written to ``dest`` (config.json + model.safetensors)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
         blob = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:{SHIPPED}/{name}"],
+            ["git", "-C", str(ROOT), "show", f"{ref}:{SHIPPED}/{name}"],
             capture_output=True,
             check=True,
         ).stdout
@@ -65,16 +66,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--durations", type=float, nargs="+", default=[300.0, 10800.0])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--lab", type=Path, default=Path("/work/lab"), help="a checkout of tag v0.1-lab")
+    ap.add_argument("--before", default=BEFORE_COMMIT, help="the git ref whose shipped model is compared")
+    ap.add_argument("--lab", type=Path, help="a checkout to run the model before under (v0.1-lab: a207237^)")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's default)")
     args = ap.parse_args()
-    if not (args.lab / "src" / "mp3net").is_dir():
-        raise SystemExit(f"{args.lab} is no v0.1-lab checkout: git worktree add {args.lab} v0.1-lab")
+    if args.lab is not None and not (args.lab / "src" / "mp3net").is_dir():
+        raise SystemExit(f"{args.lab} is no mp3net checkout: git worktree add {args.lab} v0.1-lab")
     with tempfile.TemporaryDirectory() as tmp:
-        before = extract_before(Path(tmp) / "before")
+        before = extract_before(Path(tmp) / "before", args.before)
         cases = [
-            ("shipped (bank)", "pretrained", ROOT / "src"),
-            ("before (linear)", str(before), args.lab / "src"),
+            ("shipped", "pretrained", ROOT / "src"),
+            (f"before ({args.before})", str(before), (args.lab or ROOT) / "src"),
         ]
         results: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
         for _ in range(args.reps):
@@ -83,7 +85,7 @@ def main() -> None:
                     r = run_case(model, src, duration, Path(tmp) / "out", args.threads)
                     results.setdefault((name, duration), []).append(r)
                     print(
-                        f"{name:16s} {duration:.0f} s: {r[0]:6.2f} s wall, {r[1]:6.2f} s CPU, {r[2]:.0f} MiB",
+                        f"{name:18s} {duration:.0f} s: {r[0]:6.2f} s wall, {r[1]:6.2f} s CPU, {r[2]:.0f} MiB",
                         flush=True,
                     )
     print_table(results, "model", args.threads, args.reps)
