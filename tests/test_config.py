@@ -212,7 +212,7 @@ def test_the_laptop_preset_trains_with_the_fast_recipe_and_width_at_the_detail_e
     cfg = preset("laptop")
     tc, m = cfg.train, cfg.model
     assert (tc.loss, tc.n_critic, tc.betas[0], tc.reg_every, tc.r1_gamma) == ("ns-r1", 1, 0.0, 8, 100.0)
-    assert tc.ema_half_life > 0 and m.upsample == "resize" and m.output == "bank" and m.band_norm
+    assert tc.ema_half_life > 0 and m.upsample == "resize" and m.output == "sines" and m.band_norm
     assert m.block_channels(m.n_blocks - 1) == (32, 32, 32)  # was (16, 8, 4)
 
 

@@ -137,11 +137,13 @@ class ModelConfig:
     # G's stride-2 upsampling: "transposed" (the paper's 3-tap transposed conv) or "resize" (nearest ×2,
     # then a 3×3 conv)
     upsample: str = "transposed"
-    # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes) or "bank" (bank_size
+    # G's output layer: "linear" (the paper: a 1×1 conv and tanh give the amplitudes), "bank" (bank_size
     # oscillators per band at fixed offsets, an amplitude each: a pitch is which amplitude is drawn, and a
-    # held partial a held output; docs/networks.md#oscillator-bank)
+    # held partial a held output; docs/networks.md#oscillator-bank) or "sines" (the same oscillators, each
+    # written as a whole sinusoid into the bands beside its own too, so it sounds no images;
+    # docs/networks.md#sine-bank)
     output: str = "linear"
-    # oscillators per band of the "bank" output: pitch resolution 1/bank_size band
+    # oscillators per band of the "bank" and "sines" outputs: pitch resolution 1/bank_size band
     bank_size: int = 16
     # per-band unit scale instead (docs/networks.md#band-normalisation): G's unit output in band k is an
     # amplitude of band_rms[k], D sees amplitudes / band_rms, so both start at the data's spectral envelope
@@ -492,7 +494,7 @@ def _preset_laptop() -> Config:
     # The shipped model's network and the default recipe, sized for a laptop CPU: 64 bands at 11008 Hz (86 Hz
     # bands as in the paper, Nyquist above the piano's fundamentals), 4 blocks, 512 frames x 64 bands =
     # 2.97 s of stereo audio. Channels: base 4, cap 64, floor 32 → blocks (in, mid, out) = (64,64,64)
-    # (64,64,64) (64,32,32) (32,32,32). The oscillator-bank output and band normalisation
+    # (64,64,64) (64,32,32) (32,32,32). The sine-bank output and band normalisation
     # (docs/networks.md). Pretraining: the PretrainConfig defaults (docs/training.md#the-default-recipe).
     # The GAN's section is the fast recipe of docs/training.md#recipes: non-saturating loss + lazy R1 with
     # γ for the band-normalised (unit-scale) input, one D step per G step, Adam β1 = 0, an EMA with a
@@ -512,7 +514,7 @@ def _preset_laptop() -> Config:
             d_dense=64,
             n_bark=24,
             upsample="resize",
-            output="bank",
+            output="sines",
             band_norm=True,
         ),
         train=TrainConfig(

@@ -116,6 +116,11 @@ def sine_leak(size: int, n_bands: int, reach: int = SINE_REACH) -> torch.Tensor:
     with G_{k'}(ω) = Σ_n w_n e^{iωn} cos(π/N·(n + ½ − N/2)(k' + ½)) (the forward MDCT of docs/mdct.md up to
     its scale). Every band shares the phase advance ωN per frame; they differ by the fixed complex factor
     G_{k'}: band k + d carries the own band's coefficient scaled by |G_{k+d}/G_k|, turned by its angle."""
+    with torch.device("cpu"):  # once, on the CPU, whatever device a caller's context sets
+        return _sine_leak(size, n_bands, reach)
+
+
+def _sine_leak(size: int, n_bands: int, reach: int) -> torch.Tensor:
     N, K, S = n_bands, n_bands, size
     n = torch.arange(2 * N, dtype=torch.float64)
     w = vorbis_window(N)
@@ -139,7 +144,7 @@ def sine_bank_table(size: int, n_bands: int, device: torch.device, reach: int = 
     side d, oscillator s is what oscillator s of band k writes into band k + d − reach in a frame ≡ p mod 4S
     (side ``reach`` is cos Φ, the in-band bank's). Made once per device, a normal tensor as
     :func:`bank_cosines`."""
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), torch.device("cpu"):
         frames = torch.arange(8 * size, dtype=torch.int64)
         phase = bank_phase(size, n_bands, frames).double()  # [8S, K, S]
         leak = sine_leak(size, n_bands, reach).permute(0, 2, 1)  # [K, D, S]
