@@ -16,7 +16,10 @@ from mp3net.dsp import imdct, mdct
 from mp3net.model import Generator
 from mp3net.train.checkpoint import export_generator
 
-OVERRIDES = ["model.max_channels=32", "model.base_channels=4", "model.band_norm=false"]
+# the in-band bank: with random weights its frame-to-frame spectral change is steady enough for the seam
+# measure below (a random sine bank's is 1.5× as large and as spread); every head's long tracks are one
+# synthesis (test_long_track_is_one_synthesis_for_every_head)
+OVERRIDES = ["model.max_channels=32", "model.base_channels=4", "model.band_norm=false", "model.output=bank"]
 
 
 @pytest.fixture(scope="module")
@@ -269,4 +272,4 @@ def test_shipped_model_makes_a_five_minute_stereo_track(tmp_path):
     info = sf.info(out / "seed-0000.wav")
     assert info.channels == 2 and info.frames == 300 * info.samplerate
     G, cfg = gen.load_generator("tiny-chorales")
-    assert cfg.name == "tiny" and G.cfg == cfg.model
+    assert cfg.name == "laptop" and G.cfg == cfg.model
