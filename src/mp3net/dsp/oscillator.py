@@ -147,9 +147,12 @@ def sine_bank_table(size: int, n_bands: int, device: torch.device, reach: int = 
     with torch.inference_mode(False), torch.device("cpu"):
         frames = torch.arange(8 * size, dtype=torch.int64)
         phase = bank_phase(size, n_bands, frames).double()  # [8S, K, S]
-        leak = sine_leak(size, n_bands, reach).permute(0, 2, 1)  # [K, D, S]
-        table = (leak[None] * torch.exp(1j * phase)[:, :, None]).real  # [8S, K, D, S]
-        return table.float().contiguous().to(device)
+        cos, sin = torch.cos(phase), torch.sin(phase)
+        leak = sine_leak(size, n_bands, reach)  # [K, S, D]
+        table = torch.empty(8 * size, n_bands, 2 * reach + 1, size)
+        for d in range(2 * reach + 1):  # side by side: no complex [8S, K, D, S] temporary
+            table[:, :, d] = leak[..., d].real * cos - leak[..., d].imag * sin
+        return table.to(device)
 
 
 def sine_bank_mdct(amplitude: torch.Tensor, first: int = 0, reach: int = SINE_REACH) -> torch.Tensor:
@@ -181,10 +184,8 @@ def sine_bank_mdct(amplitude: torch.Tensor, first: int = 0, reach: int = SINE_RE
     if r:
         parts.append(torch.einsum("bmkcs,mkds->bmkcd", a[:, q * P :], table[:r]))
     sides = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K (own), C, D]
-    out = sides[..., reach]
-    for d in range(-reach, reach + 1):  # band k + d receives side d of band k
-        if d > 0:
-            out = out + torch.nn.functional.pad(sides[:, :, :-d, :, reach + d], (0, 0, d, 0))
-        elif d < 0:
-            out = out + torch.nn.functional.pad(sides[:, :, -d:, :, reach + d], (0, 0, 0, -d))
+    out = sides[..., reach].clone()
+    for d in range(1, reach + 1):  # band k + d receives side +d of band k, band k − d side −d
+        out[:, :, d:] += sides[:, :, :-d, :, reach + d]
+        out[:, :, :-d] += sides[:, :, d:, :, reach - d]
     return out.permute(0, 3, 1, 2)
