@@ -144,6 +144,10 @@ class SineBankHead(BankHead):
     (:func:`mp3net.dsp.oscillator.sine_bank_mdct`), so a drawn tone has no image a band away. Its weights
     are a ``BankHead``'s: a bank model starts a sine-bank one."""
 
+    # its sum keeps 7 sides per band: shorter pieces keep a 3-hour track's peak memory as the bank's
+    # (benchmarks/README.md#speed)
+    chunk_frames = 64
+
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
         return sine_bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
 
