@@ -85,20 +85,27 @@ def bank_mdct(amplitude: torch.Tensor, first: int = 0) -> torch.Tensor:
     if amplitude.dim() != 5:
         raise ValueError(f"amplitude must be [B, C, S, M, K], got shape {tuple(amplitude.shape)}")
     B, C, S, M, K = amplitude.shape
-    a = amplitude.permute(0, 3, 4, 1, 2)  # [B, M, K, C, S]
     table = bank_cosines(S, K, C, amplitude.device)
+    out = _over_periods(amplitude, table, first, "bmkcs,mkcs->bmkc")  # [B, M, K, C]
+    return out.permute(0, 3, 1, 2)
+
+
+def _over_periods(amplitude: torch.Tensor, table: torch.Tensor, first: int, equation: str) -> torch.Tensor:
+    """``equation`` (over frames m) between the amplitudes laid out ``[B, M, K, C, S]`` and a table of two
+    periods ``[2P, K, ...]``, read from track frame ``first``: the whole periods of M against the one period,
+    then the remainder. Returns ``[B, M, K, ...]``."""
+    a = amplitude.permute(0, 3, 4, 1, 2)  # [B, M, K, C, S]
+    M = a.shape[1]
     P = table.shape[0] // 2
-    table = table[first % P :][:P]  # [P, K, C, S]: row j is track frame first + j (mod P)
+    table = table[first % P :][:P]  # row j is track frame first + j (mod P)
     q, r = divmod(M, P)
     parts = []
-    if q:  # whole periods [B, q, P, K, C, S], each against the one period
-        parts.append(
-            torch.einsum("bqpkcs,pkcs->bqpkc", a[:, : q * P].unflatten(1, (q, P)), table).flatten(1, 2)
-        )
+    if q:  # whole periods [B, q, P, ...], each against the one period
+        per_period = equation.replace("m", "p").replace("b", "bq")
+        parts.append(torch.einsum(per_period, a[:, : q * P].unflatten(1, (q, P)), table).flatten(1, 2))
     if r:
-        parts.append(torch.einsum("bmkcs,mkcs->bmkc", a[:, q * P :], table[:r]))
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K, C]
-    return out.permute(0, 3, 1, 2)
+        parts.append(torch.einsum(equation, a[:, q * P :], table[:r]))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 # the neighbouring bands each side that a sine-bank oscillator writes: a steady sinusoid's coefficients 3
@@ -171,19 +178,8 @@ def sine_bank_mdct(amplitude: torch.Tensor, first: int = 0, reach: int = SINE_RE
     if amplitude.dim() != 5:
         raise ValueError(f"amplitude must be [B, C, S, M, K], got shape {tuple(amplitude.shape)}")
     B, C, S, M, K = amplitude.shape
-    a = amplitude.permute(0, 3, 4, 1, 2)  # [B, M, K, C, S]
     table = sine_bank_table(S, K, amplitude.device, reach)
-    P = table.shape[0] // 2
-    table = table[first % P :][:P]  # [P, K, D, S]
-    q, r = divmod(M, P)
-    parts = []
-    if q:
-        parts.append(
-            torch.einsum("bqpkcs,pkds->bqpkcd", a[:, : q * P].unflatten(1, (q, P)), table).flatten(1, 2)
-        )
-    if r:
-        parts.append(torch.einsum("bmkcs,mkds->bmkcd", a[:, q * P :], table[:r]))
-    sides = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, M, K (own), C, D]
+    sides = _over_periods(amplitude, table, first, "bmkcs,mkds->bmkcd")  # [B, M, K (own), C, D]
     out = sides[..., reach].clone()
     for d in range(1, reach + 1):  # band k + d receives side +d of band k, band k − d side −d
         out[:, :, d:] += sides[:, :, :-d, :, reach + d]
