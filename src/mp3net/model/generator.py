@@ -16,6 +16,7 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
+from mp3net.dsp.noise import noise_mdct
 from mp3net.dsp.oscillator import bank_mdct, sine_bank_mdct
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
 from mp3net.model.sampler import TableSampler
@@ -103,6 +104,11 @@ class OutputHead(Conv1, metaclass=abc.ABCMeta):
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
         """The conv's output ``[B, out_channels, M, K]`` → amplitudes ``[B, C, M, K]``."""
 
+    def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another head's generator state dict (``--init-from``) → one this head loads: as it is, unless a
+        head says how it extends another."""
+        return weights
+
     def squash(self, y: torch.Tensor) -> torch.Tensor:
         """The conv's fresh output (overwritten) → tanh(y / unit), one unit or one per band
         (docs/networks.md#band-normalisation)."""
@@ -152,7 +158,40 @@ class SineBankHead(BankHead):
         return sine_bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
 
 
-OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead, "sines": SineBankHead}
+class SinesNoiseHead(SineBankHead):
+    """The sine bank and a noise floor (docs/networks.md#sines-and-noise): the conv gives C·S oscillator
+    amplitudes as :class:`SineBankHead`'s, then C noise amplitudes, channel C·S + c for channel c's, each an
+    envelope on noise of fixed random signs (:func:`mp3net.dsp.noise.noise_mdct`). Partials are the
+    oscillators', the room, breath and attacks the noise's, so the oscillators need not stand in for noise.
+    A sine bank's (or a bank's) weights start it with the noise shut (:meth:`adopt`)."""
+
+    @staticmethod
+    def conv_channels(cfg: ModelConfig) -> int:
+        return cfg.channels * (cfg.bank_size + 1)
+
+    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
+        tones = self.cfg.channels * self.cfg.bank_size
+        y = self.squash(y)
+        sines = sine_bank_mdct(y[:, :tones].unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
+        return sines + noise_mdct(y[:, tones:], first)
+
+    def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A bank's or sine bank's state dict → this model's: the noise amplitudes' conv rows added as zeros,
+        so the start draws what the source drew (tanh 0 = 0: no noise)."""
+        out = dict(weights)
+        for key in (f"{self.name}.weight", f"{self.name}.bias"):
+            have = weights.get(key)
+            if have is not None and have.shape[0] == self.cfg.channels * self.cfg.bank_size:
+                out[key] = torch.cat([have, have.new_zeros(self.cfg.channels, *have.shape[1:])])
+        return out
+
+
+OUTPUT_HEADS: dict[str, type[OutputHead]] = {
+    "linear": LinearHead,
+    "bank": BankHead,
+    "sines": SineBankHead,
+    "sines+noise": SinesNoiseHead,
+}
 
 
 class Generator(nn.Module):
