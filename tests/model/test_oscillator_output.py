@@ -128,20 +128,23 @@ def test_each_band_is_drawn_from_its_own_bands_and_pieces_join(output, reach):
 
 def test_sines_and_noise_is_the_sine_bank_and_an_envelope_on_fixed_signs():
     """Its conv's first C·S rows are a sine bank's; the last C an envelope on noise_mdct's signs. A sine
-    bank's weights, adopted, draw exactly what the sine bank drew (the noise shut)."""
+    bank's weights, adopted, draw what the sine bank drew and a steady noise floor at ``noise_start``."""
     from mp3net.dsp.noise import noise_mdct
 
     torch.manual_seed(0)
     sines = Generator(_cfg("sines", bank_size=4))
     both = Generator(_cfg("sines+noise", bank_size=4))
-    assert both.to_bank.out_channels == sines.to_bank.out_channels + both.cfg.channels
+    C = both.cfg.channels
+    assert both.to_bank.out_channels == sines.to_bank.out_channels + C
     both.load_state_dict(both.output_head.adopt(sines.state_dict()))
     x = torch.randn(2, both.to_bank.in_channels, 8, both.cfg.n_bands)
+    floor = torch.full((2, C, 8, both.cfg.n_bands), math.tanh(both.output_head.noise_start))
     with torch.no_grad():
-        torch.testing.assert_close(both.output_head(x, 99), sines.output_head(x, 99), rtol=0, atol=0)
-        both.to_bank.bias[-both.cfg.channels :] = 0.3
+        torch.testing.assert_close(both.output_head(x, 99), sines.output_head(x, 99) + noise_mdct(floor, 99))
+        both.to_bank.bias[-C:] = 0.3
+        both.to_bank.weight[-C:] = torch.randn_like(both.to_bank.weight[-C:])
         y = torch.nn.functional.conv2d(x, both.to_bank.weight, both.to_bank.bias)
-        noise = noise_mdct(torch.tanh(y[:, -both.cfg.channels :]), 99)
+        noise = noise_mdct(torch.tanh(y[:, -C:]), 99)
         torch.testing.assert_close(both.output_head(x, 99), sines.output_head(x, 99) + noise)
     assert both.output_head.adopt({"dense.weight": x}) == {"dense.weight": x}  # nothing else is touched
 

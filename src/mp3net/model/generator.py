@@ -175,14 +175,24 @@ class SinesNoiseHead(SineBankHead):
         sines = sine_bank_mdct(y[:, :tones].unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
         return sines + noise_mdct(y[:, tones:], first)
 
+    # the noise's level where a sine bank's weights start it: a tenth of the unit, with band normalisation
+    # 20 dB under the data's level in every band. Not zero: a magnitude loss has no gradient for noise of
+    # random signs at zero level, whose first-order effect averages out (docs/networks.md#sines-and-noise)
+    noise_start = 0.1
+
     def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A bank's or sine bank's state dict → this model's: the noise amplitudes' conv rows added as zeros,
-        so the start draws what the source drew (tanh 0 = 0: no noise)."""
+        """A bank's or sine bank's state dict → this model's: the noise amplitudes' conv rows added, their
+        weights zero and their biases :attr:`noise_start` (a steady, faint noise floor in every band)."""
         out = dict(weights)
-        for key in (f"{self.name}.weight", f"{self.name}.bias"):
-            have = weights.get(key)
-            if have is not None and have.shape[0] == self.cfg.channels * self.cfg.bank_size:
-                out[key] = torch.cat([have, have.new_zeros(self.cfg.channels, *have.shape[1:])])
+        rows = self.cfg.channels * self.cfg.bank_size
+        weight, bias = weights.get(f"{self.name}.weight"), weights.get(f"{self.name}.bias")
+        if weight is not None and bias is not None and len(bias) == rows:
+            out[f"{self.name}.weight"] = torch.cat(
+                [weight, weight.new_zeros(self.cfg.channels, *weight.shape[1:])]
+            )
+            out[f"{self.name}.bias"] = torch.cat(
+                [bias, bias.new_full((self.cfg.channels,), self.noise_start)]
+            )
         return out
 
 
