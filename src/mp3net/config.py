@@ -20,7 +20,7 @@ READABLE_VERSIONS = (1, 2)
 RETIRED_TAG = "v0.1-lab"
 
 UPSAMPLE_MODES = ("transposed", "resize")
-OUTPUT_MODES = ("linear", "bank", "sines", "sines+noise")
+OUTPUT_MODES = ("linear", "bank", "sines")
 LOSSES = ("wgan-gp", "ns-r1")
 LATENT_INITS = ("pca", "random")  # pretrain.latent_init
 SAMPLERS = ("gaussian", "table")  # model.sampler, pretrain.sampler
@@ -141,10 +141,9 @@ class ModelConfig:
     # oscillators per band at fixed offsets, an amplitude each: a pitch is which amplitude is drawn, and a
     # held partial a held output; docs/networks.md#oscillator-bank) or "sines" (the same oscillators, each
     # written as a whole sinusoid into the bands beside its own too, so it sounds no images;
-    # docs/networks.md#sine-bank), or "sines+noise" (the sine bank and a noise envelope per band;
-    # docs/networks.md#sines-and-noise)
+    # docs/networks.md#sine-bank)
     output: str = "linear"
-    # oscillators per band of the "bank", "sines" and "sines+noise" outputs: pitch resolution 1/bank_size band
+    # oscillators per band of the "bank" and "sines" outputs: pitch resolution 1/bank_size band
     bank_size: int = 16
     # per-band unit scale instead (docs/networks.md#band-normalisation): G's unit output in band k is an
     # amplitude of band_rms[k], D sees amplitudes / band_rms, so both start at the data's spectral envelope

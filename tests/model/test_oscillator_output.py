@@ -15,7 +15,7 @@ from mp3net import generate as gen
 from mp3net.config import Config, ModelConfig, preset
 from mp3net.dsp.oscillator import SINE_REACH, bank_offsets, bank_start_phase
 from mp3net.model import Generator
-from mp3net.model.generator import BankHead, LinearHead, SineBankHead, SinesNoiseHead
+from mp3net.model.generator import BankHead, LinearHead, SineBankHead
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-chorales-2026-11-config.json"
 # the bank model shipped until the sine bank (tiny-chorales at 3026894), an export of the in-band bank
@@ -45,12 +45,7 @@ def _cfg(output: str = "bank", **kw) -> ModelConfig:
 
 @pytest.mark.parametrize(
     "output,head,key",
-    [
-        ("linear", LinearHead, "to_out"),
-        ("bank", BankHead, "to_bank"),
-        ("sines", SineBankHead, "to_bank"),
-        ("sines+noise", SinesNoiseHead, "to_bank"),
-    ],
+    [("linear", LinearHead, "to_out"), ("bank", BankHead, "to_bank"), ("sines", SineBankHead, "to_bank")],
 )
 def test_one_head_under_the_saved_keys(output, head, key):
     cfg = _cfg(output, bank_size=4)
@@ -102,9 +97,7 @@ def test_the_bank_head_sums_its_oscillators():
         torch.testing.assert_close(G.output_head(x, first), ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "output,reach", [("linear", 0), ("bank", 0), ("sines", SINE_REACH), ("sines+noise", SINE_REACH)]
-)
+@pytest.mark.parametrize("output,reach", [("linear", 0), ("bank", 0), ("sines", SINE_REACH)])
 def test_each_band_is_drawn_from_its_own_bands_and_pieces_join(output, reach):
     """The heads work frame by frame and band by band (the sine bank: a band and the ``reach`` bands either
     side, where its tones sound), so inference may run them in pieces of frames: the pieces equal one pass."""
@@ -124,29 +117,6 @@ def test_each_band_is_drawn_from_its_own_bands_and_pieces_join(output, reach):
         G.output_head.chunk_frames = 64  # pieces of 64 frames: 5 of them
         pieces = G.output_head(x, 5)
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
-
-
-def test_sines_and_noise_is_the_sine_bank_and_an_envelope_on_fixed_signs():
-    """Its conv's first C·S rows are a sine bank's; the last C an envelope on noise_mdct's signs. A sine
-    bank's weights, adopted, draw what the sine bank drew and a steady noise floor at ``noise_start``."""
-    from mp3net.dsp.noise import noise_mdct
-
-    torch.manual_seed(0)
-    sines = Generator(_cfg("sines", bank_size=4))
-    both = Generator(_cfg("sines+noise", bank_size=4))
-    C = both.cfg.channels
-    assert both.to_bank.out_channels == sines.to_bank.out_channels + C
-    both.load_state_dict(both.output_head.adopt(sines.state_dict()))
-    x = torch.randn(2, both.to_bank.in_channels, 8, both.cfg.n_bands)
-    floor = torch.full((2, C, 8, both.cfg.n_bands), math.tanh(both.output_head.noise_start))
-    with torch.no_grad():
-        torch.testing.assert_close(both.output_head(x, 99), sines.output_head(x, 99) + noise_mdct(floor, 99))
-        both.to_bank.bias[-C:] = 0.3
-        both.to_bank.weight[-C:] = torch.randn_like(both.to_bank.weight[-C:])
-        y = torch.nn.functional.conv2d(x, both.to_bank.weight, both.to_bank.bias)
-        noise = noise_mdct(torch.tanh(y[:, -C:]), 99)
-        torch.testing.assert_close(both.output_head(x, 99), sines.output_head(x, 99) + noise)
-    assert both.output_head.adopt({"dense.weight": x}) == {"dense.weight": x}  # nothing else is touched
 
 
 def test_the_fixture_configs_linear_model_loads_under_its_keys():

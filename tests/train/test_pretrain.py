@@ -226,15 +226,6 @@ def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_data
     t = Pretrainer(new, notes_dataset, tmp_path / "fresh", progress=False, init_from=export)
     mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}
     assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
-    # with a noise floor too: the bank's rows, and the noise's steady at its start level
-    both = Pretrainer(
-        _cfg("model.output=sines+noise"), notes_dataset, tmp_path / "n", progress=False, init_from=export
-    )
-    got = both.G.state_dict()
-    rows = len(mine["to_bank.bias"])
-    assert all(torch.equal(v, got[k][:rows] if k.startswith("to_bank.") else got[k]) for k, v in mine.items())
-    assert not got["to_bank.weight"][rows:].any()
-    assert (got["to_bank.bias"][rows:] == both.G.output_head.noise_start).all()
     audio = torch.stack([t.dataset[i] for i in t.clips])
     want = pca_latents(clip_features(mdct(audio, new.model.n_bands)), new.model.latent_dim)
     assert torch.allclose(t.latents.weight, want, atol=1e-5)
@@ -246,8 +237,7 @@ def test_init_from_takes_a_models_decoder_and_levels_with_a_new_table(notes_data
 
 def test_a_bank_models_decoder_starts_a_sine_bank_run(notes_dataset, tmp_path, capsys):
     """The sine bank's head has the bank's weights (docs/networks.md#sine-bank): `--init-from` a bank model
-    with `model.output=sines` takes them all, one with `sines+noise` too (its noise a faint floor); a linear
-    head's run may not start from it."""
+    with `model.output=sines` takes them all; a linear head's run may not start from it."""
     from mp3net.model.generator import SineBankHead
 
     cfg = _cfg("model.output=bank")
@@ -259,15 +249,6 @@ def test_a_bank_models_decoder_starts_a_sine_bank_run(notes_dataset, tmp_path, c
     assert isinstance(t.G.output_head, SineBankHead)
     mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}
     assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
-    # with a noise floor too: the bank's rows, and the noise's steady at its start level
-    both = Pretrainer(
-        _cfg("model.output=sines+noise"), notes_dataset, tmp_path / "n", progress=False, init_from=export
-    )
-    got = both.G.state_dict()
-    rows = len(mine["to_bank.bias"])
-    assert all(torch.equal(v, got[k][:rows] if k.startswith("to_bank.") else got[k]) for k, v in mine.items())
-    assert not got["to_bank.weight"][rows:].any()
-    assert (got["to_bank.bias"][rows:] == both.G.output_head.noise_start).all()
     run = ["pretrain", "--data", str(notes_dataset), "--run", str(tmp_path / "lin")]
     assert cli_main([*run, "--init-from", str(export), "-o", "model.output=linear", "-q"]) == 1
     assert "different model config" in capsys.readouterr().err

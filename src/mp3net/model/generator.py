@@ -16,7 +16,6 @@ from torch import nn
 
 from mp3net import ops
 from mp3net.config import ModelConfig
-from mp3net.dsp.noise import noise_mdct
 from mp3net.dsp.oscillator import bank_mdct, sine_bank_mdct
 from mp3net.model.layers import Block, Conv1, Conv3, LeakyReLU, init_weights, unit_scale, upsample3
 from mp3net.model.sampler import TableSampler
@@ -104,11 +103,6 @@ class OutputHead(Conv1, metaclass=abc.ABCMeta):
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
         """The conv's output ``[B, out_channels, M, K]`` → amplitudes ``[B, C, M, K]``."""
 
-    def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Another head's generator state dict (``--init-from``) → one this head loads: as it is, unless a
-        head says how it extends another."""
-        return weights
-
     def squash(self, y: torch.Tensor) -> torch.Tensor:
         """The conv's fresh output (overwritten) → tanh(y / unit), one unit or one per band
         (docs/networks.md#band-normalisation)."""
@@ -158,50 +152,7 @@ class SineBankHead(BankHead):
         return sine_bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
 
 
-class SinesNoiseHead(SineBankHead):
-    """The sine bank and a noise floor (docs/networks.md#sines-and-noise): the conv gives C·S oscillator
-    amplitudes as :class:`SineBankHead`'s, then C noise amplitudes, channel C·S + c for channel c's, each an
-    envelope on noise of fixed random signs (:func:`mp3net.dsp.noise.noise_mdct`). Partials are the
-    oscillators', the room, breath and attacks the noise's, so the oscillators need not stand in for noise.
-    A sine bank's (or a bank's) weights start it with the noise shut (:meth:`adopt`)."""
-
-    @staticmethod
-    def conv_channels(cfg: ModelConfig) -> int:
-        return cfg.channels * (cfg.bank_size + 1)
-
-    def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
-        tones = self.cfg.channels * self.cfg.bank_size
-        y = self.squash(y)
-        sines = sine_bank_mdct(y[:, :tones].unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
-        return sines + noise_mdct(y[:, tones:], first)
-
-    # the noise's level where a sine bank's weights start it: a tenth of the unit, with band normalisation
-    # 20 dB under the data's level in every band. Not zero: a magnitude loss has no gradient for noise of
-    # random signs at zero level, whose first-order effect averages out (docs/networks.md#sines-and-noise)
-    noise_start = 0.1
-
-    def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A bank's or sine bank's state dict → this model's: the noise amplitudes' conv rows added, their
-        weights zero and their biases :attr:`noise_start` (a steady, faint noise floor in every band)."""
-        out = dict(weights)
-        rows = self.cfg.channels * self.cfg.bank_size
-        weight, bias = weights.get(f"{self.name}.weight"), weights.get(f"{self.name}.bias")
-        if weight is not None and bias is not None and len(bias) == rows:
-            out[f"{self.name}.weight"] = torch.cat(
-                [weight, weight.new_zeros(self.cfg.channels, *weight.shape[1:])]
-            )
-            out[f"{self.name}.bias"] = torch.cat(
-                [bias, bias.new_full((self.cfg.channels,), self.noise_start)]
-            )
-        return out
-
-
-OUTPUT_HEADS: dict[str, type[OutputHead]] = {
-    "linear": LinearHead,
-    "bank": BankHead,
-    "sines": SineBankHead,
-    "sines+noise": SinesNoiseHead,
-}
+OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead, "sines": SineBankHead}
 
 
 class Generator(nn.Module):
