@@ -145,6 +145,10 @@ class ModelConfig:
     output: str = "linear"
     # oscillators per band of the "bank" and "sines" outputs: pitch resolution 1/bank_size band
     bank_size: int = 16
+    # the output layer's 1×1 conv gets a correction of its own in every band, W + D_k and b + e_k, so a band
+    # may draw other oscillators than its neighbours from alike features (experimental,
+    # docs/networks.md#band-weights)
+    band_weights: bool = False
     # per-band unit scale instead (docs/networks.md#band-normalisation): G's unit output in band k is an
     # amplitude of band_rms[k], D sees amplitudes / band_rms, so both start at the data's spectral envelope
     # and D weighs every band alike; band_rms is the data's rms per band, filled in when training starts

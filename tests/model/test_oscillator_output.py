@@ -119,6 +119,31 @@ def test_each_band_is_drawn_from_its_own_bands_and_pieces_join(output, reach):
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("output,reach", [("linear", 0), ("sines", SINE_REACH)])
+def test_band_weights_correct_one_band_and_start_as_the_shared_conv(output, reach):
+    """``model.band_weights``: zero corrections draw what the shared conv drew (a model without them,
+    adopted); band k's correction moves band k's amplitudes (and, for the sine bank, the bands its tones
+    reach) and no other; in pieces of frames as in one pass."""
+    torch.manual_seed(0)
+    plain = Generator(_cfg(output, bank_size=4))
+    banded = Generator(_cfg(output, bank_size=4, band_weights=True))
+    assert {k for k in banded.state_dict()} - {k for k in plain.state_dict()} == {
+        f"{banded.output_head.name}.band_delta",
+        f"{banded.output_head.name}.band_bias",
+    }
+    banded.load_state_dict(banded.output_head.adopt(plain.state_dict()))
+    x = torch.randn(2, plain.output_head.in_channels, 300, plain.cfg.n_bands)
+    with torch.no_grad():
+        torch.testing.assert_close(banded.output_head(x, 5), plain.output_head(x, 5), rtol=0, atol=0)
+        banded.output_head.band_delta[10].normal_()
+        banded.output_head.band_bias[10].fill_(0.5)
+        moved = (banded.output_head(x, 5) - plain.output_head(x, 5)).abs().amax(dim=(0, 1, 2)) > 0
+        assert moved.nonzero().flatten().tolist() == list(range(10 - reach, 11 + reach))
+        whole = banded.output_head(x, 5)
+        banded.output_head.chunk_frames = 64
+        torch.testing.assert_close(banded.output_head(x, 5), whole, rtol=0, atol=1e-6)
+
+
 def test_the_fixture_configs_linear_model_loads_under_its_keys():
     cfg = Config.from_dict(json.loads(FIXTURE.read_text()))
     G = Generator(cfg.model)
