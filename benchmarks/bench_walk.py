@@ -1,7 +1,8 @@
 """How a walk's clips should meet and how often it should follow its recording (docs/experiments.md,
 "Issue 33: Walking the table"): the long-form measures of tracks made each way from one model.
 
-Variants: independent latents blended from clip centre to centre (the tracks of before); the walk with each
+Variants: independent latents blended from clip centre to centre (the tracks of before) or each clip holding
+its own; the walk with each
 clip holding its latent (the default) or blended; following the recording with probability ½ (the default)
 or 0.8; and the table's rows exactly (no step towards a neighbour, no jitter).
 
@@ -19,6 +20,7 @@ from mp3net import longform as lf
 
 VARIANTS = (  # name, walk, hold, follow, jitter and reach (None: the export's)
     ("independent, blended", False, False, 0.5, None),
+    ("independent, held", False, True, 0.5, None),
     ("walk, held, follow 1/2", True, True, 0.5, None),
     ("walk, blended, follow 1/2", True, False, 0.5, None),
     ("walk, held, follow 0.8", True, True, 0.8, None),
