@@ -161,6 +161,17 @@ def test_a_retired_field_in_use_is_a_one_line_error_naming_the_field_and_the_tag
         preset("laptop").override([f"{section}.{name}={json.dumps(value)}"])
 
 
+def test_a_field_retired_later_names_the_tag_that_reads_it():
+    """``model.band_weights`` was retired after v0.1-lab: false loads silently, true names v0.2-lab."""
+    d = preset("laptop").to_dict()
+    d["model"]["band_weights"] = False
+    assert Config.from_dict(d).model == preset("laptop").model
+    d["model"]["band_weights"] = True
+    with pytest.raises(ConfigError, match="git checkout v0.2-lab") as e:
+        Config.from_dict(d)
+    assert "model.band_weights=True" in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("key", list(RETIRED_VALUES))
 def test_retired_values_of_kept_fields_are_one_line_errors_naming_the_tag(key):
     section, name = key.split(".")

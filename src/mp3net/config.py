@@ -43,6 +43,7 @@ RETIRED_FIELDS: dict[str, dict[str, Any]] = {
         "d_spectral_channels": 0,
         "d_spectral_fft": None,
         "d_spectral_spread": False,
+        "band_weights": False,
     },
     "train": {
         "change_match": 0.0,
@@ -57,6 +58,8 @@ RETIRED_FIELDS: dict[str, dict[str, Any]] = {
         "grad_checkpoint": False,
     },
 }
+# the tag that reads a field retired after RETIRED_TAG
+RETIRED_AT = {"model.band_weights": "v0.2-lab"}
 # values of kept fields retired with them
 RETIRED_VALUES = {
     "model.output": ("oscillator", "linear+oscillator", "linear+bank"),
@@ -68,7 +71,7 @@ RETIRED_VALUES = {
 def retired_message(key: str, value: Any) -> str:
     return (
         f"{key}={value} was retired in config version {CONFIG_VERSION}; "
-        f"`git checkout {RETIRED_TAG}` of mp3net reads it (docs/experiments.md)"
+        f"`git checkout {RETIRED_AT.get(key, RETIRED_TAG)}` of mp3net reads it (docs/experiments.md)"
     )
 
 
@@ -145,10 +148,10 @@ class ModelConfig:
     output: str = "linear"
     # oscillators per band of the "bank" and "sines" outputs: pitch resolution 1/bank_size band
     bank_size: int = 16
-    # the output layer's 1×1 conv gets a correction of its own in every band, W + D_k and b + e_k, so a band
-    # may draw other oscillators than its neighbours from alike features (experimental,
-    # docs/networks.md#band-weights)
-    band_weights: bool = False
+    # the bank's quiet gate ε: an oscillator's amplitude a becomes a³/(a² + ε²), so one drawn faintly in every
+    # clip (a comb of weak held lines) falls silent while a drawn partial keeps its level; 0 = off
+    # (docs/networks.md#the-quiet-gate)
+    bank_gate: float = 0.0
     # per-band unit scale instead (docs/networks.md#band-normalisation): G's unit output in band k is an
     # amplitude of band_rms[k], D sees amplitudes / band_rms, so both start at the data's spectral envelope
     # and D weighs every band alike; band_rms is the data's rms per band, filled in when training starts
@@ -212,6 +215,10 @@ class ModelConfig:
         check_choice("model.sampler", self.sampler, SAMPLERS)
         if self.bank_size < 1:
             raise ConfigError(f"model.bank_size must be ≥ 1, got {self.bank_size}")
+        if not 0 <= self.bank_gate < 1:
+            raise ConfigError(f"model.bank_gate must be in [0, 1), got {self.bank_gate}")
+        if self.bank_gate and self.output == "linear":
+            raise ConfigError("model.bank_gate gates an oscillator bank: it needs model.output=bank or sines")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mp3net import generate as gen
-from mp3net.config import Config, ModelConfig, preset
+from mp3net.config import Config, ConfigError, ModelConfig, preset
 from mp3net.dsp.oscillator import SINE_REACH, bank_offsets, bank_start_phase
 from mp3net.model import Generator
 from mp3net.model.generator import BankHead, LinearHead, SineBankHead
@@ -119,29 +119,47 @@ def test_each_band_is_drawn_from_its_own_bands_and_pieces_join(output, reach):
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("output,reach", [("linear", 0), ("sines", SINE_REACH)])
-def test_band_weights_correct_one_band_and_start_as_the_shared_conv(output, reach):
-    """``model.band_weights``: zero corrections draw what the shared conv drew (a model without them,
-    adopted); band k's correction moves band k's amplitudes (and, for the sine bank, the bands its tones
-    reach) and no other; in pieces of frames as in one pass."""
+def test_the_quiet_gate_keeps_drawn_partials_and_silences_faint_ones():
+    """a³/(a² + ε²): near a for |a| ≫ ε, under (a/ε)²·|a| for |a| ≪ ε, odd, still a gradient at |a| ≪ ε."""
+    head = SineBankHead(_cfg("sines", bank_size=4, bank_gate=1e-3), 8)
+    a = torch.tensor([0.5, -0.05, 1e-2, -1e-4])  # oscillators 0-3 of channel 0
+    y = torch.zeros(1, 8, 1, 1)
+    y[0, :4, 0, 0] = torch.atanh(a)  # squash(y) = a: no band unit
+    y.requires_grad_(True)
+    g = head.oscillators(y * 1)[0, 0, :, 0, 0]  # squash writes over its input
+    assert torch.equal(g.sign(), a.sign())
+    torch.testing.assert_close(g[:2], a[:2], rtol=1e-3, atol=0)  # |a| ≥ 50 ε: within (ε/a)²
+    assert g[2] / a[2] > 0.98 and g[3].abs() < 1e-2 * a[3].abs()  # 10 ε kept, ε/10 silenced
+    g[3].backward()
+    assert y.grad[0, 3] != 0  # a faint oscillator can come back
+    ungated = SineBankHead(_cfg("sines", bank_size=4), 8)
+    x = y.detach()
+    torch.testing.assert_close(ungated.oscillators(x.clone())[0, 0, :, 0, 0], torch.tanh(x[0, :4, 0, 0]))
+
+
+def test_a_gated_bank_has_the_same_weights_and_silences_a_faint_oscillator_in_every_band_it_reaches():
+    """``model.bank_gate``: no new parameters (an ungated model's weights load); a faint oscillator's
+    coefficients fall by about (a/ε)² while a loud one's stay."""
     torch.manual_seed(0)
-    plain = Generator(_cfg(output, bank_size=4))
-    banded = Generator(_cfg(output, bank_size=4, band_weights=True))
-    assert {k for k in banded.state_dict()} - {k for k in plain.state_dict()} == {
-        f"{banded.output_head.name}.band_delta",
-        f"{banded.output_head.name}.band_bias",
-    }
-    banded.load_state_dict(banded.output_head.adopt(plain.state_dict()))
-    x = torch.randn(2, plain.output_head.in_channels, 300, plain.cfg.n_bands)
-    with torch.no_grad():
-        torch.testing.assert_close(banded.output_head(x, 5), plain.output_head(x, 5), rtol=0, atol=0)
-        banded.output_head.band_delta[10].normal_()
-        banded.output_head.band_bias[10].fill_(0.5)
-        moved = (banded.output_head(x, 5) - plain.output_head(x, 5)).abs().amax(dim=(0, 1, 2)) > 0
-        assert moved.nonzero().flatten().tolist() == list(range(10 - reach, 11 + reach))
-        whole = banded.output_head(x, 5)
-        banded.output_head.chunk_frames = 64
-        torch.testing.assert_close(banded.output_head(x, 5), whole, rtol=0, atol=1e-6)
+    plain = Generator(_cfg("sines", bank_size=4))
+    gated = Generator(_cfg("sines", bank_size=4, bank_gate=1e-3))
+    gated.load_state_dict(plain.state_dict())
+    y = torch.zeros(1, 8, 64, plain.cfg.n_bands)
+    y[:, 1, :, 20] = math.atanh(0.3)  # channel 0, oscillator 1 of band 20: loud
+    y[:, 2, :, 40] = math.atanh(1e-4)  # channel 0, oscillator 2 of band 40: faint
+    heads = (plain.output_head, gated.output_head)
+    loud = [head.amplitudes(y.clone(), 0)[0, 0, :, 18:23].abs().amax() for head in heads]
+    faint = [head.amplitudes(y.clone(), 0)[0, 0, :, 38:43].abs().amax() for head in heads]
+    assert loud[1] / loud[0] > 0.999
+    assert faint[1] / faint[0] < 2e-2
+
+
+@pytest.mark.parametrize("bad", ["model.bank_gate=-0.1", "model.bank_gate=1.0"])
+def test_a_gate_out_of_range_or_on_the_linear_head_is_a_config_error(bad):
+    with pytest.raises(ConfigError):
+        preset("laptop").override([bad])
+    with pytest.raises(ConfigError, match="oscillator bank"):
+        preset("laptop").override(["model.output=linear", "model.bank_gate=0.001"])
 
 
 def test_the_fixture_configs_linear_model_loads_under_its_keys():

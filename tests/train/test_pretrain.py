@@ -249,12 +249,11 @@ def test_a_bank_models_decoder_starts_a_sine_bank_run(notes_dataset, tmp_path, c
     assert isinstance(t.G.output_head, SineBankHead)
     mine = {k: v for k, v in H.state_dict().items() if not k.startswith("sampler.")}
     assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
-    # with band weights too: the same weights, the corrections zero
-    banded = _cfg("model.output=sines", "model.band_weights=true")
-    t = Pretrainer(banded, notes_dataset, tmp_path / "banded", progress=False, init_from=export)
-    got = t.G.state_dict()
-    assert all(torch.equal(v, got[k]) for k, v in mine.items())
-    assert not got["to_bank.band_delta"].any() and not got["to_bank.band_bias"].any()
+    # with the quiet gate too: the same weights (the gate has none)
+    gated = _cfg("model.output=sines", "model.bank_gate=0.001")
+    t = Pretrainer(gated, notes_dataset, tmp_path / "gated", progress=False, init_from=export)
+    assert t.G.cfg.bank_gate == 0.001
+    assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in mine.items())
     run = ["pretrain", "--data", str(notes_dataset), "--run", str(tmp_path / "lin")]
     assert cli_main([*run, "--init-from", str(export), "-o", "model.output=linear", "-q"]) == 1
     assert "different model config" in capsys.readouterr().err

@@ -82,18 +82,6 @@ class OutputHead(Conv1, metaclass=abc.ABCMeta):
     def __init__(self, cfg: ModelConfig, width: int) -> None:
         super().__init__(width, self.conv_channels(cfg))
         self.cfg = cfg
-        if cfg.band_weights:  # zero: the shared conv's output until training moves them
-            self.band_delta = nn.Parameter(torch.zeros(cfg.n_bands, self.out_channels, width))
-            self.band_bias = nn.Parameter(torch.zeros(cfg.n_bands, self.out_channels))
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1×1 conv ``[B, width, M, K]`` → ``[B, out, M, K]``, with ``model.band_weights`` band k's
-        correction added (docs/networks.md#band-weights)."""
-        y = super().forward(x)
-        if not self.cfg.band_weights:
-            return y
-        y = y + torch.einsum("bimk,koi->bomk", x, self.band_delta)
-        return y.add_(self.band_bias.t()[None, :, None, :])
 
     @staticmethod
     @abc.abstractmethod
@@ -104,25 +92,16 @@ class OutputHead(Conv1, metaclass=abc.ABCMeta):
         with ops.full_precision(x.device):
             B, _, M, K = x.shape
             if torch.is_grad_enabled() or M <= self.chunk_frames:
-                return self.amplitudes(self.project(x.float()), first)
+                return self.amplitudes(super().forward(x.float()), first)
             out = x.new_empty(B, M, K, self.cfg.channels, dtype=torch.float32).permute(0, 3, 1, 2)
             for a in range(0, M, self.chunk_frames):
                 b = min(a + self.chunk_frames, M)
-                out[:, :, a:b] = self.amplitudes(self.project(x[:, :, a:b].float()), first + a)
+                out[:, :, a:b] = self.amplitudes(super().forward(x[:, :, a:b].float()), first + a)
             return out
 
     @abc.abstractmethod
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
         """The conv's output ``[B, out_channels, M, K]`` → amplitudes ``[B, C, M, K]``."""
-
-    def adopt(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Generator weights from a model without band weights (``--init-from``) → ones this head loads:
-        its band corrections added as zeros, so it starts drawing what the source drew."""
-        out = dict(weights)
-        if self.cfg.band_weights and f"{self.name}.band_delta" not in weights:
-            out[f"{self.name}.band_delta"] = torch.zeros_like(self.band_delta)
-            out[f"{self.name}.band_bias"] = torch.zeros_like(self.band_bias)
-        return out
 
     def squash(self, y: torch.Tensor) -> torch.Tensor:
         """The conv's fresh output (overwritten) → tanh(y / unit), one unit or one per band
@@ -156,7 +135,19 @@ class BankHead(OutputHead):
         return cfg.channels * cfg.bank_size
 
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
-        return bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
+        return bank_mdct(self.oscillators(y), first)
+
+    def oscillators(self, y: torch.Tensor) -> torch.Tensor:
+        """The conv's output ``[B, C·S, M, K]`` → oscillator amplitudes ``[B, C, S, M, K]``: squashed, then
+        with ``model.bank_gate`` = ε > 0 through the quiet gate a³/(a² + ε²)
+        (docs/networks.md#the-quiet-gate): near a for |a| ≫ ε, a³/ε² (silent) for |a| ≪ ε, smooth and odd, so
+        a faint oscillator still gets a gradient to come back."""
+        a = self.squash(y)
+        eps = self.cfg.bank_gate
+        if eps > 0:
+            a2 = a.square()
+            a = a * a2 / (a2 + eps * eps)
+        return a.unflatten(1, (self.cfg.channels, self.cfg.bank_size))
 
 
 class SineBankHead(BankHead):
@@ -170,7 +161,7 @@ class SineBankHead(BankHead):
     chunk_frames = 64
 
     def amplitudes(self, y: torch.Tensor, first: int) -> torch.Tensor:
-        return sine_bank_mdct(self.squash(y).unflatten(1, (self.cfg.channels, self.cfg.bank_size)), first)
+        return sine_bank_mdct(self.oscillators(y), first)
 
 
 OUTPUT_HEADS: dict[str, type[OutputHead]] = {"linear": LinearHead, "bank": BankHead, "sines": SineBankHead}

@@ -279,11 +279,11 @@ class Pretrainer(Solver):
         """G's weights from ``source`` (its sampler, if any, stays behind: the table is this run's)."""
         from mp3net.train.finetune import load_start, load_weights  # finetune reads pretraining runs
 
-        differ = frozenset({"sampler", "band_rms", "band_weights"})  # band weights start at zero
+        differ = frozenset({"sampler", "band_rms", "bank_gate"})  # the gate has no weights
         if self.cfg.model.output == "sines":  # a bank's weights are a sine bank's (SineBankHead)
             differ |= {"output"}
         start = load_start(source, self.cfg, self.device, False, may_differ=differ)
-        weights = self.G.output_head.adopt({k: v for k, v in start.G.items() if not k.startswith("sampler.")})
+        weights = {k: v for k, v in start.G.items() if not k.startswith("sampler.")}
         load_weights(self.G, weights, start.where)
         self.say(f"G starts from {start.where}")
 
