@@ -316,6 +316,10 @@ class PretrainConfig:
     envelope: float = 1.0
     # the distance on mid and side rather than left and right, so the stereo image's width counts
     mid_side: bool = True
+    # the log distance's floor relative to each clip's level, dB (< 0; 0 = the absolute floor only): detail
+    # further under the clip's mean frame power is not asked for, so G need not fill the reals' noise floor
+    # with faint oscillators (experimental, docs/training.md#the-relative-floor)
+    floor_db: float = 0.0
     # what the export draws from: "table" (latents near the table's, model/sampler.py) or "gaussian" (the
     # table's Gaussian folded into the dense layer); docs/training.md#the-sampler
     sampler: str = "table"
@@ -345,6 +349,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.lr_decay_start and pretrain.lr_decay_steps must be >= 0")
         if not self.envelope >= 0:
             raise ConfigError(f"pretrain.envelope must be >= 0, got {self.envelope}")
+        if not -120 <= self.floor_db <= 0:
+            raise ConfigError(f"pretrain.floor_db must be in [-120, 0] dB (0 = off), got {self.floor_db}")
         if not self.ffts or any(n < 16 or n & (n - 1) for n in self.ffts):
             raise ConfigError(f"pretrain.ffts must be powers of two >= 16, got {list(self.ffts)}")
         check_choice("pretrain.sampler", self.sampler, SAMPLERS)

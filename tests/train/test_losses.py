@@ -246,3 +246,24 @@ def test_mid_side_sees_the_stereo_image_that_a_distance_per_channel_is_blind_to(
     assert float(spectral_reconstruction(fake, real, (256,))) < 1e-6
     assert float(spectral_reconstruction(fake, real, (256,), stereo_mid_side=True)) > 2.0  # > 40 dB apart
     assert float(spectral_reconstruction(real, real, (256,), stereo_mid_side=True)) == 0.0
+
+
+def test_the_relative_floor_asks_for_the_partial_before_the_noise_floor_at_any_level():
+    """The reals hold one tone over noise 60 dB under it. Under the absolute floor, a fake with the tone alone
+    (nothing between) is further from them than one with the noise and no tone: the mean bin asks for the
+    floor. With the floor 40 dB under the clip's level the tone alone is near and the missing tone far, and
+    the same holds for the clip 40 dB quieter (the floor follows the clip)."""
+    t = torch.arange(127 * 64, dtype=torch.float64) / 11008
+    tone = torch.sin(2 * math.pi * 430.0 * t)[None, None]
+    gen = torch.Generator().manual_seed(0)
+    noise = 1e-3 * torch.randn(1, 1, t.numel(), generator=gen, dtype=torch.float64)
+    real, bare, no_tone = mdct(tone + noise, 64), mdct(tone, 64), mdct(noise, 64)
+    ffts = (256, 1024)
+    assert float(spectral_reconstruction(bare, real, ffts)) > float(
+        spectral_reconstruction(no_tone, real, ffts)
+    )
+    for gain in (1.0, 0.01):
+        near = float(spectral_reconstruction(bare * gain, real * gain, ffts, floor_db=-40))
+        far = float(spectral_reconstruction(no_tone * gain, real * gain, ffts, floor_db=-40))
+        assert near < 1e-3 and far > 0.02
+        assert float(spectral_reconstruction(real * gain, real * gain, ffts, floor_db=-40)) == 0.0

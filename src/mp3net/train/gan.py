@@ -347,7 +347,7 @@ class Trainer(Solver):
         pc = self.cfg.pretrain
         with self._autocast():  # the table's rows are latents already: past the sampler
             fake = self.G.decode(table.latents[rows]).float()
-        return spectral_reconstruction(fake, target, pc.ffts, pc.envelope, pc.mid_side)
+        return spectral_reconstruction(fake, target, pc.ffts, pc.envelope, pc.mid_side, pc.floor_db)
 
     def train_step(self) -> dict[str, float]:
         """One D iteration (and the G step when it is due). Returns this rank's scalars, ``ok`` included."""

@@ -165,12 +165,21 @@ def g_loss(D: nn.Module, fake_noised: torch.Tensor, loss: str = "wgan-gp") -> tu
     return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}
 
 
+def relative_floor(power: torch.Tensor, floor_db: float) -> torch.Tensor | float:
+    """``floor_db`` dB under each clip's and channel's mean frame power (the sum over bins of ``power``
+    ``[B, C, T, F]``, averaged over frames): ``[B, C, 1, 1]``; 0 dB: no floor (0.0)."""
+    if floor_db == 0:
+        return 0.0
+    return power.sum(-1, keepdim=True).mean(-2, keepdim=True) * 10 ** (floor_db / 10)
+
+
 def spectral_reconstruction(
     fake: torch.Tensor,
     real: torch.Tensor,
     ffts: tuple[int, ...],
     envelope: float = 0.0,
     stereo_mid_side: bool = False,
+    floor_db: float = 0.0,
 ) -> torch.Tensor:
     """Multi-resolution log-spectrogram distance (docs/training.md#autoencoder-pretraining): the mean over
     the windows ``ffts`` of the mean |log S(fake) − log S(real)| in decibels / 20, S the STFT power of the
@@ -187,12 +196,18 @@ def spectral_reconstruction(
     signs, a stereo image as wide as it gets, where the reals' is narrow. With ``stereo_mid_side`` it is
     measured on the mid and side channels (:func:`~mp3net.dsp.spectral.mid_side`) instead.
 
+    With ``floor_db`` < 0 both powers are floored at that many dB under the real clip's mean frame power (per
+    clip and channel, the sum over bins averaged over frames) before the log, where the absolute ``LOG_FLOOR``
+    asks G to draw the reals' noise floor at −90 dB as exactly as their partials: a bank draws that floor
+    with faint steady oscillators, a comb of lines in every clip (docs/training.md#the-relative-floor).
+
     Args:
         fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
         real: the target amplitudes ``[B, C, M, K]`` (no gradient).
         ffts: the STFT windows.
         envelope: the weight of the envelope distance.
         stereo_mid_side: measure mid and side rather than left and right.
+        floor_db: the floor relative to each clip's level, dB; 0: the absolute floor only.
     Returns:
         The 0-d loss.
     """
@@ -202,8 +217,9 @@ def spectral_reconstruction(
     for n_fft in ffts:
         with torch.no_grad():
             target = power_spectrogram(real.float(), n_fft)
+            floor = relative_floor(target, floor_db)
         power = power_spectrogram(fake.float(), n_fft)
-        total = total + (log_power(power) - log_power(target)).abs().mean()
+        total = total + (log_power(power + floor) - log_power(target + floor)).abs().mean()
         if envelope > 0:
             total = total + envelope * (log_envelope(power) - log_envelope(target)).abs().mean()
     return total / len(ffts)

@@ -444,7 +444,7 @@ class Pretrainer(Solver):
         rows = rows.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             fake = self.G(self.latents(rows))
-        loss = spectral_reconstruction(fake, real, pc.ffts, pc.envelope, pc.mid_side)
+        loss = spectral_reconstruction(fake, real, pc.ffts, pc.envelope, pc.mid_side, pc.floor_db)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_z.zero_grad(set_to_none=True)
         loss.backward()
