@@ -197,9 +197,10 @@ def spectral_reconstruction(
     measured on the mid and side channels (:func:`~mp3net.dsp.spectral.mid_side`) instead.
 
     With ``floor_db`` < 0 both powers are floored at that many dB under the real clip's mean frame power (per
-    clip and channel, the sum over bins averaged over frames) before the log, where the absolute ``LOG_FLOOR``
-    asks G to draw the reals' noise floor at −90 dB as exactly as their partials: a bank draws that floor
-    with faint steady oscillators, a comb of lines in every clip (docs/training.md#the-relative-floor).
+    clip and channel, the sum over bins averaged over frames) before the log and before the envelope's
+    blocks, where the absolute ``LOG_FLOOR`` asks G to draw the reals' noise floor at −90 dB as exactly as
+    their partials: a bank draws that floor with faint steady oscillators, a comb of lines in every clip
+    (docs/training.md#the-relative-floor).
 
     Args:
         fake: G's amplitudes ``[B, C, M, K]`` (gradient flows).
@@ -218,8 +219,9 @@ def spectral_reconstruction(
         with torch.no_grad():
             target = power_spectrogram(real.float(), n_fft)
             floor = relative_floor(target, floor_db)
-        power = power_spectrogram(fake.float(), n_fft)
-        total = total + (log_power(power + floor) - log_power(target + floor)).abs().mean()
+            target = target + floor
+        power = power_spectrogram(fake.float(), n_fft) + floor
+        total = total + (log_power(power) - log_power(target)).abs().mean()
         if envelope > 0:
             total = total + envelope * (log_envelope(power) - log_envelope(target)).abs().mean()
     return total / len(ffts)
