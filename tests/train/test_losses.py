@@ -252,7 +252,7 @@ def test_the_relative_floor_asks_for_the_partial_before_the_noise_floor_at_any_l
     """The reals hold one tone over noise 60 dB under it. Under the absolute floor, a fake with the tone alone
     (nothing between) is further from them than one with the noise and no tone: the mean bin asks for the
     floor. With the floor 40 dB under the clip's level the tone alone is near and the missing tone far, and
-    the same holds for the clip 40 dB quieter (the floor follows the clip)."""
+    the same holds for the clip 40 dB quieter (the floor follows the clip), the envelope term included."""
     t = torch.arange(127 * 64, dtype=torch.float64) / 11008
     tone = torch.sin(2 * math.pi * 430.0 * t)[None, None]
     gen = torch.Generator().manual_seed(0)
@@ -263,7 +263,7 @@ def test_the_relative_floor_asks_for_the_partial_before_the_noise_floor_at_any_l
         spectral_reconstruction(no_tone, real, ffts)
     )
     for gain in (1.0, 0.01):
-        near = float(spectral_reconstruction(bare * gain, real * gain, ffts, floor_db=-40))
-        far = float(spectral_reconstruction(no_tone * gain, real * gain, ffts, floor_db=-40))
+        near = float(spectral_reconstruction(bare * gain, real * gain, ffts, 1.0, floor_db=-40))
+        far = float(spectral_reconstruction(no_tone * gain, real * gain, ffts, 1.0, floor_db=-40))
         assert near < 1e-3 and far > 0.02
         assert float(spectral_reconstruction(real * gain, real * gain, ffts, floor_db=-40)) == 0.0
