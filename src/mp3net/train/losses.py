@@ -165,11 +165,9 @@ def g_loss(D: nn.Module, fake_noised: torch.Tensor, loss: str = "wgan-gp") -> tu
     return out, {"g_loss": out.detach(), "d_fake": d_fake.mean().detach()}
 
 
-def relative_floor(power: torch.Tensor, floor_db: float) -> torch.Tensor | float:
+def relative_floor(power: torch.Tensor, floor_db: float) -> torch.Tensor:
     """``floor_db`` dB under each clip's and channel's mean frame power (the sum over bins of ``power``
-    ``[B, C, T, F]``, averaged over frames): ``[B, C, 1, 1]``; 0 dB: no floor (0.0)."""
-    if floor_db == 0:
-        return 0.0
+    ``[B, C, T, F]``, averaged over frames): ``[B, C, 1, 1]``."""
     return power.sum(-1, keepdim=True).mean(-2, keepdim=True) * 10 ** (floor_db / 10)
 
 
@@ -218,9 +216,10 @@ def spectral_reconstruction(
     for n_fft in ffts:
         with torch.no_grad():
             target = power_spectrogram(real.float(), n_fft)
+        power = power_spectrogram(fake.float(), n_fft)
+        if floor_db:
             floor = relative_floor(target, floor_db)
-            target = target + floor
-        power = power_spectrogram(fake.float(), n_fft) + floor
+            target, power = target + floor, power + floor
         total = total + (log_power(power) - log_power(target)).abs().mean()
         if envelope > 0:
             total = total + envelope * (log_envelope(power) - log_envelope(target)).abs().mean()
